@@ -1,0 +1,44 @@
+/**
+ * The activities a worker registers, built from the worker's dependencies (a Temporal client for
+ * announcing checkpoints). Workflows import only the `Activities` type.
+ */
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import type { CheckpointAnnouncement } from '../common/contracts';
+import { SIGNALS } from '../common/config';
+import { lookupEvaluation, resolveStage, recordStageCache } from './cache';
+import { prepareDatasets } from './datasets';
+import { computeDrift, judgeResponses, summariseEvaluation, writeReport } from './evaluation';
+import { generateResponses } from './generation';
+import { trainStage, type Announce, type TrainStageInput, type TrainStageResult } from './training';
+
+export interface ActivityDeps {
+  /** Used to signal the stage workflow that scheduled a training activity. */
+  client: Client;
+}
+
+/** Signals the workflow that scheduled the current activity (the stage workflow). */
+export function announcer(client: Client): Announce {
+  return async (a: CheckpointAnnouncement) => {
+    const wf = Context.current().info.workflowExecution;
+    if (!wf) throw new Error('trainStage must run inside a workflow (no workflow to announce to)');
+    await client.workflow.getHandle(wf.workflowId).signal(SIGNALS.checkpointReady, a);
+  };
+}
+
+export function createActivities(deps: ActivityDeps) {
+  return {
+    prepareDatasets,
+    resolveStage,
+    recordStageCache,
+    lookupEvaluation,
+    /** Trains one stage; safe to retry (resumes from the last uploaded checkpoint). Writes checkpoints. */
+    trainStage: (input: TrainStageInput): Promise<TrainStageResult> => trainStage(input, announcer(deps.client)),
+    generateResponses,
+    judgeResponses,
+    summariseEvaluation,
+    computeDrift,
+    writeReport,
+  };
+}
+export type Activities = ReturnType<typeof createActivities>;

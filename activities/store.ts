@@ -1,0 +1,296 @@
+/**
+ * The artifact store: S3 through the AWS SDK, so AWS S3, R2, MinIO and the local server share one
+ * code path. Endpoint, bucket, region and credentials come from worker env (credentials through the
+ * SDK's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance roles).
+ *
+ * Directories (checkpoints) are uploaded file by file, multipart and in parallel, and a manifest with
+ * every file's sha256 is written last: a directory without its manifest is never treated as complete.
+ */
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  NoSuchKey,
+  NotFound,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { ArtifactRef } from '../common/contracts';
+import { workerEnv } from './env';
+
+let client: S3Client | undefined;
+
+export function s3(): S3Client {
+  if (client) return client;
+  const env = workerEnv();
+  client = new S3Client({
+    region: env.VALUEDRIFT_S3_REGION,
+    endpoint: env.VALUEDRIFT_S3_ENDPOINT,
+    forcePathStyle: env.VALUEDRIFT_S3_FORCE_PATH_STYLE === 'true',
+    // The SDK's own retries cover throttling and transient 5xx on each request.
+    maxAttempts: 5,
+  });
+  return client;
+}
+
+export function bucket(): string {
+  return workerEnv().VALUEDRIFT_S3_BUCKET;
+}
+
+export function uriOf(key: string, b = bucket()): string {
+  return `s3://${b}/${key}`;
+}
+
+export function parseUri(uri: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
+  if (!m || !m[1] || !m[2]) throw new Error(`not an s3:// URI: ${uri}`);
+  return { bucket: m[1], key: m[2] };
+}
+
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  await pipeline(createReadStream(file), async function* (src: AsyncIterable<Buffer>) {
+    for await (const chunk of src) {
+      h.update(chunk);
+      bytes += chunk.length;
+    }
+    yield* [];
+  });
+  return { sha256: h.digest('hex'), bytes };
+}
+
+function isMissing(err: unknown): boolean {
+  if (err instanceof NoSuchKey || err instanceof NotFound) return true;
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
+}
+
+export async function exists(uri: string): Promise<boolean> {
+  const { bucket: b, key } = parseUri(uri);
+  try {
+    await s3().send(new HeadObjectCommand({ Bucket: b, Key: key }));
+    return true;
+  } catch (err) {
+    if (isMissing(err)) return false;
+    throw err;
+  }
+}
+
+export async function putBytes(key: string, body: string | Uint8Array, contentType = 'application/octet-stream'): Promise<ArtifactRef> {
+  const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body);
+  const sha256 = sha256Hex(buf);
+  await s3().send(
+    new PutObjectCommand({ Bucket: bucket(), Key: key, Body: buf, ContentType: contentType, Metadata: { sha256 } }),
+  );
+  return { uri: uriOf(key), sha256, bytes: buf.length };
+}
+
+export async function putJson(key: string, value: unknown): Promise<ArtifactRef> {
+  return putBytes(key, JSON.stringify(value, null, 2) + '\n', 'application/json');
+}
+
+/** Streams a file up in parts (lib-storage), several parts in flight. */
+export async function putFile(key: string, file: string, contentType = 'application/octet-stream'): Promise<ArtifactRef> {
+  const { sha256, bytes } = await sha256File(file);
+  const upload = new Upload({
+    client: s3(),
+    params: { Bucket: bucket(), Key: key, Body: createReadStream(file), ContentType: contentType, Metadata: { sha256 } },
+    queueSize: 4,
+    partSize: 16 * 1024 * 1024,
+    leavePartsOnError: false,
+  });
+  await upload.done();
+  return { uri: uriOf(key), sha256, bytes };
+}
+
+export async function getBytes(uri: string): Promise<Buffer> {
+  const { bucket: b, key } = parseUri(uri);
+  const out = await s3().send(new GetObjectCommand({ Bucket: b, Key: key }));
+  const body = out.Body as Readable | undefined;
+  if (!body) throw new Error(`empty body for ${uri}`);
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(Buffer.from(c as Uint8Array));
+  return Buffer.concat(chunks);
+}
+
+/** Reads an object and checks it against the ref's sha256 (a corrupted artifact is never used). */
+export async function getVerified(ref: ArtifactRef): Promise<Buffer> {
+  const buf = await getBytes(ref.uri);
+  const got = sha256Hex(buf);
+  if (got !== ref.sha256) throw new Error(`sha256 mismatch for ${ref.uri}: expected ${ref.sha256}, got ${got}`);
+  return buf;
+}
+
+export async function getJson<T>(uri: string, schema: z.ZodType<T>): Promise<T> {
+  return schema.parse(JSON.parse((await getBytes(uri)).toString('utf8')));
+}
+
+/** Returns undefined when the object does not exist. */
+export async function getJsonIfExists<T>(uri: string, schema: z.ZodType<T>): Promise<T | undefined> {
+  try {
+    return await getJson(uri, schema);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
+export async function downloadFile(uri: string, dest: string, expectedSha256?: string): Promise<void> {
+  const { bucket: b, key } = parseUri(uri);
+  const out = await s3().send(new GetObjectCommand({ Bucket: b, Key: key }));
+  const body = out.Body as Readable | undefined;
+  if (!body) throw new Error(`empty body for ${uri}`);
+  await fs.mkdir(path.dirname(dest), { recursive: true });
+  const tmp = `${dest}.part-${process.pid}`;
+  const h = createHash('sha256');
+  const fh = await fs.open(tmp, 'w');
+  try {
+    for await (const c of body) {
+      const chunk = Buffer.from(c as Uint8Array);
+      h.update(chunk);
+      await fh.write(chunk);
+    }
+  } finally {
+    await fh.close();
+  }
+  const got = h.digest('hex');
+  if (expectedSha256 && got !== expectedSha256) {
+    await fs.rm(tmp, { force: true });
+    throw new Error(`sha256 mismatch downloading ${uri}: expected ${expectedSha256}, got ${got}`);
+  }
+  await fs.rename(tmp, dest);
+}
+
+export async function listKeys(prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const out = await s3().send(new ListObjectsV2Command({ Bucket: bucket(), Prefix: prefix, ContinuationToken: token }));
+    for (const o of out.Contents ?? []) if (o.Key) keys.push(o.Key);
+    token = out.IsTruncated ? out.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+// ---- directories with manifests ----
+
+export const Manifest = z.object({
+  kind: z.literal('valuedrift.dir/v1'),
+  files: z.array(z.object({ path: z.string(), sha256: z.string(), bytes: z.number().int().nonnegative() })),
+});
+export type Manifest = z.infer<typeof Manifest>;
+export const MANIFEST_NAME = 'manifest.json';
+
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) out.push(path.relative(dir, p));
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const run = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+  return results;
+}
+
+/**
+ * Uploads a directory under `prefix` and writes the manifest last. Safe to repeat: if a manifest is
+ * already there the directory is complete and nothing is uploaded again; otherwise files are
+ * (re)written with identical content. The manifest is deterministic (sorted, no timestamps), so its
+ * sha256 is the directory's content hash.
+ */
+export async function uploadDir(
+  prefix: string,
+  dir: string,
+  opts: { concurrency?: number; onFile?: (rel: string, bytes: number) => void } = {},
+): Promise<{ manifest: ArtifactRef; reused: boolean; files: number; bytes: number }> {
+  const manifestKey = `${prefix}/${MANIFEST_NAME}`;
+  const existing = await getBytesIfExists(uriOf(manifestKey));
+  if (existing) {
+    const m = Manifest.parse(JSON.parse(existing.toString('utf8')));
+    return {
+      manifest: { uri: uriOf(manifestKey), sha256: sha256Hex(existing), bytes: existing.length },
+      reused: true,
+      files: m.files.length,
+      bytes: m.files.reduce((a, f) => a + f.bytes, 0),
+    };
+  }
+  const rels = await listFiles(dir);
+  const files = await mapLimit(rels, opts.concurrency ?? 4, async (rel) => {
+    const ref = await putFile(`${prefix}/${rel.split(path.sep).join('/')}`, path.join(dir, rel));
+    opts.onFile?.(rel, ref.bytes);
+    return { path: rel.split(path.sep).join('/'), sha256: ref.sha256, bytes: ref.bytes };
+  });
+  const manifest: Manifest = { kind: 'valuedrift.dir/v1', files };
+  const ref = await putBytes(manifestKey, JSON.stringify(manifest, null, 2) + '\n', 'application/json');
+  return { manifest: ref, reused: false, files: files.length, bytes: files.reduce((a, f) => a + f.bytes, 0) };
+}
+
+async function getBytesIfExists(uri: string): Promise<Buffer | undefined> {
+  try {
+    return await getBytes(uri);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The directory prefix (URI without `/manifest.json`) of a manifest ref. */
+export function dirOfManifest(manifestUri: string): string {
+  return manifestUri.replace(/\/manifest\.json$/, '');
+}
+
+/**
+ * Downloads a directory described by a manifest, verifying each file's sha256. A marker file records
+ * a complete download so a second call is free; `filter` skips files (e.g. optimizer state when only
+ * generating).
+ */
+export async function downloadDir(
+  manifest: ArtifactRef,
+  dest: string,
+  opts: { filter?: (rel: string) => boolean; concurrency?: number } = {},
+): Promise<{ files: number; bytes: number; reused: boolean }> {
+  const marker = path.join(dest, `.valuedrift-complete-${manifest.sha256.slice(0, 16)}${opts.filter ? '-partial' : ''}`);
+  const m = Manifest.parse(JSON.parse((await getVerified(manifest)).toString('utf8')));
+  const wanted = m.files.filter((f) => !opts.filter || opts.filter(f.path));
+  const bytes = wanted.reduce((a, f) => a + f.bytes, 0);
+  try {
+    await fs.access(marker);
+    return { files: wanted.length, bytes, reused: true };
+  } catch {
+    /* not downloaded yet */
+  }
+  const base = dirOfManifest(manifest.uri);
+  await mapLimit(wanted, opts.concurrency ?? 4, async (f) => {
+    await downloadFile(`${base}/${f.path}`, path.join(dest, ...f.path.split('/')), f.sha256);
+  });
+  await fs.writeFile(marker, manifest.uri + '\n');
+  return { files: wanted.length, bytes, reused: false };
+}

@@ -1,0 +1,255 @@
+/**
+ * `trainStage`: supervises one training stage of the Python trainer.
+ *
+ * - spawns `python -m valuedrift_trainer train` (or accelerate for several GPUs) with an argument array;
+ * - heartbeats `{step, total, loss, lastUploadedStep}`;
+ * - uploads each checkpoint while training goes on (manifest last) and only then announces it to the
+ *   stage workflow (a signal; the workflow dedupes by step), and removes the local copy;
+ * - on a retry, finds the checkpoints already complete in the store, re-announces them, downloads the
+ *   newest and resumes from it with optimizer and scheduler state (the step counter continues);
+ * - on cancellation kills the trainer's whole process group.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type ModelHandle, type TrainerEvent } from '../common/contracts';
+import { storeKeys } from '../common/config';
+import type { StageSpec } from '../common/spec';
+import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './datasets';
+import { workerEnv } from './env';
+import { localModel } from './models';
+import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
+import { trainerFailure } from './trainerCommand';
+import { spawnTrainer } from './trainerProcess';
+
+export interface TrainStageInput {
+  lineage: string;
+  stageKey: string;
+  stage: StageSpec;
+  parent: ModelHandle;
+  /** PPO only: the trained reward model. */
+  rewardModel?: ModelHandle;
+  dataset: PreparedDataset;
+  seed: number;
+}
+
+export interface TrainStageResult {
+  stageId: string;
+  totalSteps: number;
+  checkpoints: Checkpoint[];
+  final: Checkpoint;
+  /** Steps this attempt resumed from (0 = fresh start). */
+  resumedFrom: number;
+}
+
+export const TrainHeartbeat = z.object({
+  step: z.number().int(),
+  total: z.number().int(),
+  loss: z.number().nullable(),
+  lastUploadedStep: z.number().int(),
+});
+export type TrainHeartbeat = z.infer<typeof TrainHeartbeat>;
+
+export type Announce = (a: CheckpointAnnouncement) => Promise<void>;
+
+/** The trainer's config file for a stage (field names are the trainer's dataclass fields). */
+export function trainerConfig(input: {
+  stage: StageSpec;
+  model: string;
+  rewardModel?: string;
+  trainFile: string;
+  outputDir: string;
+  resumeFrom?: string;
+  seed: number;
+}): Record<string, unknown> {
+  const s = input.stage;
+  const h = s.hyperparameters;
+  const common: Record<string, unknown> = {
+    stage: s.kind,
+    model: input.model,
+    train_file: input.trainFile,
+    output_dir: input.outputDir,
+    checkpoint_every: s.checkpointEvery,
+    max_steps: s.maxSteps ?? -1,
+    num_epochs: h.epochs,
+    learning_rate: h.learningRate,
+    global_batch_size: h.globalBatchSize,
+    per_device_batch_size: s.perDeviceBatchSize,
+    num_gpus: s.gpus,
+    max_length: h.maxLength,
+    warmup_ratio: h.warmupRatio,
+    lr_scheduler: h.lrScheduler,
+    weight_decay: h.weightDecay,
+    seed: s.seed ?? input.seed,
+    gradient_checkpointing: s.gradientCheckpointing,
+    bf16: 'auto',
+  };
+  if (input.resumeFrom) common.resume_from = input.resumeFrom;
+  switch (s.kind) {
+    case 'sft':
+    case 'reward':
+      return common;
+    case 'ppo':
+      if (!input.rewardModel) throw ApplicationFailure.nonRetryable('ppo stage without a reward model', 'InvalidLineageSpec');
+      return {
+        ...common,
+        reward_model: input.rewardModel,
+        kl_coef: s.hyperparameters.klCoef,
+        response_length: s.hyperparameters.responseLength,
+        temperature: s.hyperparameters.temperature,
+        missing_eos_penalty: s.hyperparameters.missingEosPenalty,
+      };
+    case 'dpo':
+      return { ...common, beta: s.hyperparameters.beta, max_prompt_length: s.hyperparameters.maxPromptLength };
+    case 'simpo':
+      return {
+        ...common,
+        beta: s.hyperparameters.beta,
+        simpo_gamma: s.hyperparameters.gamma,
+        max_prompt_length: s.hyperparameters.maxPromptLength,
+      };
+  }
+}
+
+/** Checkpoints of this stage that are complete in the store (their manifest exists). */
+export async function uploadedCheckpoints(lineage: string, stageId: string): Promise<Map<number, ArtifactRef>> {
+  const prefix = `${storeKeys.lineageRoot(lineage)}/${stageId}/checkpoints/`;
+  const out = new Map<number, ArtifactRef>();
+  for (const key of await listKeys(prefix)) {
+    const m = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}step-(\\d+)/${MANIFEST_NAME}$`).exec(key);
+    if (!m) continue;
+    const body = await getBytes(uriOf(key));
+    out.set(Number(m[1]), { uri: uriOf(key), sha256: sha256Hex(body), bytes: body.length });
+  }
+  return out;
+}
+
+function heartbeatContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
+export async function trainStage(input: TrainStageInput, announce: Announce): Promise<TrainStageResult> {
+  const env = workerEnv();
+  const ctx = heartbeatContext();
+  const { lineage, stage } = input;
+  const work = path.join(env.workDir, 'train', lineage, stage.id, input.stageKey.slice(0, 16));
+  const outputDir = path.join(work, 'out');
+  await fs.mkdir(outputDir, { recursive: true });
+
+  // 1. What an earlier attempt already finished: announce it again (idempotent by step) and resume.
+  const done = await uploadedCheckpoints(lineage, stage.id);
+  const steps = [...done.keys()].sort((a, b) => a - b);
+  const resumeStep = steps.length ? (steps[steps.length - 1] as number) : 0;
+  const state: TrainHeartbeat = { step: resumeStep, total: 0, loss: null, lastUploadedStep: resumeStep };
+  const prior = TrainHeartbeat.safeParse(ctx?.info.heartbeatDetails);
+  if (prior.success) state.total = prior.data.total;
+  let resumeFrom: string | undefined;
+  if (resumeStep > 0) {
+    const ref = done.get(resumeStep) as ArtifactRef;
+    resumeFrom = path.join(work, 'resume', `checkpoint-${resumeStep}`);
+    await downloadDir(ref, resumeFrom);
+  }
+
+  // 2. Inputs: the stage's training rows, the starting model, the reward model.
+  const rows = trainerRows(
+    stage.kind,
+    input.dataset.format,
+    'alignment' in stage ? stage.alignment : 'as-is',
+    parseRows(input.dataset.name, input.dataset.format, (await getBytes(input.dataset.ref.uri)).toString('utf8')),
+  );
+  const trainFile = path.join(work, 'train.jsonl');
+  await fs.writeFile(trainFile, toJsonl(rows));
+  const model = await localModel(input.parent);
+  const rewardModel = input.rewardModel ? await localModel(input.rewardModel) : undefined;
+  const cfgFile = path.join(work, 'config.json');
+  await fs.writeFile(
+    cfgFile,
+    JSON.stringify(trainerConfig({ stage, model, rewardModel, trainFile, outputDir, resumeFrom, seed: input.seed }), null, 2),
+  );
+
+  // 3. Run, uploading checkpoints in order as they appear.
+  const checkpoints = new Map<number, ArtifactRef>(done);
+  let uploads: Promise<void> = Promise.resolve();
+  let uploadError: unknown;
+  let doneEvent: Extract<TrainerEvent, { event: 'done' }> | undefined;
+  let errorEvent: Extract<TrainerEvent, { event: 'error' }> | undefined;
+  const stray: string[] = [];
+  const beat = () => ctx?.heartbeat({ ...state });
+  for (const s of steps) {
+    await announce({ stageId: stage.id, step: s, totalSteps: state.total, ref: done.get(s) as ArtifactRef, loss: null });
+  }
+
+  const onCheckpoint = (step: number, dir: string) => {
+    uploads = uploads.then(async () => {
+      if (uploadError) return;
+      try {
+        const { manifest } = await uploadDir(storeKeys.checkpoint(lineage, stage.id, step), dir, { onFile: () => beat() });
+        checkpoints.set(step, manifest);
+        state.lastUploadedStep = Math.max(state.lastUploadedStep, step);
+        beat();
+        await announce({ stageId: stage.id, step, totalSteps: state.total, ref: manifest, loss: state.loss });
+        // Uploaded and announced: the local copy is no longer needed (keeps disk bounded).
+        await fs.rm(dir, { recursive: true, force: true });
+        if (resumeFrom) await fs.rm(path.dirname(resumeFrom), { recursive: true, force: true });
+      } catch (err) {
+        uploadError = err;
+      }
+    });
+  };
+
+  const launcher =
+    stage.gpus > 1
+      ? ['-m', 'accelerate.commands.launch', '--num_processes', String(stage.gpus), '-m', 'valuedrift_trainer']
+      : undefined;
+  const run = spawnTrainer({
+    python: env.python,
+    args: ['train', '--config', cfgFile],
+    launcher,
+    onEvent: (e) => {
+      if (e.event === 'progress') {
+        state.step = e.step;
+        state.total = e.total;
+        state.loss = e.loss ?? state.loss;
+      } else if (e.event === 'checkpoint') {
+        onCheckpoint(e.step, e.path);
+      } else if (e.event === 'done') {
+        doneEvent = e;
+      } else if (e.event === 'error') {
+        errorEvent = e;
+      }
+    },
+    onStrayLine: (l) => stray.push(l),
+  });
+  const heartbeatTimer = setInterval(beat, 5_000);
+  const onCancel = () => void run.kill();
+  ctx?.cancellationSignal.addEventListener('abort', onCancel);
+  try {
+    const exit = await run.exit;
+    await uploads;
+    if (ctx?.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+    if (uploadError) throw uploadError;
+    if (exit.code !== 0 || !doneEvent) {
+      const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';
+      throw trainerFailure(`training stage "${stage.id}"`, errorEvent, exit, run.stderrTail() + extra);
+    }
+    const finalStep = doneEvent.finalStep;
+    const finalRef = checkpoints.get(finalStep);
+    if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');
+    const totalSteps = Math.max(state.total, finalStep);
+    const list: Checkpoint[] = [...checkpoints.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
+    await fs.rm(work, { recursive: true, force: true });
+    return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
+  } finally {
+    clearInterval(heartbeatTimer);
+    ctx?.cancellationSignal.removeEventListener('abort', onCancel);
+    await run.kill(2_000);
+  }
+}

