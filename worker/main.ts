@@ -4,6 +4,7 @@
  * - gpu: training and generation; as many concurrent jobs as GPUs per node / GPUs per job.
  */
 import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { workerEnv } from '../activities/env';
@@ -37,7 +38,7 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
   const base: Pick<WorkerOptions, 'connection' | 'namespace'> = { connection, namespace };
   if (role === 'cpu' || role === 'all') {
     workers.push(
-      await Worker.create({ ...base, taskQueue: TASK_QUEUES.workflows, workflowsPath: require.resolve('../workflows') }),
+      await Worker.create({ ...base, taskQueue: TASK_QUEUES.workflows, workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts') }),
       await Worker.create({
         ...base,
         taskQueue: TASK_QUEUES.cpu,
