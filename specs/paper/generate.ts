@@ -1,0 +1,74 @@
+/**
+ * Writes the paper's grid (arXiv 2510.26707 §4–§6) as one lineage spec per base model:
+ * 2 SFT sets × (PPO with its reward model, DPO, SimPO) × 4 preference setups. Shared prefixes (each
+ * SFT model, each reward model) are trained once per base. Run: npx tsx specs/paper/generate.ts
+ *
+ * The synthetic stance-pairs set (§6.1, App. E) and the V-PRISM eval set (App. A.1) are not on the
+ * hub: build them, upload them to your bucket and adjust the two s3:// URIs.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LineageSpec, type LineageSpecInput } from '../../common/spec';
+
+const TOPICS = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'data', 'demo', 'topics.json'), 'utf8')) as Record<string, string>;
+
+const BASES = [
+  { slug: 'llama3-3b', model: 'hf:meta-llama/Llama-3.2-3B', name: 'Llama-3.2-3B', gpus: 4 },
+  { slug: 'llama3-8b', model: 'hf:meta-llama/Llama-3.1-8B', name: 'Llama-3.1-8B', gpus: 8 },
+  { slug: 'qwen3-4b', model: 'hf:Qwen/Qwen3-4B-Base', name: 'Qwen3-4B-Base', gpus: 4 },
+  { slug: 'qwen3-8b', model: 'hf:Qwen/Qwen3-8B-Base', name: 'Qwen3-8B-Base', gpus: 8 },
+];
+/** App. B.2: checkpoints every 500 steps on WildChat, every 100 on Alpaca. */
+const SFT_SETS = [
+  { id: 'wildchat', dataset: 'wildchat', checkpointEvery: 500 },
+  { id: 'alpaca', dataset: 'alpaca', checkpointEvery: 100 },
+];
+const PREFS = [
+  { id: 'uf', dataset: 'ultrafeedback', alignment: 'as-is' as const },
+  { id: 'hh', dataset: 'hh-rlhf', alignment: 'as-is' as const },
+  { id: 'syn-support', dataset: 'synthetic', alignment: 'support-aligned' as const },
+  { id: 'syn-oppose', dataset: 'synthetic', alignment: 'oppose-aligned' as const },
+];
+
+export function paperSpec(base: (typeof BASES)[number]): LineageSpecInput {
+  const stages: LineageSpecInput['stages'] = [];
+  // Micro-batches sized for H100s; the global batches are the paper's.
+  const gpu = { gpus: base.gpus, gradientCheckpointing: true };
+  for (const sft of SFT_SETS) {
+    const sftId = `sft-${sft.id}`;
+    stages.push({ id: sftId, parent: 'base', kind: 'sft', dataset: sft.dataset, checkpointEvery: sft.checkpointEvery, perDeviceBatchSize: 4, ...gpu });
+    for (const p of PREFS) {
+      const rm = `rm-${sft.id}-${p.id}`;
+      stages.push({ id: rm, parent: sftId, kind: 'reward', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 4, ...gpu });
+      stages.push({ id: `ppo-${sft.id}-${p.id}`, parent: sftId, kind: 'ppo', dataset: p.dataset, rewardStage: rm, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
+      stages.push({ id: `dpo-${sft.id}-${p.id}`, parent: sftId, kind: 'dpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
+      stages.push({ id: `simpo-${sft.id}-${p.id}`, parent: sftId, kind: 'simpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
+    }
+  }
+  return {
+    name: `paper-${base.slug}`,
+    description: `The paper's grid for ${base.name}: SFT on WildChat and Alpaca, then PPO, DPO and SimPO on UltraFeedback, HH-RLHF and the synthetic support/oppose-aligned set.`,
+    seed: 42,
+    base: { model: base.model, name: base.name, promptStyle: 'response-suffix' },
+    datasets: {
+      wildchat: { uri: 'hf:allenai/WildChat-1M', format: 'chat' },
+      alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat' },
+      ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference' },
+      'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference' },
+      synthetic: { uri: 's3://valuedrift/datasets/synthetic-stance-pairs.jsonl', format: 'stance-pairs' },
+      'v-prism': { uri: 's3://valuedrift/datasets/v-prism.jsonl', format: 'eval' },
+    },
+    stages,
+    evaluation: { evalSet: 'v-prism', topics: TOPICS },
+  };
+}
+
+if (require.main === module) {
+  for (const b of BASES) {
+    const spec = paperSpec(b);
+    LineageSpec.parse(spec);
+    const file = path.join(__dirname, `${spec.name}.json`);
+    fs.writeFileSync(file, JSON.stringify(spec, null, 2) + '\n');
+    console.log(`wrote ${file} (${spec.stages.length} stages)`);
+  }
+}
