@@ -8,7 +8,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { ArtifactRef, Checkpoint, CheckpointSummary, ModelHandle, StanceProbs } from '../common/contracts';
+import { ArtifactRef, Checkpoint, CheckpointSummary, type ModelHandle, StanceProbs } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import { canonicalJson } from './judge/cache';

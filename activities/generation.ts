@@ -10,7 +10,7 @@ import { z } from 'zod';
 import type { ArtifactRef, ModelHandle } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { EvaluationSpec } from '../common/spec';
-import { parseRows, RowSchemas, seededSample } from './datasets';
+import { parseRows, type RowSchemas, seededSample } from './datasets';
 import { workerEnv } from './env';
 import { localModel } from './models';
 import { exists, getBytes, putFile, sha256Hex, uriOf } from './store';

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type ModelHandle, type TrainerEvent } from '../common/contracts';
+import { type ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type ModelHandle, type TrainerEvent } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { StageSpec } from '../common/spec';
 import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './datasets';

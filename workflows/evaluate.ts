@@ -1,6 +1,6 @@
 import type { ArtifactRef, ModelHandle, StanceProbs } from '../common/contracts';
 import type { EvaluationSpec } from '../common/spec';
-import { generation, judging, store } from './activities';
+import { generation, judging, store } from './proxies';
 
 export interface EvaluateCheckpointInput {
   lineage: string;

@@ -12,7 +12,7 @@ import { BASE_STAGE_ID, QUERIES, TASK_QUEUES, workflowIds } from '../common/conf
 import { searchAttributePairs } from '../common/searchAttributes';
 import { formatSpecIssues, stageDependencies, stageSearchAttributes, validateLineageSpec, type StageSpec } from '../common/spec';
 import type { DriftRow } from '../activities/evaluation';
-import { store } from './activities';
+import { store } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 import { stageEventSignal, startEvaluatedSignal, stageWorkflow, type StageWorkflowResult } from './stage';
 

@@ -14,7 +14,7 @@ import { QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import type { PreparedDataset } from '../activities/datasets';
 import type { DriftRow } from '../activities/evaluation';
-import { store, training } from './activities';
+import { store, training } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 
 export const checkpointReadySignal = defineSignal<[CheckpointAnnouncement]>(SIGNALS.checkpointReady);

@@ -1,0 +1,44 @@
+// Lint rules from STYLE.md: deterministic workflows (no Node built-ins, activity imports type-only),
+// no floating promises, consistent type imports, no import cycles.
+import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+import { builtinModules } from 'node:module';
+
+const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
+
+export default tseslint.config(
+  // test/fixtures/lint holds code that breaks the rules on purpose (test/unit/lint.test.ts lints it explicitly).
+  { ignores: ['node_modules/**', '.venv/**', '.data/**', 'trainer/**', 'dist/**', '**/*.mjs', 'test/fixtures/lint/**'] },
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    plugins: { 'import-x': importX },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports', disallowTypeAnnotations: false }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+      'import-x/no-cycle': 'error',
+    },
+  },
+  {
+    files: ['workflows/**/*.ts', 'common/**/*.ts', 'test/fixtures/lint/**/*.ts'],
+    ignores: ['common/searchAttributes.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({ name, message: 'workflow code must be deterministic: no Node built-ins' })),
+          patterns: [
+            { group: ['**/activities', '**/activities/**'], allowTypeImports: true, message: 'workflows import activity types only' },
+            { group: ['openai', '@aws-sdk/*', '@temporalio/activity', '@temporalio/worker', '@temporalio/client'], message: 'no I/O libraries in workflow code' },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-non-null-assertion': 'off' },
+  },
+);
