@@ -134,7 +134,12 @@ function heartbeatContext(): Context | undefined {
   }
 }
 
-export async function trainStage(input: TrainStageInput, announce: Announce): Promise<TrainStageResult> {
+/** Observation points for tests (e.g. kill the trainer right after a given event). */
+export interface TrainStageHooks {
+  onTrainerEvent?: (e: TrainerEvent, pid: number) => void;
+}
+
+export async function trainStage(input: TrainStageInput, announce: Announce, hooks: TrainStageHooks = {}): Promise<TrainStageResult> {
   const env = workerEnv();
   const ctx = heartbeatContext();
   const { lineage, stage } = input;
@@ -212,6 +217,7 @@ export async function trainStage(input: TrainStageInput, announce: Announce): Pr
     args: ['train', '--config', cfgFile],
     launcher,
     onEvent: (e) => {
+      hooks.onTrainerEvent?.(e, run.pid);
       if (e.event === 'progress') {
         state.step = e.step;
         state.total = e.total;
