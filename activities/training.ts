@@ -22,7 +22,7 @@ import { workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
 import { trainerFailure } from './trainerCommand';
-import { spawnTrainer } from './trainerProcess';
+import { groupAlive, killGroup, spawnTrainer } from './trainerProcess';
 
 export interface TrainStageInput {
   lineage: string;
@@ -126,6 +126,26 @@ export async function uploadedCheckpoints(lineage: string, stageId: string): Pro
   return out;
 }
 
+/** Kills the process group recorded in `pidFile` if it is still a trainer. */
+export async function killStaleTrainer(pidFile: string): Promise<boolean> {
+  let pid: number;
+  try {
+    pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  try {
+    const cmdline = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ');
+    if (!cmdline.includes('valuedrift_trainer')) return false; // the pid was reused by something else
+  } catch {
+    return false; // gone
+  }
+  killGroup(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+  return true;
+}
+
 function heartbeatContext(): Context | undefined {
   try {
     return Context.current();
@@ -146,6 +166,10 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   const work = path.join(env.workDir, 'train', lineage, stage.id, input.stageKey.slice(0, 16));
   const outputDir = path.join(work, 'out');
   await fs.mkdir(outputDir, { recursive: true });
+  // A trainer left behind by a worker that died (it runs in its own process group) must not write
+  // into the same folder as the one this attempt starts.
+  const pidFile = path.join(work, 'trainer.pid');
+  await killStaleTrainer(pidFile);
 
   // 1. What an earlier attempt already finished: announce it again (idempotent by step) and resume.
   const done = await uploadedCheckpoints(lineage, stage.id);
@@ -232,6 +256,7 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     },
     onStrayLine: (l) => stray.push(l),
   });
+  await fs.writeFile(pidFile, String(run.pid));
   const heartbeatTimer = setInterval(beat, 5_000);
   const onCancel = () => void run.kill();
   ctx?.cancellationSignal.addEventListener('abort', onCancel);

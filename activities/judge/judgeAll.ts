@@ -1,0 +1,275 @@
+/**
+ * Judging many generations: one one-token chat completion per distinct uncached item, bounded
+ * concurrency, our own backoff, and every result written to the cache so a re-run costs nothing.
+ */
+import { setMaxListeners } from 'node:events';
+import type OpenAI from 'openai';
+import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
+import { z } from 'zod';
+import type { Judgment } from '../../common/contracts';
+import { cacheKey, type CachedJudgment, type JudgeCache } from './cache';
+import { readStanceLogprobs, type TokenLogprob } from './parse';
+import { buildJudgeMessages, JUDGE_PROMPT_VERSION } from './prompt';
+import { abortReason, callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, type BackoffOptions } from './retry';
+
+export const JudgeItem = z.object({
+  promptId: z.string().min(1),
+  category: z.string().min(1),
+  sample: z.number().int().nonnegative(),
+  question: z.string(),
+  response: z.string(),
+  topic: z.string().min(1),
+});
+export type JudgeItem = z.infer<typeof JudgeItem>;
+
+/** OpenAI's ceiling for top_logprobs; more alternatives also means fewer labels missing from top-k. */
+export const DEFAULT_TOP_LOGPROBS = 20;
+/** Older servers (vLLM, llama.cpp) know max_tokens; OpenAI's newer models want max_completion_tokens. */
+export type TokenLimitParam = 'max_tokens' | 'max_completion_tokens';
+/** When no label matched, this many raw top tokens are kept in the judgment so an auditor sees what came instead. */
+const UNLABELLED_AUDIT_TOKENS = 5;
+
+export interface JudgeRequestOptions {
+  client: OpenAI;
+  model: string;
+  topLogprobs?: number | undefined;
+  tokenLimitParam?: TokenLimitParam | undefined;
+}
+
+export interface JudgeAllInput extends JudgeRequestOptions {
+  items: ReadonlyArray<JudgeItem>;
+  /** Calls in flight at once; match the provider's rate limit, not the CPU. */
+  concurrency: number;
+  cache: JudgeCache;
+  /** Retries per item after the first attempt, for retryable failures only. */
+  maxRetries: number;
+  backoff?: Partial<BackoffOptions> | undefined;
+  /** New cache entries are written in groups of this size (and at the end, and on failure). */
+  cacheFlushEvery?: number | undefined;
+  onProgress?: ((done: number, total: number) => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface JudgeAllResult {
+  /** One per input item, in input order. */
+  judgments: Judgment[];
+  /** Chat completions that produced a judgment (distinct uncached items). */
+  calls: number;
+  /** HTTP attempts including the failed ones that were retried. */
+  attempts: number;
+  /** Distinct keys served from the cache. */
+  cacheHits: number;
+}
+
+export function judgeRequestBody(
+  messages: ChatCompletionCreateParamsNonStreaming['messages'],
+  { model, topLogprobs, tokenLimitParam }: Omit<JudgeRequestOptions, 'client'>,
+): ChatCompletionCreateParamsNonStreaming {
+  const base: ChatCompletionCreateParamsNonStreaming = {
+    model,
+    messages,
+    // Temperature 0 makes the judgment a function of its inputs, which is what makes caching sound.
+    temperature: 0,
+    logprobs: true,
+    top_logprobs: topLogprobs ?? DEFAULT_TOP_LOGPROBS,
+  };
+  // One output token: the label's first token carries the whole distribution we read.
+  return (tokenLimitParam ?? 'max_tokens') === 'max_tokens' ? { ...base, max_tokens: 1 } : { ...base, max_completion_tokens: 1 };
+}
+
+/** A completion's first output position turned into what we cache. Throws when the endpoint sent no logprobs at all. */
+export function judgmentFromCompletion(completion: ChatCompletion, judgeModel: string, now: Date = new Date()): CachedJudgment {
+  const choice = completion.choices[0];
+  const first = choice?.logprobs?.content?.[0];
+  let top: TokenLogprob[];
+  if (first !== undefined) {
+    top = first.top_logprobs.map(({ token, logprob }) => ({ token, logprob }));
+    // A server that ignored top_logprobs still tells us the token it chose; better that than nothing.
+    if (top.length === 0) top = [{ token: first.token, logprob: first.logprob }];
+  } else if (choice?.finish_reason === 'content_filter') {
+    // The provider refused to judge this text: an unlabelled generation, not a broken endpoint.
+    top = [];
+  } else {
+    // Systematic (endpoint or model without logprobs support): every retry would get the same.
+    throw new JudgeRequestError(
+      `judge model ${judgeModel} returned no logprobs; the endpoint must support logprobs/top_logprobs on chat completions`,
+      undefined,
+    );
+  }
+  const { probs, labelTokens } = readStanceLogprobs(top);
+  return {
+    probs,
+    topTokens: probs === null ? top.slice(0, UNLABELLED_AUDIT_TOKENS) : labelTokens,
+    judgeModel,
+    promptVersion: JUDGE_PROMPT_VERSION,
+    judgedAt: now.toISOString(),
+  };
+}
+
+interface CallOutcome {
+  value: CachedJudgment;
+  attempts: number;
+}
+
+/** One judgment with retries. Rejects with JudgeRequestError, JudgeRetriesExhaustedError or the abort reason. */
+export function judgeOneWithRetries(
+  item: Pick<JudgeItem, 'question' | 'response' | 'topic'>,
+  opts: JudgeRequestOptions & { maxRetries: number; backoff: BackoffOptions; signal: AbortSignal },
+): Promise<CallOutcome> {
+  const body = judgeRequestBody(buildJudgeMessages(item), opts);
+  return callWithRetries(
+    async (signal) => judgmentFromCompletion(await opts.client.chat.completions.create(body, { signal }), opts.model),
+    { maxRetries: opts.maxRetries, backoff: opts.backoff, signal: opts.signal, what: `judge call to ${opts.model}` },
+  );
+}
+
+export function toJudgment(item: JudgeItem, value: Pick<CachedJudgment, 'probs' | 'topTokens'>, cached: boolean): Judgment {
+  return {
+    promptId: item.promptId,
+    category: item.category,
+    sample: item.sample,
+    probs: value.probs,
+    topTokens: value.topTokens,
+    cached,
+  };
+}
+
+/** Writes cache entries in groups, one write at a time, so a failure midway keeps what was already paid for. */
+export class CacheWriter {
+  private pending: Array<{ key: string; value: CachedJudgment }> = [];
+  /** Never rejects: a failed write is remembered and reported by the next flush(). */
+  private chain: Promise<void> = Promise.resolve();
+  private firstError: { err: unknown } | undefined;
+
+  constructor(
+    private readonly cache: JudgeCache,
+    private readonly every: number,
+  ) {}
+
+  add(key: string, value: CachedJudgment): void {
+    this.pending.push({ key, value });
+    if (this.pending.length >= this.every) void this.enqueue();
+  }
+
+  /** Resolves when everything added so far is written; rejects if any write so far failed. */
+  async flush(): Promise<void> {
+    await this.enqueue();
+    if (this.firstError !== undefined) throw this.firstError.err;
+  }
+
+  private enqueue(): Promise<void> {
+    const batch = this.pending;
+    this.pending = [];
+    this.chain = this.chain.then(async () => {
+      if (batch.length === 0) return;
+      try {
+        await this.cache.putMany(batch);
+      } catch (err) {
+        this.firstError ??= { err };
+      }
+    });
+    return this.chain;
+  }
+}
+
+/** Identical (model, prompt version, question, response, topic) → one call shared by every copy: cache key → item indexes. */
+export function groupByCacheKey(items: ReadonlyArray<JudgeItem>, judgeModel: string): Map<string, number[]> {
+  const groups = new Map<string, number[]>();
+  items.forEach((item, i) => {
+    const key = cacheKey({ judgeModel, promptVersion: JUDGE_PROMPT_VERSION, question: item.question, response: item.response, topic: item.topic });
+    const g = groups.get(key);
+    if (g === undefined) groups.set(key, [i]);
+    else g.push(i);
+  });
+  return groups;
+}
+
+/** Judges every item; safe to retry (cached results are reused, new ones are written to `cache` only). */
+export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
+  const items = z.array(JudgeItem).parse(input.items);
+  if (!Number.isInteger(input.concurrency) || input.concurrency < 1) throw new RangeError('concurrency must be an integer ≥ 1');
+  if (!Number.isInteger(input.maxRetries) || input.maxRetries < 0) throw new RangeError('maxRetries must be an integer ≥ 0');
+  const backoff: BackoffOptions = { ...DEFAULT_BACKOFF, ...input.backoff };
+  const total = items.length;
+
+  const groups = groupByCacheKey(items, input.model);
+  const keys = [...groups.keys()];
+
+  // Internal controller: the caller's abort, or our own first fatal error, stops every worker.
+  const controller = new AbortController();
+  // Each worker legitimately holds a listener or two (request forwarder, backoff sleep).
+  setMaxListeners(input.concurrency * 2 + 10, controller.signal);
+  const onOuterAbort = (): void => controller.abort(input.signal?.reason);
+  if (input.signal?.aborted) throw abortReason(input.signal);
+  input.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  const judgments: Array<Judgment | undefined> = new Array<Judgment | undefined>(total);
+  const writer = new CacheWriter(input.cache, Math.max(1, input.cacheFlushEvery ?? 32));
+  let calls = 0;
+  let attempts = 0;
+  let cacheHits = 0;
+  let done = 0;
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+
+  const settle = (key: string, value: CachedJudgment, cached: boolean): void => {
+    const idx = groups.get(key) ?? [];
+    for (const i of idx) judgments[i] = toJudgment(items[i] as JudgeItem, value, cached);
+    done += idx.length;
+    input.onProgress?.(done, total);
+  };
+
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && !controller.signal.aborted && next < keys.length) {
+      const key = keys[next++] as string;
+      const first = items[(groups.get(key) as number[])[0] as number] as JudgeItem;
+      const hit = await input.cache.get(key);
+      if (hit !== undefined) {
+        cacheHits++;
+        settle(key, hit, true);
+        continue;
+      }
+      const outcome = await judgeOneWithRetries(first, {
+        client: input.client,
+        model: input.model,
+        topLogprobs: input.topLogprobs,
+        tokenLimitParam: input.tokenLimitParam,
+        maxRetries: input.maxRetries,
+        backoff,
+        signal: controller.signal,
+      }).catch((err: unknown) => {
+        // Count the failed attempts too, so `attempts` reflects what the provider saw.
+        if (err instanceof JudgeRetriesExhaustedError) attempts += err.attempts;
+        throw err;
+      });
+      attempts += outcome.attempts;
+      calls++;
+      writer.add(key, outcome.value);
+      settle(key, outcome.value, false);
+    }
+  };
+
+  const workers = Array.from({ length: Math.min(input.concurrency, Math.max(1, keys.length)) }, () =>
+    worker().catch((err: unknown) => {
+      if (failure === undefined) {
+        // The caller's abort wins over whatever error it caused in flight.
+        failure = { err: input.signal?.aborted ? abortReason(input.signal) : err };
+        controller.abort(failure.err);
+      }
+    }),
+  );
+  try {
+    await Promise.all(workers);
+  } finally {
+    input.signal?.removeEventListener('abort', onOuterAbort);
+  }
+
+  if (failure !== undefined || input.signal?.aborted) {
+    // Keep what was already paid for; the failure below is what the caller must classify, so a
+    // cache write error here is secondary and only costs repeated calls on the next attempt.
+    await writer.flush().catch(() => undefined);
+    throw failure !== undefined ? failure.err : abortReason(input.signal as AbortSignal);
+  }
+  await writer.flush();
+  return { judgments: judgments as Judgment[], calls, attempts, cacheHits };
+}
