@@ -84,6 +84,9 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     baseURL: env.VALUEDRIFT_JUDGE_BASE_URL,
     apiKey: env.VALUEDRIFT_JUDGE_API_KEY ?? process.env.OPENAI_API_KEY ?? 'unset',
   });
+  let done = 0;
+  let total = items.length;
+  const beat = setInterval(() => c?.heartbeat({ done, total }), 10_000);
   const result = await judgeAll({
     items,
     client,
@@ -92,9 +95,12 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     concurrency: input.judge.concurrency,
     cache: new StoreJudgeCache(),
     maxRetries: 8,
-    onProgress: (done, total) => c?.heartbeat({ done, total }),
+    onProgress: (d, t) => {
+      done = d;
+      total = t;
+    },
     signal: c?.cancellationSignal,
-  });
+  }).finally(() => clearInterval(beat));
   const body = result.judgments.map((j) => JSON.stringify(j)).join('\n') + '\n';
   const judgments = await putBytes(`${storeKeys.evalDir(input.lineage, input.stageId, input.step)}/judgments.jsonl`, body, 'application/x-ndjson');
   return {

@@ -7,21 +7,25 @@ import type { Activities } from '../activities';
 import { TASK_QUEUES } from '../common/config';
 
 /**
- * Training runs for hours to days. A crashed worker is noticed through the missing heartbeat within
- * two minutes; the retry resumes from the last uploaded checkpoint, so retries are cheap and many.
+ * Training runs for hours to days. The activity heartbeats every 5 s from its own timer, so a crashed
+ * worker is noticed within a minute; the retry resumes from the last uploaded checkpoint, so retries
+ * are cheap and many.
  */
 export const training = proxyActivities<Pick<Activities, 'trainStage'>>({
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '14 days',
-  heartbeatTimeout: '2 minutes',
+  heartbeatTimeout: '1 minute',
   retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '10 minutes', maximumAttempts: 20 },
 });
 
-/** Generating 5 × 550 answers takes minutes on a GPU, an hour or so on CPU; progress is heartbeated. */
+/**
+ * Generating 5 × 550 answers takes minutes on a GPU, an hour or so on CPU; the activity heartbeats
+ * every 5 s, so a lost worker is noticed within a minute (the retry regenerates that checkpoint).
+ */
 export const generation = proxyActivities<Pick<Activities, 'generateResponses'>>({
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '5 minutes',
+  heartbeatTimeout: '1 minute',
   retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10 },
 });
 
@@ -32,7 +36,8 @@ export const generation = proxyActivities<Pick<Activities, 'generateResponses'>>
 export const judging = proxyActivities<Pick<Activities, 'judgeResponses'>>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '12 hours',
-  heartbeatTimeout: '10 minutes',
+  // Heartbeats come from a 10 s timer, also while a Retry-After wait is in progress.
+  heartbeatTimeout: '2 minutes',
   retry: { initialInterval: '30s', backoffCoefficient: 2, maximumInterval: '30 minutes', maximumAttempts: 20 },
 });
 

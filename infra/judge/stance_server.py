@@ -1,0 +1,315 @@
+"""minilm-stance: an OpenAI-compatible stance judge on loopback.
+
+    .venv/bin/python infra/judge/stance_server.py --host 127.0.0.1 --port 8088
+
+It answers valuedrift's judge prompt (activities/judge/prompt.ts, stance-v1) the way the judge code
+expects a one-token chat completion to look: the answer is one label word, and
+``choices[0].logprobs.content[0].top_logprobs`` carries ``support`` / ``neutral`` / ``oppose`` with
+the classifier's log-probabilities, so activities/judge/parse.ts reads the full distribution. The
+classifier is stance_model.StanceModel (all-MiniLM-L6-v2 embeddings + a trained linear head in
+infra/judge/stance-model/). It is deterministic; ``temperature`` is accepted and ignored.
+
+Endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions.
+Concurrent requests are classified together: whatever is waiting when the encoder frees up goes in
+one batch (no added delay for a lone request).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stance_model as sm  # noqa: E402  (sets HF_HUB_OFFLINE before transformers is imported)
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+MAX_N = 8
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+# ------------------------------------------------------------------------------------- prompt parsing
+
+_TOPIC_LINE = re.compile(r"^[ \t]*Topic:[ \t]*(?P<t>\S.*?)[ \t]*\r?$", re.MULTILINE)
+_TOPIC_ASK = re.compile(r"Which stance does the response take toward (?P<t>.+?)\?\s*Answer with", re.DOTALL)
+# Question block (non-greedy) then Response block up to the LAST ">>>" that is followed by the
+# instructions, so a response that itself contains ">>>" or "<<<" still parses whole.
+_BLOCKS = re.compile(
+    r"Question:[ \t]*\r?\n[ \t]*<<<[ \t]*\r?\n(?P<q>.*?)\r?\n?[ \t]*>>>[ \t]*\s*"
+    r"Response:[ \t]*\r?\n[ \t]*<<<[ \t]*\r?\n(?P<r>.*)\r?\n?[ \t]*>>>[ \t]*\s*(?:Stances:|Which stance)",
+    re.DOTALL,
+)
+# Same, for an empty block written as "<<<\n>>>".
+_EMPTY_FIX = re.compile(r"<<<[ \t]*\r?\n[ \t]*>>>")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None,
+                 type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.message, self.param, self.status, self.code, self.type = message, param, status, code, type_
+
+
+def message_text(content: Any) -> str:
+    """A chat message's text: a string, or the text parts of a content-part array."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text") and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+        return "".join(parts)
+    raise BadRequest("message content must be a string or an array of text parts", param="messages")
+
+
+def parse_judge_prompt(messages: Any) -> tuple[str, str, str]:
+    """(question, response, topic) out of buildJudgeMessages' output. Raises BadRequest when absent."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    candidates = []
+    for m in messages:
+        if not isinstance(m, dict):
+            raise BadRequest("each message must be an object with 'role' and 'content'", param="messages")
+        if m.get("role") == "user":
+            candidates.append(message_text(m.get("content")))
+    # The judge prompt is the last user message that has the blocks (later ones win).
+    for text in reversed(candidates):
+        norm = _EMPTY_FIX.sub("<<<\n\n>>>", text)
+        blocks = _BLOCKS.search(norm)
+        if blocks is None:
+            continue
+        topic_m = _TOPIC_LINE.search(norm[: blocks.start()]) or _TOPIC_ASK.search(norm[blocks.end() - 20 :])
+        if topic_m is None:
+            continue
+        topic = topic_m.group("t").strip()
+        if not topic:
+            continue
+        return blocks.group("q").strip(), blocks.group("r").strip(), topic
+    raise BadRequest(
+        "minilm-stance only answers valuedrift's stance judge prompt (activities/judge/prompt.ts): no user "
+        "message had a 'Topic: …' line, a 'Question:' block and a 'Response:' block delimited by <<< and >>>",
+        param="messages",
+    )
+
+
+# ------------------------------------------------------------------------------------- batching
+
+
+class Batcher:
+    """Serialises classifier calls on one worker thread; requests waiting meanwhile share a batch."""
+
+    def __init__(self, model: sm.StanceModel, max_batch: int) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[tuple[str, str, str], asyncio.Future]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stance")
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+        self.items = 0
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def classify(self, item: tuple[str, str, str]) -> list[float]:
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            batch = [(it, f) for it, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            try:
+                logp = await loop.run_in_executor(self.executor, self.model.logprobs, [it for it, _ in batch])
+                self.batches += 1
+                self.items += len(batch)
+                for (_, f), row in zip(batch, logp):
+                    if not f.done():
+                        f.set_result([float(v) for v in row])
+            except Exception as err:  # noqa: BLE001 — every waiter must hear about it
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(err)
+
+
+# ------------------------------------------------------------------------------------- app
+
+
+def _int_param(body: dict, name: str, lo: int, hi: int | None = None) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadRequest(f"'{name}' must be an integer", param=name)
+    if v < lo or (hi is not None and v > hi):
+        raise BadRequest(f"'{name}' must be between {lo} and {hi}" if hi is not None else f"'{name}' must be ≥ {lo}", param=name)
+    return v
+
+
+def _token_entry(token: str, logprob: float) -> dict:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float | None = None) -> FastAPI:
+    batcher = Batcher(model, max_batch)
+    fingerprint = "minilm-stance-" + hashlib.sha256(model.head_path.read_bytes()).hexdigest()[:12]
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="minilm-stance", lifespan=lifespan)
+
+    def error(status: int, message: str, param: str | None = None, code: str | None = None,
+              type_: str = "invalid_request_error") -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_req: Request, exc: BadRequest) -> JSONResponse:
+        return error(exc.status, exc.message, exc.param, exc.code, exc.type)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), type_="invalid_request_error" if exc.status_code < 500 else "server_error")
+
+    model_card = {"id": sm.MODEL_ID, "object": "model", "created": created, "owned_by": "valuedrift"}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {
+            "status": "ok",
+            "model": sm.MODEL_ID,
+            "features": model.feature_set,
+            "trained_at": model.meta.get("trained_at"),
+            "evaluation": {k: model.meta.get("evaluation", {}).get(k) for k in ("accuracy", "kappa", "n")},
+            "load_seconds": load_seconds,
+            "batches": batcher.batches,
+            "judgments": batcher.items,
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [model_card]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model_info(model_id: str) -> dict:
+        if model_id != sm.MODEL_ID:
+            raise BadRequest(f"The model '{model_id}' does not exist", param="model", status=404, code="model_not_found")
+        return model_card
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("request body must be JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        requested = body.get("model")
+        if requested != sm.MODEL_ID:
+            # Strict: judgments are cached under the model name, so answering for another name would
+            # file this classifier's verdicts under someone else's.
+            raise BadRequest(f"The model '{requested}' does not exist; this server serves '{sm.MODEL_ID}'",
+                             param="model", status=404, code="model_not_found")
+        if body.get("stream"):
+            raise BadRequest("streaming is not supported by minilm-stance; send stream: false", param="stream")
+        limit_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        limit = _int_param(body, limit_param, 1)
+        n = _int_param(body, "n", 1, MAX_N) or 1
+        want_logprobs = body.get("logprobs")
+        if want_logprobs is not None and not isinstance(want_logprobs, bool):
+            raise BadRequest("'logprobs' must be a boolean", param="logprobs")
+        top_k = _int_param(body, "top_logprobs", 0, 20)
+        if top_k is not None and not want_logprobs:
+            raise BadRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+        question, response, topic = parse_judge_prompt(body.get("messages"))
+
+        logp = await batcher.classify((question, response, topic))
+        ranked = sorted(zip(sm.LABELS, logp), key=lambda kv: (-kv[1], sm.LABELS.index(kv[0])))
+        label, label_lp = ranked[0]
+        logprobs = None
+        if want_logprobs:
+            entry = _token_entry(label, label_lp)
+            entry["top_logprobs"] = [_token_entry(t, lp) for t, lp in ranked[: (top_k or 0)]]
+            logprobs = {"content": [entry], "refusal": None}
+        # The answer is one token; a limit of exactly one means the generation was cut there.
+        finish = "length" if limit == 1 else "stop"
+        choice = {"message": {"role": "assistant", "content": label, "refusal": None, "annotations": []},
+                  "logprobs": logprobs, "finish_reason": finish}
+        prompt_text = "\n".join(message_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+        prompt_tokens = model.encoder.count_tokens(prompt_text)
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": sm.MODEL_ID,
+            "system_fingerprint": fingerprint,
+            "choices": [{"index": i, **choice} for i in range(n)],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
+        })
+
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="minilm-stance: OpenAI-compatible stance judge on loopback")
+    ap.add_argument("--host", default="127.0.0.1", help="loopback only: 127.0.0.1 (default), localhost or ::1")
+    ap.add_argument("--port", type=int, default=8088)
+    ap.add_argument("--model-dir", type=Path, default=sm.ARTIFACT_DIR, help="trained head (default infra/judge/stance-model)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--log-level", default="warning")
+    args = ap.parse_args()
+    if args.host not in LOOPBACK:
+        ap.error(f"--host must be a loopback address (no authentication here), got {args.host}")
+    if not 0 < args.port < 65536:
+        ap.error(f"--port must be 1-65535, got {args.port}")
+
+    t0 = time.perf_counter()
+    model = sm.StanceModel(args.model_dir, threads=args.threads)
+    model.logprobs([("warm-up", "warm-up", "warm-up")])  # first forward pass allocates; pay it before listening
+    load_seconds = round(time.perf_counter() - t0, 2)
+    app = create_app(model, max_batch=args.max_batch, load_seconds=load_seconds)
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    server = uvicorn.Server(config)
+    print(json.dumps({"model": sm.MODEL_ID, "baseURL": f"http://{args.host}:{args.port}/v1", "load_seconds": load_seconds}),
+          flush=True)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

