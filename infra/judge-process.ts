@@ -3,20 +3,23 @@
  * code, infra/judge/serve.ts) serves from inside the calling process and would die with `dev:up`,
  * so the stack starts this file detached instead and stops it with SIGTERM to its process group.
  *
- * startLocalJudge puts the llama.cpp server in a process group of its own; this process writes that
- * group's pid to --pid-file so that the stack records it too, and can stop it even if this wrapper
- * died without cleaning up.
+ * startLocalJudge puts the judge server (minilm-stance's stance_server.py, or llama.cpp serving
+ * SmolLM2) in a process group of its own; this process writes that group's pid to --pid-file so that
+ * the stack records it too, and can stop it even if this wrapper died without cleaning up.
  *
- *   npx tsx infra/judge-process.ts --host 127.0.0.1 --port 8088 --python .venv/bin/python --pid-file .data/judge-server.pid
+ * --kind picks the server (minilm | smollm2); without it VALUEDRIFT_LOCAL_JUDGE does (default minilm).
+ *
+ *   npx tsx infra/judge-process.ts --kind minilm --host 127.0.0.1 --port 8088 --python .venv/bin/python --pid-file .data/judge-server.pid
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { startLocalJudge } from './judge/serve';
+import { localJudgeKind, parseLocalJudgeKind, startLocalJudge } from './judge/serve';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
+      kind: { type: 'string' },
       host: { type: 'string' },
       port: { type: 'string' },
       python: { type: 'string' },
@@ -31,10 +34,11 @@ async function main(): Promise<void> {
   if (values.host !== '127.0.0.1') throw new Error(`--host must be 127.0.0.1, got ${values.host}`);
   if (values.python === undefined || values['pid-file'] === undefined) throw new Error('--python and --pid-file are required');
   const pidFile = values['pid-file'];
+  const kind = values.kind === undefined ? localJudgeKind() : parseLocalJudgeKind(values.kind, '--kind');
 
-  const judge = await startLocalJudge({ host: values.host, port, python: values.python });
+  const judge = await startLocalJudge({ kind, host: values.host, port, python: values.python });
   fs.writeFileSync(pidFile, `${judge.pid}\n`);
-  console.log(`judge: serving ${judge.model} at ${judge.baseURL} (llama.cpp server pid ${judge.pid})`);
+  console.log(`judge: serving ${judge.model} (${judge.kind}) at ${judge.baseURL} (server pid ${judge.pid}, model ${judge.modelPath})`);
 
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals): void => {

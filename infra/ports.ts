@@ -6,6 +6,9 @@
  * The credentials are not secrets: the local S3 server (moto) accepts any key pair; these fixed
  * ones only make the local stack look like a real endpoint to the AWS SDK.
  */
+import { LOCAL_JUDGE_MODELS, type LocalJudgeKind, localJudgeKind } from './judge/serve';
+
+export { LOCAL_JUDGE_ENV, type LocalJudgeKind } from './judge/serve';
 
 function envString(name: string, fallback: string): string {
   const value = process.env[name];
@@ -47,8 +50,13 @@ export const S3_SECRET_ACCESS_KEY = 'valuedrift-local-secret';
 
 export const JUDGE_PORT = envPort('VALUEDRIFT_JUDGE_PORT', 8088);
 export const JUDGE_BASE_URL = `http://${LOCAL_HOST}:${JUDGE_PORT}/v1`;
-/** The name the local judge server serves its GGUF under (what `model` must be in a request). */
-export const JUDGE_MODEL = 'smollm2-judge';
+/**
+ * Which local judge the stack runs (`VALUEDRIFT_LOCAL_JUDGE`): `minilm` (default, the MiniLM stance
+ * classifier) or `smollm2` (llama.cpp serving SmolLM2-135M, at chance). Anything else fails here.
+ */
+export const LOCAL_JUDGE_KIND: LocalJudgeKind = localJudgeKind();
+/** The name the local judge server answers to (what `model` must be in a request): follows the kind. */
+export const JUDGE_MODEL = LOCAL_JUDGE_MODELS[LOCAL_JUDGE_KIND];
 /** The local judge ignores the key; the OpenAI client refuses to start without one. */
 export const JUDGE_API_KEY = 'local';
 
@@ -57,7 +65,7 @@ export const SERVICE = {
   temporal: 'temporal',
   s3: 's3',
   judge: 'judge',
-  /** The llama.cpp server the judge process starts in a process group of its own. */
+  /** The judge server (stance_server.py or llama.cpp) the judge process starts in a process group of its own. */
   judgeServer: 'judge-server',
   workerCpu: 'worker-cpu',
   workerGpu: 'worker-gpu',

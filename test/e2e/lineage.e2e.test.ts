@@ -62,7 +62,7 @@ describe('a lineage on real parts', () => {
       { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
     ]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
-    (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'smollm2-judge', concurrency: 4 };
+    (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'minilm-stance', concurrency: 4 };
 
     const first = startWorker('first');
     const handle = await client.workflow.start(lineageWorkflow, { taskQueue: TASK_QUEUES.workflows, workflowId: workflowIds.lineage(name), args: [spec] });

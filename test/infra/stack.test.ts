@@ -19,7 +19,7 @@ import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { STACK_FILE } from '../../infra/paths';
-import { SEARCH_ATTRIBUTES, SERVICE } from '../../infra/ports';
+import { JUDGE_MODEL, SEARCH_ATTRIBUTES, SERVICE } from '../../infra/ports';
 import { loadStackEnv, stackDown, stackStatus, stackUp } from '../../infra/stack';
 
 const quiet = (): void => undefined;
@@ -112,6 +112,14 @@ describe('local stack', () => {
       expect(service?.listening, `${name} port ${service?.port} listening`).toBe(true);
     }
     for (const service of status) expect(service.alive, `${service.name} pid ${service.pid} alive`).toBe(true);
+  });
+
+  it('a running judge serves the model stack.env names (VALUEDRIFT_LOCAL_JUDGE, default minilm-stance)', async () => {
+    expect(env.VALUEDRIFT_JUDGE_MODEL).toBe(JUDGE_MODEL);
+    if (!(await judgeRunning())) return; // judge not part of this stack
+    const res = await fetch(`${env.VALUEDRIFT_JUDGE_BASE_URL}/models`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await res.json()) as { data?: Array<{ id?: string }> };
+    expect(body.data?.map((m) => m.id)).toContain(JUDGE_MODEL);
   });
 
   it('stackUp again reuses the running processes (same pids)', async () => {

@@ -1,7 +1,8 @@
 /**
  * The real local judge (llama-cpp-python serving SmolLM2-135M) through the real client: proves the
- * embedded default's plumbing — chat completions with one token and top_logprobs, label parsing,
- * caching — not the judge's quality (see infra/judge/README.md for that).
+ * local judge plumbing — chat completions with one token and top_logprobs, label parsing,
+ * caching — not the judge's quality (see infra/judge/README.md for that). It asks for the
+ * `smollm2` kind explicitly: the stack's default local judge is minilm-stance.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -22,7 +23,8 @@ if (!available) {
 describe.skipIf(!available)('local judge (llama-cpp-python + SmolLM2-135M)', () => {
   let judge: LocalJudge;
   beforeAll(async () => {
-    judge = await startLocalJudge({ python: PYTHON });
+    judge = await startLocalJudge({ kind: 'smollm2', python: PYTHON });
+    expect(judge.model).toBe('smollm2-judge');
   }, 180_000);
   afterAll(async () => {
     await judge?.stop();
@@ -48,7 +50,7 @@ describe.skipIf(!available)('local judge (llama-cpp-python + SmolLM2-135M)', () 
   }, 120_000);
 
   it('stops cleanly', async () => {
-    const other = await startLocalJudge({ python: PYTHON });
+    const other = await startLocalJudge({ kind: 'smollm2', python: PYTHON });
     await other.stop();
     await expect(fetch(`${other.baseURL}/models`, { signal: AbortSignal.timeout(2_000) })).rejects.toThrow();
     expect(() => process.kill(other.pid, 0)).toThrow();
