@@ -4,7 +4,8 @@
  * not generated or judged again.
  *
  * Stage key = sha256(parent weights' content key, reward model's content key, the stage's config
- * without its id/parent/dataset name, the training data's sha256, trainer protocol version).
+ * without its id/parent/dataset name, the effective seed, the training data's sha256, trainer
+ * protocol version).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -32,14 +33,17 @@ export type StageCacheRecord = z.infer<typeof StageCacheRecord>;
 
 const StageMarker = z.object({ stageKey: z.string() });
 
-export function stageKey(input: { stage: StageSpec; parent: ModelHandle; rewardModel?: ModelHandle; datasetSha256: string }): string {
+export function stageKey(input: { stage: StageSpec; parent: ModelHandle; rewardModel?: ModelHandle; datasetSha256: string; seed: number }): string {
   const { id: _id, parent: _parent, dataset: _dataset, ...config } = input.stage;
+  // The seed the trainer actually uses: the stage's own, else the lineage's.
+  const seed = input.stage.seed ?? input.seed;
   return sha256Hex(
     canonicalJson({
       v: TRAINER_PROTOCOL_VERSION,
       parent: input.parent.contentKey,
       reward: input.rewardModel?.contentKey ?? null,
       data: input.datasetSha256,
+      seed,
       config,
     }),
   );
@@ -51,6 +55,8 @@ export interface ResolveStageInput {
   parent: ModelHandle;
   rewardModel?: ModelHandle;
   datasetSha256: string;
+  /** The lineage seed (used when the stage sets none). */
+  seed: number;
 }
 export interface ResolveStageResult {
   stageKey: string;

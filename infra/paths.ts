@@ -16,7 +16,7 @@ export const S3_DATA_DIR = path.join(DATA_DIR, 's3');
 export const STACK_FILE = path.join(DATA_DIR, 'stack.json');
 export const STACK_LOCK_FILE = path.join(DATA_DIR, 'stack.lock');
 export const STACK_ENV_FILE = path.join(DATA_DIR, 'stack.env');
-/** Written by infra/judge-process.ts: the pid of the llama.cpp server it started. */
+/** Written by infra/judge-process.ts: the pid of the judge server it started. */
 export const JUDGE_SERVER_PID_FILE = path.join(DATA_DIR, 'judge-server.pid');
 
 export const VENV_DIR = path.join(REPO_ROOT, '.venv');

@@ -148,6 +148,7 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     parent: input.parent,
     rewardModel: input.rewardModel,
     datasetSha256: input.dataset.ref.sha256,
+    seed: input.seed,
   });
   progress.stageKey = resolved.stageKey;
   let result = resolved.cached;

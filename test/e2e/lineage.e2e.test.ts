@@ -57,11 +57,12 @@ describe('a lineage on real parts', () => {
     const name = uniqueName('e2e');
     const tiny = { gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 2, maxLength: 96 } };
     const spec = testSpec(name, [
-      { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, maxSteps: 6, ...tiny },
+      { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 10, maxSteps: 60, ...tiny },
       { id: 'dpo-support', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
       { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
     ]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
+    spec.seed = Math.floor(Math.random() * 1e9); // a fresh stage key: nothing may come from the cache
     (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'minilm-stance', concurrency: 4 };
 
     const first = startWorker('first');
@@ -71,32 +72,39 @@ describe('a lineage on real parts', () => {
     const deadline = Date.now() + 300_000;
     for (;;) {
       const p = await handle.query(lineageProgressQuery).catch(() => undefined);
-      if (p?.stages.find((s) => s.id === 'sft')?.checkpoints.includes(2)) break;
+      if (p?.stages.find((s) => s.id === 'sft')?.checkpoints.includes(10)) break;
       if (Date.now() > deadline) throw new Error('no SFT checkpoint within 5 minutes');
       await new Promise((r) => setTimeout(r, 500));
     }
+    // Training must still be running for the kill to test a resume.
+    const pending = (await client.workflow.getHandle(workflowIds.stage(name, 'sft')).describe()).raw.pendingActivities ?? [];
+    expect(pending.map((a) => a.activityType?.name)).toContain('trainStage');
     first.kill('SIGKILL');
     startWorker('second');
 
     const result = (await handle.result()) as LineageResult;
     expect(result.stages.map((s) => s.stageId).sort()).toEqual(['dpo-oppose', 'dpo-support', 'sft']);
     const sft = result.stages.find((s) => s.stageId === 'sft')!;
-    expect(sft.totalSteps).toBe(6);
+    expect(sft.totalSteps).toBe(60);
 
     // The SFT activity ran twice and the second attempt resumed from an uploaded checkpoint.
     const history = await client.workflow.getHandle(workflowIds.stage(name, 'sft')).fetchHistory();
-    const starts = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
-    expect(starts.at(-1)?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
-    const completed = (history.events ?? []).find((e) => e.activityTaskCompletedEventAttributes);
+    const events = history.events ?? [];
+    const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'trainStage');
+    const sid = Number(scheduled?.eventId);
+    const started = events.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === sid);
+    expect(started?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
+    expect(started?.activityTaskStartedEventAttributes?.lastFailure?.message).toMatch(/heartbeat timeout/i);
+    const completed = events.find((e) => Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === sid);
     const payload = completed?.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
     const trained = JSON.parse(Buffer.from(payload as Uint8Array).toString('utf8')) as { resumedFrom: number; checkpoints: Array<{ step: number }> };
-    expect(trained.resumedFrom).toBeGreaterThanOrEqual(2);
-    expect(trained.checkpoints.map((c) => c.step)).toEqual([2, 4, 6]);
+    expect(trained.resumedFrom).toBeGreaterThanOrEqual(10);
+    expect(trained.checkpoints.map((c) => c.step)).toEqual([10, 20, 30, 40, 50, 60]);
 
     // Every artifact of the store layout (DESIGN §4) is there.
     const keys = new Set(await listKeys(`lineages/${name}/`));
-    for (const step of [2, 4, 6]) expect(keys.has(`lineages/${name}/sft/checkpoints/step-${step}/manifest.json`)).toBe(true);
-    for (const [stage, steps] of [['base', [0]], ['sft', [2, 4, 6]], ['dpo-support', [2]], ['dpo-oppose', [2]]] as const) {
+    for (const step of [10, 20, 30, 40, 50, 60]) expect(keys.has(`lineages/${name}/sft/checkpoints/step-${step}/manifest.json`)).toBe(true);
+    for (const [stage, steps] of [['base', [0]], ['sft', [10, 20, 30, 40, 50, 60]], ['dpo-support', [2]], ['dpo-oppose', [2]]] as const) {
       for (const step of steps) {
         for (const f of ['generations.jsonl', 'judgments.jsonl', 'summary.json']) expect(keys.has(`lineages/${name}/${stage}/evals/step-${step}/${f}`)).toBe(true);
       }
