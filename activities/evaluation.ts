@@ -3,7 +3,7 @@
  * per topic, compute a stage's drift, and render the lineage report. Each reads its inputs from the
  * store by ref and writes its outputs at deterministic keys, so a retry overwrites identical bytes.
  */
-import { Context } from '@temporalio/activity';
+import { activityContext } from './context';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ArtifactRef, CheckpointSummary as CheckpointSummaryT, Judgment, StageDrift as StageDriftT, StanceProbs } from '../common/contracts';
 import { CheckpointSummary, Judgment as JudgmentSchema } from '../common/contracts';
@@ -30,13 +30,6 @@ export class StoreJudgeCache implements JudgeCache {
   }
 }
 
-function ctx(): Context | undefined {
-  try {
-    return Context.current();
-  } catch {
-    return undefined;
-  }
-}
 
 export interface JudgeResponsesInput {
   lineage: string;
@@ -79,7 +72,7 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     if (!q || !topic) throw ApplicationFailure.nonRetryable(`generation for ${r.prompt_id} (${r.category}) has no question or topic`, 'EvalSetMismatch');
     return { promptId: r.prompt_id, category: r.category, sample: r.sample, question: q.question, response: r.text, topic };
   });
-  const c = ctx();
+  const c = activityContext();
   const client = createJudgeClient({
     baseURL: env.VALUEDRIFT_JUDGE_BASE_URL,
     apiKey: env.VALUEDRIFT_JUDGE_API_KEY ?? process.env.OPENAI_API_KEY ?? 'unset',

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Context } from '@temporalio/activity';
+import { activityContext } from './context';
 import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { workerEnv } from './env';
@@ -19,13 +19,6 @@ export interface TrainerCommandInput {
   onEvent?: (e: TrainerEvent) => void;
 }
 
-function activityContext(): Context | undefined {
-  try {
-    return Context.current();
-  } catch {
-    return undefined; // called outside an activity (CLI, tests)
-  }
-}
 
 /** Turns a trainer failure into the right Temporal failure. */
 export function trainerFailure(what: string, err: Extract<TrainerEvent, { event: 'error' }> | undefined, exit: { code: number | null; signal: NodeJS.Signals | null }, stderr: string): ApplicationFailure {

@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { Context } from '@temporalio/activity';
+import { activityContext } from './context';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { type ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type ModelHandle, type TrainerEvent } from '../common/contracts';
@@ -146,13 +146,6 @@ export async function killStaleTrainer(pidFile: string): Promise<boolean> {
   return true;
 }
 
-function heartbeatContext(): Context | undefined {
-  try {
-    return Context.current();
-  } catch {
-    return undefined;
-  }
-}
 
 /** Observation points for tests (e.g. kill the trainer right after a given event). */
 export interface TrainStageHooks {
@@ -161,7 +154,7 @@ export interface TrainStageHooks {
 
 export async function trainStage(input: TrainStageInput, announce: Announce, hooks: TrainStageHooks = {}): Promise<TrainStageResult> {
   const env = workerEnv();
-  const ctx = heartbeatContext();
+  const ctx = activityContext();
   const { lineage, stage } = input;
   const work = path.join(env.workDir, 'train', lineage, stage.id, input.stageKey.slice(0, 16));
   const outputDir = path.join(work, 'out');

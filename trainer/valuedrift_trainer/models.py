@@ -231,13 +231,19 @@ def build_tiny(ref: ModelRef, out_dir: str) -> str:
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
-    os.makedirs(os.path.dirname(os.path.abspath(out_dir)) or ".", exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tiny-", dir=os.path.dirname(os.path.abspath(out_dir)))
+    return save_atomically(model, tok, out_dir)
+
+
+def save_atomically(model: Any, tok: Any, out_dir: str) -> str:
+    """save_pretrained into a temporary sibling, then rename: concurrent builders race, one wins."""
+    parent = os.path.dirname(os.path.abspath(out_dir)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".build-", dir=parent)
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:
-            os.rename(tmp, out_dir)  # atomic: concurrent builders race, one wins, the rest discard
+            os.rename(tmp, out_dir)
         except OSError:
             if not os.path.isfile(os.path.join(out_dir, "config.json")):
                 raise
@@ -274,19 +280,7 @@ def ensure_pkg(ref: ModelRef) -> str:
     model.hf_quantizer = None
     model.is_quantized = False
     model.generation_config.pad_token_id = tok.pad_token_id
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".pkg-", dir=os.path.dirname(out))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, out)  # atomic: concurrent builders race, one wins, the rest discard
-        except OSError:
-            if not os.path.isfile(os.path.join(out, "config.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return save_atomically(model, tok, out)
 
 
 def ensure_tiny(ref: ModelRef) -> str:
