@@ -351,7 +351,10 @@ function s3Spec(py: PythonEnv, log: LogFn): ServiceSpec {
     // than a possibly RAM-backed /tmp (checkpoints are hundreds of MB).
     env: childEnv({ TMPDIR: S3_DATA_DIR, PYTHONUNBUFFERED: '1' }),
     readyTimeoutMs: S3_READY_TIMEOUT_MS,
-    healthy: () => httpAnswers(`${S3_ENDPOINT}/moto-api/data.json`, true),
+    // ListBuckets: cheap and independent of what is stored. (moto's /moto-api/data.json serialises
+    // every object, takes long with checkpoints in it, and can answer 500 for a stale multipart
+    // upload; a failed probe restarts the server, and a restart empties the in-memory bucket.)
+    healthy: () => httpAnswers(`${S3_ENDPOINT}/`, true),
     afterReady: () => ensureBucket(log),
   };
 }
