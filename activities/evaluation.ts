@@ -173,6 +173,12 @@ export async function computeDrift(input: ComputeDriftInput): Promise<ComputeDri
   const points = await Promise.all(input.checkpoints.map(loadSummary));
   const summaries = [{ ...start, lineage: input.lineage, stageId: input.stageId, step: 0, totalSteps: input.totalSteps }, ...points];
   const d = computeStageDrift({ summaries });
+  // The exact inputs beside the result, so `npm run lineage -- drift summaries.jsonl` reproduces it.
+  await putBytes(
+    `${storeKeys.lineageRoot(input.lineage)}/${input.stageId}/summaries.jsonl`,
+    summaries.map((x) => JSON.stringify(x)).join('\n') + '\n',
+    'application/x-ndjson',
+  );
   const drift = await putJson(storeKeys.drift(input.lineage, input.stageId), d);
   const rows: DriftRow[] = [];
   for (const [category, t] of Object.entries(d.topics)) {

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resetWorkerEnv } from '../../activities/env';
-import { listKeys } from '../../activities/store';
+import { getBytes, listKeys, uriOf } from '../../activities/store';
+import { computeStageDrift, parseSummariesFile } from '../../common/drift';
 import { TASK_QUEUES, workflowIds } from '../../common/config';
 import { lineageProgressQuery, lineageWorkflow, type LineageResult } from '../../workflows';
 import { loadStackEnv, temporalBinary, testSpec, uniqueName } from '../support/workflowEnv';
@@ -111,6 +112,13 @@ describe('a lineage on real parts', () => {
     }
     for (const stage of ['sft', 'dpo-support', 'dpo-oppose']) expect(keys.has(`lineages/${name}/${stage}/drift.json`)).toBe(true);
     expect(keys.has(`lineages/${name}/report/index.html`)).toBe(true);
+
+    // `lineage drift` on the summaries the system wrote reproduces the stage's drift.json.
+    for (const stage of ['sft', 'dpo-support', 'dpo-oppose']) {
+      const written = JSON.parse((await getBytes(uriOf(`lineages/${name}/${stage}/drift.json`))).toString('utf8')) as unknown;
+      const recomputed = computeStageDrift({ summaries: parseSummariesFile((await getBytes(uriOf(`lineages/${name}/${stage}/summaries.jsonl`))).toString('utf8')) });
+      expect(recomputed).toEqual(written);
+    }
 
     // The real CLI lists the lineage and its children and filters them by search attribute.
     const list = (query: string) =>
