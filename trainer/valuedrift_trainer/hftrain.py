@@ -75,7 +75,7 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         use_cpu=cfg.num_gpus == 0,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         max_length=cfg.max_length,
-        save_strategy="steps",
+        save_strategy="steps" if cfg.save_checkpoints else "no",
         save_steps=cfg.checkpoint_every,
         save_total_limit=None,
         save_only_model=False,
@@ -89,7 +89,7 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
     )
 
 
-def event_callback() -> Any:
+def event_callback(save: bool = True) -> Any:
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
@@ -101,7 +101,7 @@ def event_callback() -> Any:
         def on_step_end(self, args, state, control, **kw):
             # transformers already saves at max_steps with save_strategy="steps"; the final checkpoint
             # is part of our contract, so do not depend on that default.
-            if state.global_step >= state.max_steps:
+            if save and state.global_step >= state.max_steps:
                 control.should_save = True
             return control
 
@@ -124,6 +124,9 @@ def run_trainer(cfg: TrainConfig, trainer: Any) -> None:
         raise TrainerError("dataset_schema", f"{cfg.train_file}: no rows left after filtering to max_length={cfg.max_length}")
     trainer.train(resume_from_checkpoint=cfg.resume_from)
     step = trainer.state.global_step
+    if not cfg.save_checkpoints:
+        events.done(step, "")
+        return
     final = os.path.join(os.path.abspath(cfg.output_dir), f"checkpoint-{step}")
     if not os.path.isfile(os.path.join(final, "trainer_state.json")):
         # Not expected (the Trainer saves at max_steps and finished resumes never get here), but the final
@@ -180,5 +183,5 @@ def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[...,
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    trainer = build(cfg, rows, bf16, [event_callback()])
+    trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints)])
     run_trainer(cfg, trainer)

