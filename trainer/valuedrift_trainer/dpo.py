@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, events, hftrain, models
+from . import hftrain, models
 from .config import DPOConfig
 
 
@@ -29,12 +29,7 @@ def build(cfg: DPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: lis
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    ref = models.resolve(cfg.model)
-    tokenizer = models.load_tokenizer(ref)
-    shortened = data.truncate_prompts(rows, tokenizer, cfg.max_prompt_length)
-    if shortened:
-        events.log(f"{shortened} prompt(s) left-truncated to {cfg.max_prompt_length} tokens")
-    model = models.load_causal_lm(ref)
+    ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
     ref_model = models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
     args = TRLDPOConfig(**hftrain.training_args(cfg, bf16), beta=cfg.beta, loss_type=["sigmoid"])

@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Any, Callable
 
-from . import events
+from . import data, events, models
 from .config import TrainConfig
 from .events import TrainerError
 
@@ -87,6 +87,17 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         dataloader_num_workers=0,
         eval_strategy="no",
     )
+
+
+def load_pairwise(cfg: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+    """Model ref, tokenizer and policy for DPO/SimPO, prompts left-truncated to max_prompt_length
+    (TRL 1.16's DPO and CPO configs have no max_prompt_length of their own)."""
+    ref = models.resolve(cfg.model)
+    tokenizer = models.load_tokenizer(ref)
+    shortened = data.truncate_prompts(rows, tokenizer, cfg.max_prompt_length)
+    if shortened:
+        events.log(f"{shortened} prompt(s) left-truncated to {cfg.max_prompt_length} tokens")
+    return ref, tokenizer, models.load_causal_lm(ref)
 
 
 def event_callback(save: bool = True) -> Any:

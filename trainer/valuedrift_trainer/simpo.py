@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, events, hftrain, models
+from . import hftrain
 from .config import SimPOConfig
 
 
@@ -27,12 +27,7 @@ def build(cfg: SimPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
     from datasets import Dataset
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    ref = models.resolve(cfg.model)
-    tokenizer = models.load_tokenizer(ref)
-    shortened = data.truncate_prompts(rows, tokenizer, cfg.max_prompt_length)
-    if shortened:
-        events.log(f"{shortened} prompt(s) left-truncated to {cfg.max_prompt_length} tokens")
-    model = models.load_causal_lm(ref)
+    ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     args = CPOConfig(
         **hftrain.training_args(cfg, bf16),
         loss_type="simpo",
