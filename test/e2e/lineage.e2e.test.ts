@@ -63,7 +63,6 @@ describe('a lineage on real parts', () => {
       { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
     ]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
-    spec.seed = Math.floor(Math.random() * 1e9); // a fresh stage key: nothing may come from the cache
     (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'minilm-stance', concurrency: 4 };
 
     const first = startWorker('first');

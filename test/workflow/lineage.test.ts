@@ -77,13 +77,14 @@ describe('lineageWorkflow', () => {
   it('skips a cached stage on a second lineage with the same SFT', async () => {
     const rec1 = recorder();
     const first = uniqueName('cache-a');
-    const sft = stage.sft('sft', { seed: Math.floor(Math.random() * 1e9) }); // unique config → a fresh key
-    await withWorkers(env, fakeActivities(env, rec1, plain), () => runLineage(testSpec(first, [sft])));
+    const seed = Math.floor(Math.random() * 1e9); // one seed for both lineages, fresh for this test
+    const sft = stage.sft('sft');
+    await withWorkers(env, fakeActivities(env, rec1, plain), () => runLineage(testSpec(first, [sft], seed)));
     expect(rec1.events.filter((e) => e.what === 'train:start')).toHaveLength(1);
 
     const rec2 = recorder();
     const second = uniqueName('cache-b');
-    const { result } = await withWorkers(env, fakeActivities(env, rec2, plain), () => runLineage(testSpec(second, [sft])));
+    const { result } = await withWorkers(env, fakeActivities(env, rec2, plain), () => runLineage(testSpec(second, [sft], seed)));
     expect(rec2.events.filter((e) => e.what === 'train:start')).toHaveLength(0);
     expect(rec2.events.filter((e) => e.what === 'generate')).toHaveLength(0); // evaluations cached too
     expect(result.stages[0]!.cached).toBe(true);
