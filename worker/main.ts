@@ -49,7 +49,18 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
   }
   if (role === 'gpu' || role === 'all') {
     const slots = gpuSlots(detectGpus(), Number(process.env.VALUEDRIFT_GPUS_PER_JOB ?? 1));
-    workers.push(await Worker.create({ ...base, taskQueue: TASK_QUEUES.gpu, activities, maxConcurrentActivityTaskExecutions: slots }));
+    workers.push(
+      await Worker.create({
+        ...base,
+        taskQueue: TASK_QUEUES.gpu,
+        activities,
+        maxConcurrentActivityTaskExecutions: slots,
+        // Heartbeats carry the step and loss that `lineage status` and the UI show; the SDK's default
+        // throttle (up to 80 % of the heartbeat timeout) would leave them most of a minute stale.
+        maxHeartbeatThrottleInterval: '10 seconds',
+        defaultHeartbeatThrottleInterval: '5 seconds',
+      }),
+    );
     console.error(`[worker] gpu role: ${slots} concurrent job(s)`);
   }
   opts.signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()));
