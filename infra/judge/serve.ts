@@ -123,7 +123,7 @@ export async function hasLlamaCppServer(python: string): Promise<boolean> {
   }
 }
 
-function freePort(host: string): Promise<number> {
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const srv = createServer();
     srv.once('error', reject);
@@ -135,7 +135,7 @@ function freePort(host: string): Promise<number> {
   });
 }
 
-function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
+export function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((res) => {
     const timer = setTimeout(() => res(false), ms);
@@ -146,7 +146,7 @@ function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
   try {
     // Negative pid: the whole process group (the server was started detached as its leader).

@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort, killGroup, waitForExit } from '../../infra/judge/serve';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemoryJudgeCache } from '../../activities/judge/cache';
 import { readLabelledStanceRows, scoreJudgeCheck, type LabelledStanceRow } from '../../activities/judge/check';
@@ -42,37 +42,6 @@ if (!available) {
   );
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
-function exited(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((res) => {
-    const timer = setTimeout(() => res(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      res(true);
-    });
-  });
-}
-
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
 
 describe.skipIf(!available)('minilm-stance judge server (stance_server.py)', () => {
   let child: ChildProcess;
@@ -115,10 +84,10 @@ describe.skipIf(!available)('minilm-stance judge server (stance_server.py)', () 
 
   afterAll(async () => {
     if (child === undefined) return;
-    signalGroup(child, 'SIGTERM');
-    if (!(await exited(child, STOP_GRACE_MS))) {
-      signalGroup(child, 'SIGKILL');
-      await exited(child, STOP_GRACE_MS);
+    killGroup(child, 'SIGTERM');
+    if (!(await waitForExit(child, STOP_GRACE_MS))) {
+      killGroup(child, 'SIGKILL');
+      await waitForExit(child, STOP_GRACE_MS);
     }
   });
 
