@@ -14,6 +14,7 @@ import { storeKeys } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import { canonicalJson } from './judge/cache';
 import { JUDGE_PROMPT_VERSION } from './judge/prompt';
+import { workerEnv } from './env';
 import { getJsonIfExists, getVerified, putJson, sha256Hex, uriOf } from './store';
 
 /** Bump when the trainer's behaviour changes in a way that makes old checkpoints incomparable. */
@@ -103,6 +104,8 @@ export function evaluationKey(input: {
   evalSetSha256: string;
   seed: number;
   promptVersion: string;
+  /** The judge model actually asked (worker env may override the spec's). */
+  judgeModel: string;
 }): string {
   const e = input.evaluation;
   return sha256Hex(
@@ -114,7 +117,7 @@ export function evaluationKey(input: {
       seed: input.seed,
       promptVersion: input.promptVersion,
       gen: [e.generationsPerPrompt, e.temperature, e.maxNewTokens, e.baseResponseSuffix, e.promptsPerCategory ?? null],
-      judge: [e.judge.model, e.judge.topLogprobs],
+      judge: [input.judgeModel, e.judge.topLogprobs],
       topics: e.topics,
     }),
   );
@@ -149,6 +152,7 @@ export async function lookupEvaluation(input: LookupEvaluationInput): Promise<Lo
     evalSetSha256: input.evalSet.sha256,
     seed: input.seed,
     promptVersion: JUDGE_PROMPT_VERSION,
+    judgeModel: workerEnv().VALUEDRIFT_JUDGE_MODEL ?? input.evaluation.judge.model,
   });
   const rec = await getJsonIfExists(uriOf(storeKeys.evalCache(evalKey)), EvalCacheRecord);
   if (!rec) return { evalKey, hit: null };
