@@ -11,6 +11,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { ArtifactRef } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { Alignment, DatasetFormat, DatasetSpec, StageSpec } from '../common/spec';
+import { activityContext } from './context';
 import { workerEnv } from './env';
 import { exists, getBytes, putBytes, sha256Hex, uriOf } from './store';
 
@@ -131,6 +132,7 @@ export function toJsonl(rows: unknown[]): string {
 export async function prepareDatasets(input: PrepareDatasetsInput): Promise<PrepareDatasetsResult> {
   const out: Record<string, PreparedDataset> = {};
   for (const [name, spec] of Object.entries(input.datasets)) {
+    activityContext()?.heartbeat({ dataset: name });
     const rows = seededSample(parseRows(name, spec.format, await readSource(name, spec)), spec.limit, input.seed);
     const body = toJsonl(rows);
     const sha = sha256Hex(body);

@@ -12,7 +12,7 @@ import { BASE_STAGE_ID, QUERIES, TASK_QUEUES, workflowIds } from '../common/conf
 import { searchAttributePairs } from '../common/searchAttributes';
 import { formatSpecIssues, stageDependencies, stageSearchAttributes, validateLineageSpec, type StageSpec } from '../common/spec';
 import type { DriftRow } from '../activities/evaluation';
-import { store } from './proxies';
+import { datasets as datasetActivities, store } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 import { stageEventSignal, startEvaluatedSignal, stageWorkflow, type StageWorkflowResult } from './stage';
 
@@ -87,7 +87,7 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   upsertSearchAttributes(searchAttributePairs(baseAttrs));
 
   progress.status = 'preparing';
-  const { datasets } = await store.prepareDatasets({ lineage, datasets: spec.datasets, seed: spec.seed });
+  const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: spec.datasets, seed: spec.seed });
   const evalSet = (datasets[spec.evaluation.evalSet] as { ref: ArtifactRef }).ref;
 
   progress.status = 'running';

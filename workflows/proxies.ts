@@ -41,11 +41,25 @@ export const judging = proxyActivities<Pick<Activities, 'judgeResponses'>>({
   retry: { initialInterval: '30s', backoffCoefficient: 2, maximumInterval: '30 minutes', maximumAttempts: 20 },
 });
 
-/** Store reads/writes, hashing and rendering: seconds to a few minutes; transient S3 errors retry. */
+/**
+ * Store reads/writes, hashing, metrics and rendering take seconds. These activities do not heartbeat,
+ * so the start-to-close bound is also how long a lost worker can hold one: keep it short.
+ */
 export const store = proxyActivities<
-  Pick<Activities, 'prepareDatasets' | 'resolveStage' | 'recordStageCache' | 'lookupEvaluation' | 'summariseEvaluation' | 'computeDrift' | 'writeReport'>
+  Pick<Activities, 'resolveStage' | 'recordStageCache' | 'lookupEvaluation' | 'summariseEvaluation' | 'computeDrift' | 'writeReport'>
 >({
   taskQueue: TASK_QUEUES.cpu,
-  startToCloseTimeout: '30 minutes',
+  startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
+
+/**
+ * Reading datasets can mean exporting a hub dataset (minutes to hours); the activity heartbeats, so
+ * a lost worker is noticed within two minutes.
+ */
+export const datasets = proxyActivities<Pick<Activities, 'prepareDatasets'>>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10 },
 });
