@@ -92,9 +92,11 @@ async function main() {
     a.push(await viaActivity(input, r));
     console.error(`[bench] round ${r + 1}: direct ${d[r]!.toFixed(3)} steps/s, activity ${a[r]!.toFixed(3)} steps/s`);
   }
-  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number;
-  const ratio = median(a) / median(d);
-  const result = { bench: 'training-activity-overhead', model: MODEL, steps: STEPS, checkpointEvery: CHECKPOINT_EVERY, rounds: ROUNDS, direct: d, activity: a, ratio, goal: 0.97, met: ratio >= 0.97 };
+  // Each round pairs a direct run with the activity run right after it; the goal is checked on the
+  // worst round, so a lucky round cannot carry an unlucky one.
+  const ratios = a.map((x, i) => x / (d[i] as number));
+  const ratio = Math.min(...ratios);
+  const result = { bench: 'training-activity-overhead', model: MODEL, steps: STEPS, checkpointEvery: CHECKPOINT_EVERY, rounds: ROUNDS, direct: d, activity: a, ratios, ratio, goal: 0.97, met: ratio >= 0.97 };
   console.log(JSON.stringify(result));
 }
 

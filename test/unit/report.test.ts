@@ -76,17 +76,18 @@ function cell(html: string, category: string, stance: string, metric: 'M' | 'eta
 }
 
 describe('renderLineageReport', () => {
+  const input = () => ({
+    lineage: 'demo <lineage>',
+    generatedAt: '2025-11-27T12:00:00Z',
+    stages: [
+      { stageId: 'sft', kind: 'sft', parentId: 'base-model', drift: sft },
+      { stageId: 'rm', kind: 'reward', parentId: 'sft', drift: reward },
+      { stageId: 'dpo', kind: 'dpo', parentId: 'sft', drift: dpo },
+    ],
+  });
   let report: RenderLineageReportResult;
   beforeAll(async () => {
-    report = await renderLineageReport({
-      lineage: 'demo <lineage>',
-      generatedAt: '2025-11-27T12:00:00Z',
-      stages: [
-        { stageId: 'sft', kind: 'sft', parentId: 'base-model', drift: sft },
-        { stageId: 'rm', kind: 'reward', parentId: 'sft', drift: reward },
-        { stageId: 'dpo', kind: 'dpo', parentId: 'sft', drift: dpo },
-      ],
-    });
+    report = await renderLineageReport(input());
   }, 30_000);
 
   it('has one figure per stage × topic, inline and uniquely named', () => {
@@ -149,15 +150,7 @@ describe('renderLineageReport', () => {
   });
 
   it('is deterministic', async () => {
-    const again = await renderLineageReport({
-      lineage: 'demo <lineage>',
-      generatedAt: '2025-11-27T12:00:00Z',
-      stages: [
-        { stageId: 'sft', kind: 'sft', parentId: 'base-model', drift: sft },
-        { stageId: 'rm', kind: 'reward', parentId: 'sft', drift: reward },
-        { stageId: 'dpo', kind: 'dpo', parentId: 'sft', drift: dpo },
-      ],
-    });
+    const again = await renderLineageReport(input());
     expect(again.html).toBe(report.html);
   }, 30_000);
 
