@@ -100,7 +100,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for name in ("torch", "transformers", "trl", "accelerate", "datasets", "vllm"):
+    for name in ("torch", "transformers", "trl", "accelerate", "datasets", "vllm", "numpy", "pandas", "pyarrow"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
