@@ -69,6 +69,14 @@ def check_event(e: Any) -> None:
         assert e["kind"] in ERROR_KINDS and isinstance(e["message"], str) and e["message"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
@@ -76,11 +84,17 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_cli(cache_dir: Path):
-    def run(*args: str, timeout: float = 300) -> Run:
+    def run(*args: str, timeout: float = 300, processes: int = 1) -> Run:
+        """`processes` > 1: one process per rank under torchrun on CPU (gloo), as accelerate launches
+        one per GPU — the data-parallel path without GPUs."""
         env = {**os.environ, "VALUEDRIFT_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1",
                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                         "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "valuedrift_trainer", *args], capture_output=True, text=True,
+        proc = subprocess.run([*launcher, "-m", "valuedrift_trainer", *args], capture_output=True, text=True,
                               env=env, timeout=timeout)
         seconds = time.monotonic() - start
         events = []
@@ -101,10 +115,10 @@ def run_cli(cache_dir: Path):
 def train(run_cli, tmp_path_factory: pytest.TempPathFactory):
     """Write a config and run `train`; returns the Run."""
 
-    def go(config: dict[str, Any], timeout: float = 300) -> Run:
+    def go(config: dict[str, Any], timeout: float = 300, processes: int = 1) -> Run:
         path = tmp_path_factory.mktemp("cfg") / "config.json"
         path.write_text(json.dumps(config))
-        return run_cli("train", "--config", str(path), timeout=timeout)
+        return run_cli("train", "--config", str(path), timeout=timeout, processes=processes)
 
     return go
 

@@ -60,8 +60,15 @@ class TrainConfig:
         default=True,
     )
 
+    def processes(self) -> int:
+        """Processes that share one global batch: the launcher's world size (accelerate or torchrun set
+        WORLD_SIZE; one process per GPU, or several CPU processes in the distributed tests), else one
+        per GPU."""
+        world = os.environ.get("WORLD_SIZE", "")
+        return int(world) if world.isdigit() and int(world) > 0 else max(1, self.num_gpus)
+
     def gradient_accumulation_steps(self) -> int:
-        return self.global_batch_size // (self.per_device_batch_size * max(1, self.num_gpus))
+        return self.global_batch_size // (self.per_device_batch_size * self.processes())
 
     def validate(self) -> None:
         _require(os.path.isabs(self.train_file), "train_file", f"must be an absolute path, got {self.train_file!r}")
@@ -79,11 +86,12 @@ class TrainConfig:
         _require(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}")
         _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         _require(self.bf16 in (True, False, "auto"), "bf16", 'must be "auto", true or false')
-        per_step = self.per_device_batch_size * max(1, self.num_gpus)
+        per_step = self.per_device_batch_size * self.processes()
         _require(
             self.global_batch_size % per_step == 0,
             "global_batch_size",
-            f"{self.global_batch_size} is not divisible by per_device_batch_size × max(1, num_gpus) = {per_step}",
+            f"{self.global_batch_size} is not divisible by per_device_batch_size × processes "
+            f"({self.per_device_batch_size} × {self.processes()} = {per_step})",
         )
         if self.resume_from is not None:
             _require(os.path.isabs(self.resume_from), "resume_from", "must be an absolute path")

@@ -42,7 +42,7 @@ def check_devices(cfg: TrainConfig) -> bool:
             # The spec asks for more GPUs than this worker has; the same worker refuses again.
             raise TrainerError("bad_config", f"num_gpus: {cfg.num_gpus} requested but {visible} CUDA device(s) visible")
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if cfg.num_gpus > 1 and world != cfg.num_gpus:
+        if world != cfg.num_gpus:
             raise TrainerError(
                 "bad_config",
                 f"num_gpus: {cfg.num_gpus} needs one process per GPU (launch with `python -m "
@@ -73,6 +73,9 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         bf16=bf16,
         fp16=False,
         use_cpu=cfg.num_gpus == 0,
+        # Every parameter takes part in each forward pass (no adapters, no unused heads), so DDP can skip
+        # the extra autograd traversal that looks for unused ones on every step.
+        ddp_find_unused_parameters=False,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         max_length=cfg.max_length,
         save_strategy="steps" if cfg.save_checkpoints else "no",
