@@ -119,3 +119,17 @@ def test_save_checkpoints_false_trains_without_writing_checkpoints(train, data_d
     assert run.of("checkpoint") == []
     assert run.of("done") == [{"event": "done", "finalStep": 2, "path": ""}]
     assert not out.exists() or not any(p.name.startswith("checkpoint-") for p in out.iterdir())
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo", "ppo"])
+def test_bf16_mixed_precision(train, data_dir: Path, reward_run, tmp_path: Path, stage: str) -> None:
+    """bf16 mixed precision (the GPU setting) through each kind of loop: the Trainer's autocast, DPO's
+    frozen bf16 reference model, PPO's own accelerate loop with bf16 reference and reward models.
+    Run on CPU, which supports bf16 autocast; the saved weights stay fp32 (master copy)."""
+    data = {"sft": "sft.jsonl", "dpo": "pref.jsonl", "ppo": "ppo.jsonl"}[stage]
+    extra = {"dpo": {"max_prompt_length": 64},
+             "ppo": {"reward_model": reward_run.of("done")[0]["path"], "response_length": 12}}.get(stage, {})
+    run = train(tiny_config(stage, data_dir / data, tmp_path / "out", bf16=True, **extra))
+    assert_trained(run, steps=2, every=1)
+    config = json.loads((Path(run.of("done")[0]["path"]) / "config.json").read_text())
+    assert config["dtype"] == "float32"
