@@ -81,6 +81,7 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
   await runTrainerCommand({
     command: 'generate',
     what: `generation for ${input.stageId} step ${input.step}`,
+    gpus: 1, // on a GPU node; vLLM or transformers on one device
     config: {
       model,
       prompts_file: promptsFile,

@@ -9,6 +9,7 @@ import { activityContext } from './context';
 import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { workerEnv } from './env';
+import { gpuPool } from './gpus';
 import { lastLines, spawnTrainer } from './trainerProcess';
 
 export interface TrainerCommandInput {
@@ -16,6 +17,8 @@ export interface TrainerCommandInput {
   config: Record<string, unknown>;
   /** What is being done, for messages ("generation for sft step 6"). */
   what: string;
+  /** GPUs to lease from this node's pool for the run (0: none; hidden from the GPUs on a GPU node). */
+  gpus?: number;
   onEvent?: (e: TrainerEvent) => void;
 }
 
@@ -40,9 +43,11 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Ext
   let done: Extract<TrainerEvent, { event: 'done' }> | undefined;
   let error: Extract<TrainerEvent, { event: 'error' }> | undefined;
   let last: TrainerEvent | undefined;
+  const lease = await gpuPool().acquire(input.gpus ?? 0, { whileWaiting: () => ctx?.heartbeat(), signal: ctx?.cancellationSignal });
   const run = spawnTrainer({
     python: env.python,
     args: [input.command, '--config', cfg],
+    env: lease.env,
     onEvent: (e) => {
       last = e;
       if (e.event === 'done') done = e;
@@ -62,6 +67,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Ext
     clearInterval(beat);
     ctx?.cancellationSignal.removeEventListener('abort', onCancel);
     await run.kill(1_000);
+    lease.release();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }

@@ -22,6 +22,7 @@ import { workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
 import { trainerFailure } from './trainerCommand';
+import { accelerateLauncher, freePort, gpuPool } from './gpus';
 import { groupAlive, killGroup, spawnTrainer } from './trainerProcess';
 
 export interface TrainStageInput {
@@ -225,55 +226,60 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     });
   };
 
-  const launcher =
-    stage.gpus > 1
-      ? ['-m', 'accelerate.commands.launch', '--num_processes', String(stage.gpus), '-m', 'valuedrift_trainer']
-      : undefined;
-  const run = spawnTrainer({
-    python: env.python,
-    args: ['train', '--config', cfgFile],
-    launcher,
-    onEvent: (e) => {
-      hooks.onTrainerEvent?.(e, run.pid);
-      if (e.event === 'progress') {
-        state.step = e.step;
-        state.total = e.total;
-        state.loss = e.loss ?? state.loss;
-      } else if (e.event === 'checkpoint') {
-        onCheckpoint(e.step, e.path);
-      } else if (e.event === 'done') {
-        doneEvent = e;
-      } else if (e.event === 'error') {
-        errorEvent = e;
-      }
-    },
-    onStrayLine: (l) => stray.push(l),
-  });
-  await fs.writeFile(pidFile, String(run.pid));
-  const heartbeatTimer = setInterval(beat, 5_000);
-  const onCancel = () => void run.kill();
-  ctx?.cancellationSignal.addEventListener('abort', onCancel);
+  // This node's GPUs are shared by concurrent jobs: lease the stage's own, waiting (and heartbeating)
+  // while other jobs hold them.
+  const lease = await gpuPool().acquire(stage.gpus, { whileWaiting: () => ctx?.heartbeat(state), signal: ctx?.cancellationSignal });
   try {
-    const exit = await run.exit;
-    await uploads;
-    if (ctx?.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-    if (uploadError) throw uploadError;
-    if (exit.code !== 0 || !doneEvent) {
-      const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';
-      throw trainerFailure(`training stage "${stage.id}"`, errorEvent, exit, run.stderrTail() + extra);
+    const launcher = stage.gpus > 1 ? accelerateLauncher(stage.gpus, await freePort()) : undefined;
+    const run = spawnTrainer({
+      python: env.python,
+      args: ['train', '--config', cfgFile],
+      launcher,
+      env: lease.env,
+      onEvent: (e) => {
+        hooks.onTrainerEvent?.(e, run.pid);
+        if (e.event === 'progress') {
+          state.step = e.step;
+          state.total = e.total;
+          state.loss = e.loss ?? state.loss;
+        } else if (e.event === 'checkpoint') {
+          onCheckpoint(e.step, e.path);
+        } else if (e.event === 'done') {
+          doneEvent = e;
+        } else if (e.event === 'error') {
+          errorEvent = e;
+        }
+      },
+      onStrayLine: (l) => stray.push(l),
+    });
+    await fs.writeFile(pidFile, String(run.pid));
+    const heartbeatTimer = setInterval(beat, 5_000);
+    const onCancel = () => void run.kill();
+    ctx?.cancellationSignal.addEventListener('abort', onCancel);
+    try {
+      const exit = await run.exit;
+      await uploads;
+      if (ctx?.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+      if (uploadError) throw uploadError;
+      if (exit.code !== 0 || !doneEvent) {
+        const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';
+        throw trainerFailure(`training stage "${stage.id}"`, errorEvent, exit, run.stderrTail() + extra);
+      }
+      const finalStep = doneEvent.finalStep;
+      const finalRef = checkpoints.get(finalStep);
+      if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');
+      const totalSteps = Math.max(state.total, finalStep);
+      const list: Checkpoint[] = [...checkpoints.entries()]
+        .sort((a, b) => a[0] - b[0])
+        .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
+      await fs.rm(work, { recursive: true, force: true });
+      return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
+    } finally {
+      clearInterval(heartbeatTimer);
+      ctx?.cancellationSignal.removeEventListener('abort', onCancel);
+      await run.kill(2_000);
     }
-    const finalStep = doneEvent.finalStep;
-    const finalRef = checkpoints.get(finalStep);
-    if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');
-    const totalSteps = Math.max(state.total, finalStep);
-    const list: Checkpoint[] = [...checkpoints.entries()]
-      .sort((a, b) => a[0] - b[0])
-      .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
-    await fs.rm(work, { recursive: true, force: true });
-    return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
   } finally {
-    clearInterval(heartbeatTimer);
-    ctx?.cancellationSignal.removeEventListener('abort', onCancel);
-    await run.kill(2_000);
+    lease.release();
   }
 }

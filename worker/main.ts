@@ -3,24 +3,15 @@
  * - cpu: workflow tasks plus judge, store, metrics and report activities;
  * - gpu: training and generation; as many concurrent jobs as GPUs per node / GPUs per job.
  */
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { workerEnv } from '../activities/env';
+import { gpuPool } from '../activities/gpus';
 import { TASK_QUEUES } from '../common/config';
 import { nativeConnection, temporalClient } from './connection';
 
 type Role = 'cpu' | 'gpu' | 'all';
-
-/** GPUs on this node: VALUEDRIFT_GPUS, else what nvidia-smi lists, else 0. */
-export function detectGpus(): number {
-  const fromEnv = process.env.VALUEDRIFT_GPUS;
-  if (fromEnv !== undefined) return Number(fromEnv);
-  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8', shell: false });
-  if (r.status !== 0 || !r.stdout) return 0;
-  return r.stdout.split('\n').filter((l) => l.startsWith('GPU ')).length;
-}
 
 /** Concurrent GPU jobs: GPUs per node / GPUs per job; one job at a time on a CPU-only node. */
 export function gpuSlots(gpus: number, perJob: number): number {
@@ -48,7 +39,7 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
     );
   }
   if (role === 'gpu' || role === 'all') {
-    const slots = gpuSlots(detectGpus(), Number(process.env.VALUEDRIFT_GPUS_PER_JOB ?? 1));
+    const slots = gpuSlots(gpuPool().size, Number(process.env.VALUEDRIFT_GPUS_PER_JOB ?? 1));
     workers.push(
       await Worker.create({
         ...base,
@@ -61,7 +52,7 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
         defaultHeartbeatThrottleInterval: '5 seconds',
       }),
     );
-    console.error(`[worker] gpu role: ${slots} concurrent job(s)`);
+    console.error(`[worker] gpu role: ${slots} concurrent job(s) over GPUs [${gpuPool().devices.join(', ')}]`);
   }
   opts.signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()));
   console.error(`[worker] role ${role} polling ${workers.length} queue(s) on ${workerEnv().TEMPORAL_ADDRESS}`);

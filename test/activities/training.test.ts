@@ -16,6 +16,7 @@ import { LineageSpec, type StageSpec } from '../../common/spec';
 import { prepareDatasets } from '../../activities/datasets';
 import { resetWorkerEnv } from '../../activities/env';
 import { bucket, parseUri, s3 } from '../../activities/store';
+import { GpuPool, setGpuPool } from '../../activities/gpus';
 import { groupAlive, killGroup } from '../../activities/trainerProcess';
 import { trainStage, type TrainStageInput, type TrainStageResult } from '../../activities/training';
 import { loadStackEnv, uniqueName } from '../support/workflowEnv';
@@ -146,6 +147,28 @@ describe('trainStage with the real trainer', () => {
     expect((err as ApplicationFailure).message).toMatch(/model_not_found/);
     expect((err as ApplicationFailure).message).toContain('no-such-org/no-such-model');
     expect(Date.now() - t).toBeLessThan(60_000);
+  }, 120_000);
+
+  it('launches a 2-GPU stage through accelerate on the GPUs it leased, and gives them back', async () => {
+    // This machine has no CUDA: the pool pretends the node has devices 0 and 1. accelerate starts two
+    // ranks with CUDA_VISIBLE_DEVICES=0,1; each trainer finds no CUDA device and refuses (bad_config),
+    // which must surface as a non-retryable failure naming the count, with the lease returned.
+    const pool = new GpuPool(['0', '1']);
+    setGpuPool(pool);
+    try {
+      const inp = await input(uniqueName('gpus2'), sftStage({ gpus: 2, hyperparameters: { globalBatchSize: 4, maxLength: 64 } }));
+      const events: TrainerEvent[] = [];
+      const err = await new MockActivityEnvironment()
+        .run((i: TrainStageInput) => trainStage(i, async () => undefined, { onTrainerEvent: (e) => events.push(e) }), inp)
+        .then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(ApplicationFailure);
+      expect((err as ApplicationFailure).nonRetryable).toBe(true);
+      expect((err as ApplicationFailure).message).toContain('num_gpus: 2 requested but 0 CUDA device(s) visible');
+      expect(events.filter((e) => e.event === 'error').length).toBeGreaterThanOrEqual(1);
+      expect(pool.available).toBe(2);
+    } finally {
+      setGpuPool(undefined);
+    }
   }, 120_000);
 
   it('fails non-retryably on a dataset of the wrong shape, naming the line', async () => {

@@ -1,0 +1,157 @@
+/**
+ * Which GPUs of this node a training or generation job may use.
+ *
+ * A gpu worker runs GPUs ÷ GPUs-per-job jobs at once; without this pool every job would see every GPU
+ * and start on cuda:0. Each job leases the devices it needs and gets them through
+ * `CUDA_VISIBLE_DEVICES`, so concurrent jobs never share a GPU; a job that needs more than are free
+ * waits (heartbeating) for a lease to end. Jobs that need none are hidden from the GPUs on a GPU node.
+ */
+import { spawnSync } from 'node:child_process';
+import * as net from 'node:net';
+
+export interface GpuLease {
+  /** Device ids as CUDA_VISIBLE_DEVICES names them on this node. */
+  readonly devices: readonly string[];
+  /** What the child process's environment gets. */
+  readonly env: Record<string, string>;
+  release(): void;
+}
+
+interface Waiter {
+  n: number;
+  grant: (lease: GpuLease) => void;
+}
+
+export class GpuPool {
+  private readonly free: string[];
+  private readonly waiters: Waiter[] = [];
+
+  constructor(readonly devices: readonly string[]) {
+    this.free = [...devices];
+  }
+
+  get size(): number {
+    return this.devices.length;
+  }
+
+  get available(): number {
+    return this.free.length;
+  }
+
+  /**
+   * Leases `n` devices, first come first served. On a node without GPUs the lease is empty and leaves
+   * the environment alone (the trainer refuses a job that asks for GPUs, naming the count). A job that
+   * asks for more than the node has gets every device, and the trainer refuses it the same way.
+   * While it waits, `whileWaiting` runs every `pollMs` (heartbeats); `signal` aborts the wait.
+   */
+  async acquire(n: number, opts: { whileWaiting?: () => void; signal?: AbortSignal; pollMs?: number } = {}): Promise<GpuLease> {
+    if (this.size === 0) return { devices: [], env: {}, release: () => undefined };
+    const want = Math.min(Math.max(0, n), this.size);
+    if (want === 0) return { devices: [], env: { CUDA_VISIBLE_DEVICES: '' }, release: () => undefined };
+    opts.signal?.throwIfAborted();
+    if (this.waiters.length === 0 && this.free.length >= want) return this.take(want);
+    return new Promise<GpuLease>((resolve, reject) => {
+      const timer = opts.whileWaiting ? setInterval(opts.whileWaiting, opts.pollMs ?? 5_000) : undefined;
+      const stop = () => {
+        if (timer) clearInterval(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        n: want,
+        grant: (lease) => {
+          stop();
+          resolve(lease);
+        },
+      };
+      const onAbort = () => {
+        stop();
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        this.serve(); // a smaller request behind this one may fit now
+        reject(opts.signal?.reason ?? new Error('aborted'));
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  private take(n: number): GpuLease {
+    const devices = this.free.splice(0, n);
+    let released = false;
+    return {
+      devices,
+      env: { CUDA_VISIBLE_DEVICES: devices.join(',') },
+      release: () => {
+        if (released) return;
+        released = true;
+        this.free.push(...devices);
+        this.free.sort((a, b) => this.devices.indexOf(a) - this.devices.indexOf(b));
+        this.serve();
+      },
+    };
+  }
+
+  private serve(): void {
+    while (this.waiters.length > 0 && this.free.length >= (this.waiters[0] as Waiter).n) {
+      const w = this.waiters.shift() as Waiter;
+      w.grant(this.take(w.n));
+    }
+  }
+}
+
+/**
+ * This node's GPUs: the worker's own CUDA_VISIBLE_DEVICES when set (a worker confined to some GPUs
+ * hands out only those), else VALUEDRIFT_GPUS, else what `nvidia-smi -L` lists, numbered from 0.
+ */
+export function nodeGpus(env: NodeJS.ProcessEnv = process.env, smi: () => number = nvidiaSmiCount): string[] {
+  const visible = env.CUDA_VISIBLE_DEVICES;
+  if (visible !== undefined) return visible.split(',').map((d) => d.trim()).filter((d) => d !== '' && d !== '-1');
+  const count = env.VALUEDRIFT_GPUS !== undefined ? Number(env.VALUEDRIFT_GPUS) : smi();
+  if (!Number.isInteger(count) || count < 0) throw new Error(`VALUEDRIFT_GPUS must be a whole number >= 0, got "${env.VALUEDRIFT_GPUS}"`);
+  return Array.from({ length: count }, (_, i) => String(i));
+}
+
+function nvidiaSmiCount(): number {
+  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8', shell: false });
+  if (r.status !== 0 || !r.stdout) return 0;
+  return r.stdout.split('\n').filter((l) => l.startsWith('GPU ')).length;
+}
+
+let pool: GpuPool | undefined;
+
+/** The worker process's pool, built from `nodeGpus()` on first use. */
+export function gpuPool(): GpuPool {
+  pool ??= new GpuPool(nodeGpus());
+  return pool;
+}
+
+/** For tests and for a worker that knows better than detection. */
+export function setGpuPool(p: GpuPool | undefined): void {
+  pool = p;
+}
+
+/**
+ * accelerate's launcher for an `n`-GPU job, every setting explicit so that a default accelerate config
+ * on the node (DeepSpeed, fp16, another port) cannot change what the stage asked for; precision is the
+ * trainer's decision (bf16 when the GPU supports it). Each job gets its own rendezvous port, so
+ * concurrent multi-GPU jobs on one node do not collide on accelerate's default 29500.
+ */
+export function accelerateLauncher(n: number, port: number): string[] {
+  return [
+    '-m', 'accelerate.commands.launch',
+    '--multi_gpu', '--num_processes', String(n), '--num_machines', '1',
+    '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', String(port),
+    '-m', 'valuedrift_trainer',
+  ];
+}
+
+/** A TCP port free on loopback right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
