@@ -7,7 +7,6 @@
  * waits (heartbeating) for a lease to end. Jobs that need none are hidden from the GPUs on a GPU node.
  */
 import { spawnSync } from 'node:child_process';
-import * as net from 'node:net';
 
 export interface GpuLease {
   /** Device ids as CUDA_VISIBLE_DEVICES names them on this node. */
@@ -142,16 +141,4 @@ export function accelerateLauncher(n: number, port: number): string[] {
     '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', String(port),
     '-m', 'valuedrift_trainer',
   ];
-}
-
-/** A TCP port free on loopback right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }

@@ -22,7 +22,8 @@ import { workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
 import { trainerFailure } from './trainerCommand';
-import { accelerateLauncher, freePort, gpuPool } from './gpus';
+import { accelerateLauncher, gpuPool } from './gpus';
+import { freePort } from './net';
 import { groupAlive, killGroup, spawnTrainer } from './trainerProcess';
 
 export interface TrainStageInput {
