@@ -253,11 +253,11 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
       },
       onStrayLine: (l) => stray.push(l),
     });
-    await fs.writeFile(pidFile, String(run.pid));
     const heartbeatTimer = setInterval(beat, 5_000);
     const onCancel = () => void run.kill();
     ctx?.cancellationSignal.addEventListener('abort', onCancel);
     try {
+      await fs.writeFile(pidFile, String(run.pid));
       const exit = await run.exit;
       await uploads;
       if (ctx?.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
