@@ -106,18 +106,19 @@ def wheel_requirements(wheel: Path) -> list[Requirement]:
     return [r for r in reqs if r.marker is None or r.marker.evaluate(TARGET_ENV)]
 
 
-def needs_carrying(req: Requirement, carried: set[str]) -> str | None:
-    """Why `req` must travel, or None when the device image satisfies it (or it is checked there)."""
+def needs_carrying(req: Requirement, carried: set[str]) -> tuple[str, bool] | None:
+    """Why `req` must travel and whether that is only a precaution (the requirement has a bound and the
+    image's version is unknown), or None when the image satisfies it (or the machine checks it)."""
     name = canonicalize_name(req.name)
     if name in carried or name in NOT_CARRIED:
         return None
     if name not in DEVICE_PACKAGES:
-        return "missing on the device"
+        return "missing on the device", False
     known = DEVICE_VERSIONS.get(name)
     if known is not None:
-        return None if req.specifier.contains(known, prereleases=True) else f"device has {known}, needs {req.specifier}"
+        return None if req.specifier.contains(known, prereleases=True) else (f"device has {known}, needs {req.specifier}", False)
     if str(req.specifier) and name not in LARGE_TRUSTED:
-        return f"needs {req.specifier}, device version unknown"
+        return f"needs {req.specifier}, device version unknown", True
     return None
 
 
@@ -162,38 +163,33 @@ def collect_wheels(dest: Path, overrides: dict[str, str] | None = None) -> list[
     replaces the trainer's pin of a package (name -> version)."""
     dest.mkdir(parents=True, exist_ok=True)
     pins = {**trainer_pins(), **(overrides or {})}
-    queue: list[tuple[Requirement, str]] = []
+    # (requirement, reason, precaution only); the trainer's own pins always travel when the image may differ
+    queue: list[tuple[Requirement, str, bool]] = []
     for name, version in pins.items():
         if name in NOT_CARRIED or name in LARGE_TRUSTED:
             continue
         why = needs_carrying(Requirement(f"{name}=={version}"), set())
-        if why is None and DEVICE_VERSIONS.get(name) not in (None, version):
-            why = f"device has {DEVICE_VERSIONS[name]}, the trainer is pinned to {version}"
-        if why is None and name in DEVICE_PACKAGES and name not in DEVICE_VERSIONS:
-            why = "pinned by the trainer, device version unknown"
         if why:
-            queue.append((Requirement(f"{name}=={version}"), why))
+            queue.append((Requirement(f"{name}=={version}"), why[0], False))
     carried: dict[str, tuple[str, str, str]] = {}
     wheels: dict[str, Path] = {}
     while queue:
-        req, why = queue.pop(0)
+        req, why, precaution = queue.pop(0)
         name = canonicalize_name(req.name)
         if name in carried:
             continue
+        if precaution and name not in pins and local_version(req.name, required=False) is None:
+            continue  # the image has it and this venv does not: the check on the machine verifies it
         wheel, version = download(choose(req, pins), dest)
-        if wheel.stat().st_size > SMALL_WHEEL and why.startswith("needs") and why.endswith("device version unknown"):
+        if precaution and wheel.stat().st_size > SMALL_WHEEL:
             wheel.unlink()  # large and probably fine there: the check on the machine verifies it
             continue
         carried[name] = (name, version, why)
         wheels[name] = wheel
         for dep in wheel_requirements(wheel):
             why_dep = needs_carrying(dep, set(carried))
-            if why_dep is None:
-                continue
-            if why_dep.endswith("version unknown") and canonicalize_name(dep.name) not in pins \
-                    and local_version(dep.name, required=False) is None:
-                continue  # the image has it, at a version the check on the machine verifies
-            queue.append((dep, f"{why_dep} (for {name})"))
+            if why_dep:
+                queue.append((dep, f"{why_dep[0]} (for {name})", why_dep[1]))
     conflicts = [f"{name} needs {dep}, carrying {carried[canonicalize_name(dep.name)][1]}"
                  for name, wheel in wheels.items() for dep in wheel_requirements(wheel)
                  if canonicalize_name(dep.name) in carried

