@@ -123,8 +123,6 @@ export async function hasLlamaCppServer(python: string): Promise<boolean> {
   }
 }
 
-export { freePort };
-
 export function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((res) => {

@@ -6,7 +6,8 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { freePort, killGroup, waitForExit } from '../../infra/judge/serve';
+import { freePort } from '../../activities/net';
+import { killGroup, waitForExit } from '../../infra/judge/serve';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemoryJudgeCache } from '../../activities/judge/cache';
 import { readLabelledStanceRows, scoreJudgeCheck, type LabelledStanceRow } from '../../activities/judge/check';
