@@ -5,6 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { groupAlive, killGroup } from '../activities/processGroup';
 
 export type LogFn = (line: string) => void;
 
@@ -158,17 +159,6 @@ export function processGroupOf(pid: number): number | null | undefined {
   return stat === null || stat.state === 'Z' ? null : stat.pgrp;
 }
 
-/** Whether any process is left in process group `pgid`. */
-export function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the group exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export interface OwnedGroup {
   pid: number;
   pgid: number;
@@ -203,22 +193,14 @@ function sleep(ms: number): Promise<void> {
 export async function stopGroup(group: OwnedGroup, graceMs: number): Promise<'stopped' | 'killed' | 'gone' | 'not-ours'> {
   if (!groupAlive(group.pgid)) return 'gone';
   if (!ownsGroup(group)) return 'not-ours';
-  try {
-    process.kill(-group.pgid, 'SIGTERM');
-  } catch {
-    return 'gone';
-  }
+  if (!killGroup(group.pgid, 'SIGTERM')) return 'gone';
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
     if (!groupAlive(group.pgid)) return 'stopped';
     await sleep(100);
   }
   if (!ownsGroup(group)) return 'stopped';
-  try {
-    process.kill(-group.pgid, 'SIGKILL');
-  } catch {
-    return 'stopped';
-  }
+  if (!killGroup(group.pgid, 'SIGKILL')) return 'stopped';
   for (let i = 0; i < 50 && groupAlive(group.pgid); i += 1) await sleep(100);
   return 'killed';
 }
