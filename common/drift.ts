@@ -1,6 +1,7 @@
 /**
  * Checkpoint summaries (eq. 1 of the paper) and per-stage drift (§3 "Evaluation metrics").
  * Pure module (no Node built-ins): workflow code imports it to summarise and compare checkpoints.
+ * Reading summaries files is common/summariesFile.ts; the terminal table is worker/driftTable.ts.
  *
  * ## Summaries
  * For one checkpoint and topic T, each judged generation y of prompt x carries p(s | x, y, T).
@@ -48,7 +49,6 @@
  * summaries for the same step, different judge models or prompt versions within a stage (their
  * numbers are not comparable), and one category id whose topic text changes between steps.
  */
-import { z } from 'zod';
 import {
   CheckpointSummary,
   STANCES,
@@ -291,112 +291,19 @@ function stanceDrift({ trajectory, etaTotal }: { trajectory: TrajectoryPoint[]; 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Presentation and parsing
+// Display convention
 // ---------------------------------------------------------------------------------------------
 
-/** Signed, fixed decimals: "+0.53", "-0.12"; the sign matters because it picks max or min for η. */
+/**
+ * Signed, fixed decimals: "+0.53", "-0.12". The sign matters because it picks max or min for η, so
+ * the terminal table (worker/driftTable.ts) and the HTML report both print M this way.
+ */
 export function formatSigned(x: number, digits = 2): string {
   const s = x.toFixed(digits);
   return x >= 0 ? `+${s}` : s;
 }
 
-/** A plain-text table (stage, topic, stance, M, η, steps spanned) for terminals. */
-export function formatDriftTable(drifts: readonly StageDrift[]): string {
-  const header = ['stage', 'topic', 'stance', 'M', 'η', 'steps'];
-  const rows: string[][] = [];
-  for (const d of drifts) {
-    for (const category of Object.keys(d.topics).sort(compareCodeUnits)) {
-      const entry = d.topics[category];
-      if (!entry) continue;
-      for (const stance of STANCES) {
-        const sd = entry.stances[stance];
-        const from = sd.trajectory[0]?.step ?? 0;
-        const to = sd.trajectory[sd.trajectory.length - 1]?.step ?? 0;
-        rows.push([d.stageId, category, stance, formatSigned(sd.M), sd.eta.toFixed(2), `${from}..${to}`]);
-      }
-    }
-  }
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const numeric = new Set([3, 4]);
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => (numeric.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  const rule = widths.map((w) => '-'.repeat(w)).join('  ');
-  if (rows.length === 0) return `${line(header)}\n${rule}\n(no topics with labelled generations)\n`;
-  return `${[line(header), rule, ...rows.map(line)].join('\n')}\n`;
-}
-
-const SummariesEnvelope = z.object({ summaries: z.array(z.unknown()) });
-
-/**
- * Reads a summaries file: a JSON array of CheckpointSummary, `{ "summaries": [...] }`, a single
- * summary.json object, or JSONL (one summary per non-blank line). Every entry is validated against
- * the contract; errors name the entry (and for JSONL the line) and the field path.
- */
-export function parseSummariesFile(text: string): CheckpointSummary[] {
-  const body = text.replace(/^\uFEFF/, '');
-  if (body.trim() === '') throw new Error('summaries file is empty');
-  const trimmed = body.trimStart();
-
-  let whole: unknown;
-  let wholeError: string | undefined;
-  try {
-    whole = JSON.parse(body);
-  } catch (err) {
-    wholeError = errorMessage(err);
-  }
-
-  if (wholeError === undefined) {
-    if (Array.isArray(whole)) return whole.map((entry, i) => validateSummary(entry, `entry ${i}`));
-    if (isRecord(whole) && 'summaries' in whole) {
-      const env = SummariesEnvelope.safeParse(whole);
-      if (!env.success) throw new Error(`summaries file: "summaries" must be an array`);
-      return env.data.summaries.map((entry, i) => validateSummary(entry, `summaries[${i}]`));
-    }
-    if (isRecord(whole)) return [validateSummary(whole, 'the summary')];
-    throw new Error('summaries file: expected a JSON array, an object, or JSON lines');
-  }
-  // A lone array or a multi-line JSON object that fails to parse is broken JSON, not JSONL.
-  if (trimmed.startsWith('[')) throw new Error(`summaries file is not valid JSON: ${wholeError}`);
-
-  const out: CheckpointSummary[] = [];
-  const lines = body.split(/\r?\n/);
-  lines.forEach((raw, i) => {
-    if (raw.trim() === '') return;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(raw);
-    } catch (err) {
-      // On the first entry we cannot tell a broken pretty-printed object from broken JSONL.
-      const asWhole = out.length === 0 ? `; as one JSON document: ${wholeError}` : '';
-      throw new Error(`summaries file line ${i + 1}: invalid JSON (${errorMessage(err)})${asWhole}`);
-    }
-    out.push(validateSummary(parsed, `line ${i + 1}`));
-  });
-  return out;
-}
-
-function validateSummary(value: unknown, where: string): CheckpointSummary {
-  const result = CheckpointSummary.safeParse(value);
-  if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => {
-    const path = issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)';
-    return `${path}: ${issue.message}`;
-  });
-  throw new Error(`summaries file ${where}: ${problems.join('; ')}`);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** Code-unit order: localeCompare would make output depend on the machine's locale. */
-function compareCodeUnits(a: string, b: string): number {
+export function compareCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

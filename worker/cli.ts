@@ -13,7 +13,9 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { REPO_ROOT, workerEnv } from '../activities/env';
-import { computeStageDrift, formatDriftTable, parseSummariesFile } from '../common/drift';
+import { computeStageDrift } from '../common/drift';
+import { parseSummariesFile } from '../common/summariesFile';
+import { formatDriftTable } from './driftTable';
 import type { LineageResult } from '../workflows';
 import { temporalClient } from './connection';
 import {

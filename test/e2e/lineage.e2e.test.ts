@@ -11,7 +11,8 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resetWorkerEnv } from '../../activities/env';
 import { getBytes, listKeys, uriOf } from '../../activities/store';
-import { computeStageDrift, parseSummariesFile } from '../../common/drift';
+import { computeStageDrift } from '../../common/drift';
+import { parseSummariesFile } from '../../common/summariesFile';
 import { TASK_QUEUES, workflowIds } from '../../common/config';
 import { lineageProgressQuery, lineageWorkflow, type LineageResult } from '../../workflows';
 import { loadStackEnv, temporalBinary, testSpec, uniqueName } from '../support/workflowEnv';
@@ -56,11 +57,11 @@ afterAll(async () => {
 describe('a lineage on real parts', () => {
   it('trains, evaluates and reports; a killed worker costs a resume, not a restart', async () => {
     const name = uniqueName('e2e');
-    const tiny = { gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 2, maxLength: 96 } };
+    const tiny = { gpus: 0, hyperparameters: { per_device_train_batch_size: 2, global_batch_size: 2, max_length: 96 } };
     const spec = testSpec(name, [
-      { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 10, maxSteps: 60, ...tiny },
-      { id: 'dpo-support', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
-      { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, maxSteps: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, maxPromptLength: 48 } },
+      { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 10, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 60 } },
+      { id: 'dpo-support', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2, max_prompt_length: 48 } },
+      { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2, max_prompt_length: 48 } },
     ]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
     (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'minilm-stance', concurrency: 4 };

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { CheckpointSummary, Judgment, StanceProbs, TopicSummary } from '../../common/contracts';
-import { computeStageDrift, formatDriftTable, parseSummariesFile, summariseCheckpoint, summariseTopic } from '../../common/drift';
+import { computeStageDrift, summariseCheckpoint, summariseTopic } from '../../common/drift';
+import { groupSummariesByStage, parseSummariesFile } from '../../common/summariesFile';
+import { formatDriftTable } from '../../worker/driftTable';
 
 type Band = [v: number, lo: number, hi: number];
 
@@ -266,7 +268,7 @@ describe('summariseTopic / summariseCheckpoint', () => {
   });
 });
 
-describe('formatDriftTable', () => {
+describe('formatDriftTable (worker/driftTable.ts)', () => {
   it('prints one row per stage × topic × stance with signed M and η to 2 decimals', () => {
     const text = formatDriftTable([computeStageDrift({ summaries: riseAndPlateau() })]);
     const lines = text.trimEnd().split('\n');
@@ -282,7 +284,7 @@ describe('formatDriftTable', () => {
   });
 });
 
-describe('parseSummariesFile', () => {
+describe('parseSummariesFile (common/summariesFile.ts)', () => {
   const summaries = riseAndPlateau();
 
   it('accepts a JSON array, {summaries}, a single object and JSONL', () => {
@@ -314,5 +316,26 @@ describe('parseSummariesFile', () => {
     expect(() => parseSummariesFile('[{"a": 1},')).toThrow(/not valid JSON/);
     expect(() => parseSummariesFile('{"summaries": 3}')).toThrow(/"summaries" must be an array/);
     expect(() => parseSummariesFile('42')).toThrow(/expected a JSON array/);
+  });
+});
+
+describe('groupSummariesByStage', () => {
+  it('keeps stages apart by lineage and stage id, in order of first appearance', () => {
+    const sft = riseAndPlateau();
+    const dpo = riseAndPlateau().map((s) => ({ ...s, stageId: 'dpo' }));
+    const otherLineage = riseAndPlateau().map((s) => ({ ...s, lineage: 'lin2' }));
+    const mixed = [dpo[0], sft[0], otherLineage[0], sft[1], dpo[1], otherLineage[1]] as CheckpointSummary[];
+    const groups = groupSummariesByStage(mixed);
+    expect(groups.map((g) => g.map((s) => `${s.lineage}/${s.stageId}@${s.step}`))).toEqual([
+      ['lin/dpo@0', 'lin/dpo@100'],
+      ['lin/sft@0', 'lin/sft@100'],
+      ['lin2/sft@0', 'lin2/sft@100'],
+    ]);
+  });
+
+  it('does not merge "a/b" + "c" with "a" + "b/c"', () => {
+    const one = summary(0, {}, { lineage: 'a/b', stageId: 'c' });
+    const two = summary(0, {}, { lineage: 'a', stageId: 'b/c' });
+    expect(groupSummariesByStage([one, two])).toHaveLength(2);
   });
 });
