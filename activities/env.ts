@@ -1,55 +1,108 @@
 /**
- * Worker environment: where secrets and endpoints live (never in workflow inputs or histories).
- * Parsed with zod so a missing or malformed variable fails the worker at start with its name.
+ * The worker process's settings: the one module of the worker (worker/main.ts and every activity)
+ * that reads the environment. Each variable is read here, once, with its default here (shared
+ * defaults come from common/defaults.ts), parsed with zod (numbers coerced) so a malformed value
+ * stops the worker at start naming the variable. Secrets and endpoints live here, never in workflow
+ * inputs or histories.
  */
-import { z } from 'zod';
 import * as path from 'node:path';
+import { z } from 'zod';
+import {
+  DEFAULT_S3_BUCKET,
+  DEFAULT_S3_REGION,
+  DEFAULT_TEMPORAL_ADDRESS,
+  DEFAULT_TEMPORAL_NAMESPACE,
+  DEFAULT_TEMPORAL_UI_URL,
+} from '../common/defaults';
+
+/** A whole number read from a variable ("8" → 8; "8.5", "eight" → refused). */
+const wholeNumber = () => z.coerce.number().int();
+
+export const WORKER_ROLES = ['cpu', 'gpu', 'all'] as const;
+export type WorkerRole = (typeof WORKER_ROLES)[number];
 
 const Env = z.object({
-  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
-  TEMPORAL_NAMESPACE: z.string().default('default'),
-  TEMPORAL_UI_URL: z.string().default('http://127.0.0.1:8233'),
+  TEMPORAL_ADDRESS: z.string().default(DEFAULT_TEMPORAL_ADDRESS),
+  TEMPORAL_NAMESPACE: z.string().default(DEFAULT_TEMPORAL_NAMESPACE),
+  TEMPORAL_UI_URL: z.string().default(DEFAULT_TEMPORAL_UI_URL),
   TEMPORAL_TLS_CERT: z.string().optional(),
   TEMPORAL_TLS_KEY: z.string().optional(),
   TEMPORAL_API_KEY: z.string().optional(),
   VALUEDRIFT_S3_ENDPOINT: z.string().url().optional(),
-  VALUEDRIFT_S3_BUCKET: z.string().min(3).default('valuedrift'),
-  VALUEDRIFT_S3_REGION: z.string().default('us-east-1'),
+  VALUEDRIFT_S3_BUCKET: z.string().min(3).default(DEFAULT_S3_BUCKET),
+  VALUEDRIFT_S3_REGION: z.string().default(DEFAULT_S3_REGION),
   VALUEDRIFT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
   VALUEDRIFT_JUDGE_BASE_URL: z.string().url().optional(),
   VALUEDRIFT_JUDGE_API_KEY: z.string().optional(),
+  /** Overrides the spec's judge model on this worker (e.g. the local judge's name). */
   VALUEDRIFT_JUDGE_MODEL: z.string().optional(),
+  /** OpenAI's own key: sent only to OpenAI (when VALUEDRIFT_JUDGE_BASE_URL is unset), never to another endpoint. */
+  OPENAI_API_KEY: z.string().optional(),
+  /** The Python that runs the trainer; default: the repository's .venv. */
   VALUEDRIFT_PYTHON: z.string().optional(),
-  /** Root for `file:` dataset URIs. */
+  /** Root for `file:` dataset URIs; default: the repository. */
   VALUEDRIFT_DATA_ROOT: z.string().optional(),
-  /** Scratch space for checkpoints in flight and downloaded models. */
+  /** Scratch space for checkpoints in flight and downloaded models; default: .data/work. */
   VALUEDRIFT_WORK_DIR: z.string().optional(),
+  /** Which task queues this worker serves: `cpu` (workflows, judge, store, reports), `gpu` (training, generation) or both. */
+  VALUEDRIFT_WORKER_ROLE: z.enum(WORKER_ROLES).default('all'),
+  /** Concurrent activities on the cpu queue. */
+  VALUEDRIFT_CPU_CONCURRENCY: wholeNumber().positive().default(8),
+  /** GPUs one job is expected to use: the gpu queue runs GPUs ÷ this many jobs at once. */
+  VALUEDRIFT_GPUS_PER_JOB: wholeNumber().positive().default(1),
+  /** This node's GPU count when CUDA_VISIBLE_DEVICES is unset; default: what `nvidia-smi -L` lists. */
+  VALUEDRIFT_GPUS: wholeNumber().min(0).optional(),
+  /** The devices this worker may hand out (a worker confined to some GPUs hands out only those); "" = none. */
+  CUDA_VISIBLE_DEVICES: z.string().optional(),
 });
 export type WorkerEnv = z.infer<typeof Env> & { python: string; dataRoot: string; workDir: string };
 
-let cached: WorkerEnv | undefined;
-
-/** The repository root (two levels above this file). */
+/** The repository root (one level above this file). */
 export const REPO_ROOT = path.resolve(__dirname, '..');
 
-export function workerEnv(): WorkerEnv {
-  if (cached) return cached;
-  const parsed = Env.safeParse(process.env);
+/** Variables where an empty value means something (no GPUs), not "unset". */
+const EMPTY_IS_A_VALUE = new Set(['CUDA_VISIBLE_DEVICES']);
+
+/** Parses an environment (pure: tests pass their own). An empty variable counts as unset. */
+export function parseWorkerEnv(raw: Record<string, string | undefined>): WorkerEnv {
+  const input = Object.fromEntries(Object.entries(raw).filter(([k, v]) => v !== undefined && (v !== '' || EMPTY_IS_A_VALUE.has(k))));
+  const parsed = Env.safeParse(input);
   if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    throw new Error(`worker environment: ${first?.path.join('.')}: ${first?.message}`);
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}=${JSON.stringify(input[String(i.path[0])])}: ${i.message}`);
+    throw new Error(`worker environment: ${problems.join('; ')}`);
   }
   const e = parsed.data;
-  cached = {
+  return {
     ...e,
     python: e.VALUEDRIFT_PYTHON ?? path.join(REPO_ROOT, '.venv', 'bin', 'python'),
     dataRoot: e.VALUEDRIFT_DATA_ROOT ?? REPO_ROOT,
     workDir: e.VALUEDRIFT_WORK_DIR ?? path.join(REPO_ROOT, '.data', 'work'),
   };
+}
+
+let cached: WorkerEnv | undefined;
+
+/** This process's settings, read from the environment on first use. */
+export function workerEnv(): WorkerEnv {
+  cached ??= parseWorkerEnv(process.env);
   return cached;
 }
 
 /** For tests that change the environment between cases. */
 export function resetWorkerEnv(): void {
   cached = undefined;
+}
+
+/** Credentials the trainer never needs: not handed to the processes it starts. */
+const NOT_FOR_CHILDREN = ['OPENAI_API_KEY', 'VALUEDRIFT_JUDGE_API_KEY', 'TEMPORAL_API_KEY'];
+
+/**
+ * The environment for a child process (the trainer): the worker's own, passed through unread (PATH,
+ * HOME, HF_*, CUDA and NCCL settings reach the trainer as the operator set them), less the judge and
+ * Temporal credentials, plus `extra`.
+ */
+export function childProcessEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of NOT_FOR_CHILDREN) delete env[name];
+  return { ...env, ...extra };
 }

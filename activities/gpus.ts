@@ -7,6 +7,7 @@
  * waits (heartbeating) for a lease to end. Jobs that need none are hidden from the GPUs on a GPU node.
  */
 import { spawnSync } from 'node:child_process';
+import { workerEnv, type WorkerEnv } from './env';
 
 export interface GpuLease {
   /** Device ids as CUDA_VISIBLE_DEVICES names them on this node. */
@@ -101,11 +102,13 @@ export class GpuPool {
  * This node's GPUs: the worker's own CUDA_VISIBLE_DEVICES when set (a worker confined to some GPUs
  * hands out only those), else VALUEDRIFT_GPUS, else what `nvidia-smi -L` lists, numbered from 0.
  */
-export function nodeGpus(env: NodeJS.ProcessEnv = process.env, smi: () => number = nvidiaSmiCount): string[] {
+export function nodeGpus(
+  env: Pick<WorkerEnv, 'CUDA_VISIBLE_DEVICES' | 'VALUEDRIFT_GPUS'> = workerEnv(),
+  smi: () => number = nvidiaSmiCount,
+): string[] {
   const visible = env.CUDA_VISIBLE_DEVICES;
   if (visible !== undefined) return visible.split(',').map((d) => d.trim()).filter((d) => d !== '' && d !== '-1');
-  const count = env.VALUEDRIFT_GPUS !== undefined ? Number(env.VALUEDRIFT_GPUS) : smi();
-  if (!Number.isInteger(count) || count < 0) throw new Error(`VALUEDRIFT_GPUS must be a whole number >= 0, got "${env.VALUEDRIFT_GPUS}"`);
+  const count = env.VALUEDRIFT_GPUS ?? smi();
   return Array.from({ length: count }, (_, i) => String(i));
 }
 

@@ -8,33 +8,35 @@
 import { spawn } from 'node:child_process';
 import * as readline from 'node:readline';
 import { TrainerEvent } from '../common/contracts';
+import { childProcessEnv } from './env';
+import { terminateGroup } from './processGroup';
+
+export interface TrainerExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
 
 export interface TrainerRun {
-  /** Resolves when the process exits. */
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when the process has exited and its stdout has been read to the end. */
+  exit: Promise<TrainerExit>;
   pid: number;
   /** The last ~64 KiB of stderr, for failure messages. */
   stderrTail(): string;
-  /** SIGTERM to the group, then SIGKILL after `graceMs`. */
+  /** SIGTERM to the group, then SIGKILL after `graceMs`; resolves when the group is gone. */
   kill(graceMs?: number): Promise<void>;
 }
 
 const TAIL_BYTES = 64 * 1024;
 
-export function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // Already gone.
-  }
-}
-
-export function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
+/** The executable could not be started at all (missing, not executable): no process, no group. */
+export class TrainerSpawnError extends Error {
+  constructor(
+    readonly executable: string,
+    readonly code: string | undefined,
+    cause: Error,
+  ) {
+    super(`could not start the trainer with ${executable}: ${cause.message}`, { cause });
+    this.name = 'TrainerSpawnError';
   }
 }
 
@@ -44,23 +46,28 @@ export interface SpawnTrainerOptions {
   /** Replaces `-m valuedrift_trainer` (e.g. accelerate's launcher for several GPUs). */
   launcher?: string[];
   cwd?: string;
-  env?: NodeJS.ProcessEnv;
-  onEvent: (e: TrainerEvent) => void;
+  /** Added to the worker's environment for this child (e.g. a GPU lease's CUDA_VISIBLE_DEVICES). */
+  env?: Record<string, string>;
+  /** Each event, with the pid (= process group) of the trainer. */
+  onEvent: (e: TrainerEvent, pid: number) => void;
   /** Lines on stdout that are not valid events (a protocol breach, kept for the failure message). */
   onStrayLine?: (line: string) => void;
   onStderr?: (chunk: string) => void;
 }
 
-export function spawnTrainer(opts: SpawnTrainerOptions): TrainerRun {
+/**
+ * Starts the trainer. Resolves once the process exists; rejects with a `TrainerSpawnError` when it
+ * cannot be started (the `'error'` listener is attached before anything can emit it, so a wrong
+ * VALUEDRIFT_PYTHON is an error for the caller, never an unhandled event that ends the worker).
+ */
+export function spawnTrainer(opts: SpawnTrainerOptions): Promise<TrainerRun> {
   const child = spawn(opts.python, [...(opts.launcher ?? ['-m', 'valuedrift_trainer']), ...opts.args], {
     cwd: opts.cwd,
-    env: { ...process.env, PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false', ...opts.env },
+    env: childProcessEnv({ PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false', ...opts.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
     shell: false,
   });
-  if (child.pid === undefined) throw new Error(`could not start ${opts.python}`);
-  const pid = child.pid;
   let tail = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
@@ -79,27 +86,29 @@ export function spawnTrainer(opts: SpawnTrainerOptions): TrainerRun {
       return;
     }
     const ev = TrainerEvent.safeParse(parsed);
-    if (ev.success) opts.onEvent(ev.data);
+    if (ev.success) opts.onEvent(ev.data, child.pid as number);
     else opts.onStrayLine?.(trimmed);
   });
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal }));
+  // 'close' follows 'exit' once stdout and stderr are drained, so every event has been delivered.
+  const exit = new Promise<TrainerExit>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  return new Promise<TrainerRun>((resolve, reject) => {
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      // Before 'spawn' this means no process was created. After it, only kill()/send() can fail, and
+      // neither is used (the group is signalled directly); the listener stays so nothing is unhandled.
+      if (child.pid === undefined) reject(new TrainerSpawnError(opts.python, err.code, err));
+    });
+    child.once('spawn', () => {
+      const pid = child.pid as number;
+      resolve({
+        exit,
+        pid,
+        stderrTail: () => tail,
+        kill: async (graceMs = 10_000) => {
+          await terminateGroup(pid, graceMs);
+        },
+      });
+    });
   });
-  return {
-    exit,
-    pid,
-    stderrTail: () => tail,
-    kill: async (graceMs = 10_000) => {
-      killGroup(pid, 'SIGTERM');
-      const deadline = Date.now() + graceMs;
-      while (groupAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      if (groupAlive(pid)) killGroup(pid, 'SIGKILL');
-      // Wait for the group to be reaped so no trainer outlives the activity.
-      const hard = Date.now() + 5_000;
-      while (groupAlive(pid) && Date.now() < hard) await new Promise((r) => setTimeout(r, 50));
-    },
-  };
 }
 
 /** Last `n` lines of a log tail, for messages that must stay readable. */

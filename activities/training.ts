@@ -21,10 +21,8 @@ import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './dataset
 import { workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
-import { trainerFailure } from './trainerCommand';
-import { accelerateLauncher, gpuPool } from './gpus';
-import { freePort } from './net';
-import { groupAlive, killGroup, spawnTrainer } from './trainerProcess';
+import { groupAlive, killGroup } from './processGroup';
+import { runTrainerCommand, type DoneEvent } from './trainerCommand';
 
 export interface TrainStageInput {
   lineage: string;
@@ -191,19 +189,12 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   await fs.writeFile(trainFile, toJsonl(rows));
   const model = await localModel(input.parent);
   const rewardModel = input.rewardModel ? await localModel(input.rewardModel) : undefined;
-  const cfgFile = path.join(work, 'config.json');
-  await fs.writeFile(
-    cfgFile,
-    JSON.stringify(trainerConfig({ stage, model, rewardModel, trainFile, outputDir, resumeFrom, seed: input.seed }), null, 2),
-  );
+  const config = trainerConfig({ stage, model, rewardModel, trainFile, outputDir, resumeFrom, seed: input.seed });
 
   // 3. Run, uploading checkpoints in order as they appear.
   const checkpoints = new Map<number, ArtifactRef>(done);
   let uploads: Promise<void> = Promise.resolve();
   let uploadError: unknown;
-  let doneEvent: Extract<TrainerEvent, { event: 'done' }> | undefined;
-  let errorEvent: Extract<TrainerEvent, { event: 'error' }> | undefined;
-  const stray: string[] = [];
   const beat = () => ctx?.heartbeat({ ...state });
   for (const s of steps) {
     await announce({ stageId: stage.id, step: s, totalSteps: state.total, ref: done.get(s) as ArtifactRef, loss: null });
@@ -227,60 +218,39 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     });
   };
 
-  // This node's GPUs are shared by concurrent jobs: lease the stage's own, waiting (and heartbeating)
-  // while other jobs hold them.
-  const lease = await gpuPool().acquire(stage.gpus, { whileWaiting: () => ctx?.heartbeat(state), signal: ctx?.cancellationSignal });
-  try {
-    const launcher = stage.gpus > 1 ? accelerateLauncher(stage.gpus, await freePort()) : undefined;
-    const run = spawnTrainer({
-      python: env.python,
-      args: ['train', '--config', cfgFile],
-      launcher,
-      env: lease.env,
-      onEvent: (e) => {
-        hooks.onTrainerEvent?.(e, run.pid);
-        if (e.event === 'progress') {
-          state.step = e.step;
-          state.total = e.total;
-          state.loss = e.loss ?? state.loss;
-        } else if (e.event === 'checkpoint') {
-          onCheckpoint(e.step, e.path);
-        } else if (e.event === 'done') {
-          doneEvent = e;
-        } else if (e.event === 'error') {
-          errorEvent = e;
-        }
-      },
-      onStrayLine: (l) => stray.push(l),
-    });
-    const heartbeatTimer = setInterval(beat, 5_000);
-    const onCancel = () => void run.kill();
-    ctx?.cancellationSignal.addEventListener('abort', onCancel);
-    try {
-      await fs.writeFile(pidFile, String(run.pid));
-      const exit = await run.exit;
-      await uploads;
-      if (ctx?.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-      if (uploadError) throw uploadError;
-      if (exit.code !== 0 || !doneEvent) {
-        const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';
-        throw trainerFailure(`training stage "${stage.id}"`, errorEvent, exit, run.stderrTail() + extra);
+  // Lease, spawn (accelerate for several GPUs), heartbeats, cancellation, process-group cleanup and
+  // failure classification are the supervisor's; this activity adds the checkpoint uploads.
+  const doneEvent: DoneEvent = await runTrainerCommand({
+    command: 'train',
+    config,
+    what: `training stage "${stage.id}"`,
+    gpus: stage.gpus,
+    distributed: true,
+    heartbeat: () => ({ ...state }),
+    onEvent: (e, pid) => {
+      hooks.onTrainerEvent?.(e, pid);
+      if (e.event === 'progress') {
+        state.step = e.step;
+        state.total = e.total;
+        state.loss = e.loss ?? state.loss;
+      } else if (e.event === 'checkpoint') {
+        onCheckpoint(e.step, e.path);
       }
-      const finalStep = doneEvent.finalStep;
-      const finalRef = checkpoints.get(finalStep);
-      if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');
-      const totalSteps = Math.max(state.total, finalStep);
-      const list: Checkpoint[] = [...checkpoints.entries()]
-        .sort((a, b) => a[0] - b[0])
-        .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
-      await fs.rm(work, { recursive: true, force: true });
-      return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
-    } finally {
-      clearInterval(heartbeatTimer);
-      ctx?.cancellationSignal.removeEventListener('abort', onCancel);
-      await run.kill(2_000);
-    }
-  } finally {
-    lease.release();
-  }
+    },
+    // Recorded so that an attempt started after this worker dies can kill a trainer left behind.
+    onSpawn: (pid) => fs.writeFile(pidFile, String(pid)),
+    afterExit: async () => {
+      await uploads;
+      if (uploadError) throw uploadError;
+    },
+  });
+  const finalStep = doneEvent.finalStep;
+  const finalRef = checkpoints.get(finalStep);
+  if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');
+  const totalSteps = Math.max(state.total, finalStep);
+  const list: Checkpoint[] = [...checkpoints.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
+  await fs.rm(work, { recursive: true, force: true });
+  return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
 }

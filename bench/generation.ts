@@ -31,7 +31,7 @@ async function run(batchSize: number, maxNewTokens: number): Promise<{ seconds: 
     JSON.stringify({ model: MODEL, prompts_file: path.join(dir, 'p.jsonl'), output_file: out, n: N, temperature: 0.7, max_new_tokens: maxNewTokens, seed: 1, chat_template: true, batch_size: batchSize, backend: 'transformers' }),
   );
   const t = performance.now();
-  const r = spawnTrainer({ python: workerEnv().python, args: ['generate', '--config', path.join(dir, 'c.json')], onEvent: () => undefined });
+  const r = await spawnTrainer({ python: workerEnv().python, args: ['generate', '--config', path.join(dir, 'c.json')], onEvent: () => undefined });
   const exit = await r.exit;
   const seconds = (performance.now() - t) / 1000;
   if (exit.code !== 0) throw new Error(r.stderrTail().slice(-2000));

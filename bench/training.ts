@@ -62,7 +62,7 @@ async function direct(input: TrainStageInput): Promise<number> {
   const cfg = path.join(dir, 'config.json');
   await fs.writeFile(cfg, JSON.stringify(trainerConfig({ stage: input.stage, model: MODEL, trainFile, outputDir: path.join(dir, 'out'), seed: 1 })));
   const times: Array<{ t: number; step: number }> = [];
-  const run = spawnTrainer({ python: workerEnv().python, args: ['train', '--config', cfg], onEvent: (e: TrainerEvent) => e.event === 'progress' && times.push({ t: performance.now(), step: e.step }) });
+  const run = await spawnTrainer({ python: workerEnv().python, args: ['train', '--config', cfg], onEvent: (e: TrainerEvent) => e.event === 'progress' && times.push({ t: performance.now(), step: e.step }) });
   const exit = await run.exit;
   await fs.rm(dir, { recursive: true, force: true });
   if (exit.code !== 0) throw new Error(`direct run failed: ${run.stderrTail().slice(-2000)}`);

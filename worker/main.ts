@@ -2,16 +2,16 @@
  * Worker entry: `VALUEDRIFT_WORKER_ROLE=cpu|gpu|all npm run worker`.
  * - cpu: workflow tasks plus judge, store, metrics and report activities;
  * - gpu: training and generation; as many concurrent jobs as GPUs per node / GPUs per job.
+ * Every setting comes from activities/env.ts (the worker's settings module).
  */
 import * as path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
-import { workerEnv } from '../activities/env';
+import { type WorkerRole, workerEnv } from '../activities/env';
 import { gpuPool } from '../activities/gpus';
+import { trainerPythonProblem } from '../activities/trainerCommand';
 import { TASK_QUEUES } from '../common/config';
 import { nativeConnection, temporalClient } from './connection';
-
-type Role = 'cpu' | 'gpu' | 'all';
 
 /** Concurrent GPU jobs: GPUs per node / GPUs per job; one job at a time on a CPU-only node. */
 export function gpuSlots(gpus: number, perJob: number): number {
@@ -19,12 +19,17 @@ export function gpuSlots(gpus: number, perJob: number): number {
   return Math.max(1, Math.floor(gpus / Math.max(1, perJob)));
 }
 
-export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}): Promise<void> {
-  workerEnv();
+export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  const env = workerEnv();
+  if (role !== 'cpu') {
+    // Every job on the gpu queue runs the trainer: refuse to poll rather than fail each job.
+    const problem = trainerPythonProblem();
+    if (problem) throw new Error(`gpu worker: ${problem}`);
+  }
   const connection = await nativeConnection();
   const client = await temporalClient();
   const activities = createActivities({ client });
-  const namespace = workerEnv().TEMPORAL_NAMESPACE;
+  const namespace = env.TEMPORAL_NAMESPACE;
   const workers: Worker[] = [];
   const base: Pick<WorkerOptions, 'connection' | 'namespace'> = { connection, namespace };
   if (role === 'cpu' || role === 'all') {
@@ -34,12 +39,12 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
         ...base,
         taskQueue: TASK_QUEUES.cpu,
         activities,
-        maxConcurrentActivityTaskExecutions: Number(process.env.VALUEDRIFT_CPU_CONCURRENCY ?? 8),
+        maxConcurrentActivityTaskExecutions: env.VALUEDRIFT_CPU_CONCURRENCY,
       }),
     );
   }
   if (role === 'gpu' || role === 'all') {
-    const slots = gpuSlots(gpuPool().size, Number(process.env.VALUEDRIFT_GPUS_PER_JOB ?? 1));
+    const slots = gpuSlots(gpuPool().size, env.VALUEDRIFT_GPUS_PER_JOB);
     workers.push(
       await Worker.create({
         ...base,
@@ -55,7 +60,7 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
     console.error(`[worker] gpu role: ${slots} concurrent job(s) over GPUs [${gpuPool().devices.join(', ')}]`);
   }
   opts.signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()));
-  console.error(`[worker] role ${role} polling ${workers.length} queue(s) on ${workerEnv().TEMPORAL_ADDRESS}`);
+  console.error(`[worker] role ${role} polling ${workers.length} queue(s) on ${env.TEMPORAL_ADDRESS}`);
   try {
     await Promise.all(workers.map((w) => w.run()));
   } finally {
@@ -65,9 +70,12 @@ export async function runWorkers(role: Role, opts: { signal?: AbortSignal } = {}
 }
 
 if (require.main === module) {
-  const role = (process.env.VALUEDRIFT_WORKER_ROLE ?? 'all') as Role;
-  if (!['cpu', 'gpu', 'all'].includes(role)) {
-    console.error(`VALUEDRIFT_WORKER_ROLE must be cpu, gpu or all (got "${role}")`);
+  let role: WorkerRole;
+  try {
+    role = workerEnv().VALUEDRIFT_WORKER_ROLE;
+  } catch (err) {
+    // A malformed variable: one line naming it, not a stack trace.
+    console.error((err as Error).message);
     process.exit(2);
   }
   runWorkers(role).catch((err: unknown) => {

@@ -17,7 +17,7 @@ import { prepareDatasets } from '../../activities/datasets';
 import { resetWorkerEnv } from '../../activities/env';
 import { bucket, parseUri, s3 } from '../../activities/store';
 import { GpuPool, setGpuPool } from '../../activities/gpus';
-import { groupAlive, killGroup } from '../../activities/trainerProcess';
+import { groupAlive, killGroup } from '../../activities/processGroup';
 import { trainStage, type TrainStageInput, type TrainStageResult } from '../../activities/training';
 import { loadStackEnv, uniqueName } from '../support/workflowEnv';
 

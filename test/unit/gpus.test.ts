@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseWorkerEnv } from '../../activities/env';
 import { accelerateLauncher, GpuPool, nodeGpus } from '../../activities/gpus';
 
 const settled = () => new Promise((r) => setTimeout(r, 0));
@@ -60,9 +61,14 @@ describe('GPU pool', () => {
   it("reads the node's devices from the worker's environment", () => {
     expect(nodeGpus({ CUDA_VISIBLE_DEVICES: '2, 3' }, () => 8)).toEqual(['2', '3']);
     expect(nodeGpus({ CUDA_VISIBLE_DEVICES: '' }, () => 8)).toEqual([]);
-    expect(nodeGpus({ VALUEDRIFT_GPUS: '2' }, () => 8)).toEqual(['0', '1']);
+    expect(nodeGpus({ VALUEDRIFT_GPUS: 2 }, () => 8)).toEqual(['0', '1']);
+    expect(nodeGpus({ VALUEDRIFT_GPUS: 0 }, () => 8)).toEqual([]);
     expect(nodeGpus({}, () => 3)).toEqual(['0', '1', '2']);
-    expect(() => nodeGpus({ VALUEDRIFT_GPUS: 'two' }, () => 0)).toThrow(/VALUEDRIFT_GPUS/);
+    // From the worker's settings: a malformed count stops the worker naming the variable.
+    expect(nodeGpus(parseWorkerEnv({ VALUEDRIFT_GPUS: '3' }), () => 8)).toEqual(['0', '1', '2']);
+    expect(nodeGpus(parseWorkerEnv({ CUDA_VISIBLE_DEVICES: '' }), () => 8)).toEqual([]);
+    expect(() => parseWorkerEnv({ VALUEDRIFT_GPUS: 'two' })).toThrow(/VALUEDRIFT_GPUS="two"/);
+    expect(() => parseWorkerEnv({ VALUEDRIFT_GPUS: '-1' })).toThrow(/VALUEDRIFT_GPUS/);
   });
 
   it('launches several GPUs with explicit accelerate settings and a port of its own', () => {
