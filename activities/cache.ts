@@ -1,7 +1,8 @@
 /**
- * Stage and evaluation caches (like Flyte's or Metaflow's): a stage whose content key already has a
- * complete record is not trained again, and a checkpoint already evaluated with the same settings is
- * not generated or judged again.
+ * The stage cache (like Flyte's or Metaflow's): a stage whose content key already has a complete
+ * record is not trained again. Also the lineage's claim on its name: what a lineage name was first
+ * trained with (base model weights, datasets, stage configurations, seed) cannot change under it.
+ * (The evaluation cache is in evaluation/lookup.ts.)
  *
  * Stage key = sha256(parent weights' content key, reward model's content key, the stage's config
  * without its id/parent/dataset name, the effective seed, the training data's sha256, trainer
@@ -9,18 +10,14 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { ArtifactRef, Checkpoint, CheckpointSummary, type ModelHandle, StanceProbs } from '../common/contracts';
+import { ArtifactRef, Checkpoint, type ModelHandle } from '../common/contracts';
 import { storeKeys } from '../common/config';
-import type { EvaluationSpec, StageSpec } from '../common/spec';
+import type { StageSpec } from '../common/spec';
 import { canonicalJson } from './judge/cache';
-import { JUDGE_PROMPT_VERSION } from './judge/prompt';
-import { workerEnv } from './env';
-import { getJsonIfExists, getVerified, putJson, sha256Hex, uriOf } from './store';
+import { getJsonIfExists, putJson, sha256Hex, uriOf } from './store';
 
 /** Bump when the trainer's behaviour changes in a way that makes old checkpoints incomparable. */
 export const TRAINER_PROTOCOL_VERSION = 'trainer-v1';
-/** Bump when generation or summarising changes what an evaluation produces. */
-export const EVALUATION_VERSION = 'eval-v1';
 
 export const StageCacheRecord = z.object({
   stageKey: z.string(),
@@ -34,8 +31,14 @@ export type StageCacheRecord = z.infer<typeof StageCacheRecord>;
 
 const StageMarker = z.object({ stageKey: z.string() });
 
+/** A stage's training configuration: everything but its names (id, parent, dataset name) and seed. */
+function stageConfig(stage: StageSpec): Record<string, unknown> {
+  const { id: _id, parent: _parent, dataset: _dataset, seed: _seed, ...config } = stage;
+  return config;
+}
+
 export function stageKey(input: { stage: StageSpec; parent: ModelHandle; rewardModel?: ModelHandle; datasetSha256: string; seed: number }): string {
-  const { id: _id, parent: _parent, dataset: _dataset, ...config } = input.stage;
+  const config = stageConfig(input.stage);
   // The seed the trainer actually uses: the stage's own, else the lineage's.
   const seed = input.stage.seed ?? input.seed;
   return sha256Hex(
@@ -71,7 +74,7 @@ export interface ResolveStageResult {
  */
 export async function resolveStage(input: ResolveStageInput): Promise<ResolveStageResult> {
   const key = stageKey(input);
-  const markerKey = `${storeKeys.lineageRoot(input.lineage)}/${input.stage.id}/stage.json`;
+  const markerKey = storeKeys.stageMarker(input.lineage, input.stage.id);
   const marker = await getJsonIfExists(uriOf(markerKey), StageMarker);
   if (marker && marker.stageKey !== key) {
     // The same spec gives the same conflict: retrying cannot help; a new lineage name does.
@@ -90,79 +93,82 @@ export async function recordStageCache(record: StageCacheRecord): Promise<Artifa
   return putJson(storeKeys.stageCache(record.stageKey), StageCacheRecord.parse(record));
 }
 
-export const EvalCacheRecord = z.object({
-  evalKey: z.string(),
-  summary: ArtifactRef,
-  v: z.record(z.string(), StanceProbs),
+/** What a lineage name is bound to: the first run's base model, and each stage's training inputs. */
+export const LineageRecord = z.object({
+  lineage: z.string(),
+  base: z.object({ uri: z.string(), contentKey: z.string() }),
+  stages: z.record(
+    z.string(),
+    z.object({ kind: z.string(), parent: z.string(), rewardStage: z.string().nullable(), dataset: z.string(), seed: z.number().int(), config: z.string() }),
+  ),
 });
-export type EvalCacheRecord = z.infer<typeof EvalCacheRecord>;
+export type LineageRecord = z.infer<typeof LineageRecord>;
 
-export function evaluationKey(input: {
-  model: ModelHandle;
-  promptStyle: string;
-  evaluation: EvaluationSpec;
-  evalSetSha256: string;
+export interface ClaimLineageInput {
+  lineage: string;
+  base: ModelHandle;
+  stages: StageSpec[];
+  /** Dataset name → sha256 of the prepared rows. */
+  datasets: Record<string, string>;
   seed: number;
-  promptVersion: string;
-  /** The judge model actually asked (worker env may override the spec's). */
-  judgeModel: string;
-}): string {
-  const e = input.evaluation;
-  return sha256Hex(
-    canonicalJson({
-      v: EVALUATION_VERSION,
-      model: input.model.contentKey,
-      promptStyle: input.promptStyle,
-      evalSet: input.evalSetSha256,
-      seed: input.seed,
-      promptVersion: input.promptVersion,
-      gen: [e.generationsPerPrompt, e.temperature, e.maxNewTokens, e.baseResponseSuffix, e.promptsPerCategory ?? null],
-      judge: [input.judgeModel, e.judge.topLogprobs],
-      topics: e.topics,
-    }),
+}
+
+function describeStages(input: ClaimLineageInput): LineageRecord['stages'] {
+  return Object.fromEntries(
+    input.stages.map((s) => [
+      s.id,
+      {
+        kind: s.kind,
+        parent: s.parent,
+        rewardStage: s.kind === 'ppo' ? s.rewardStage : null,
+        dataset: input.datasets[s.dataset] ?? `missing:${s.dataset}`,
+        seed: s.seed ?? input.seed,
+        config: canonicalJson(stageConfig(s)),
+      },
+    ]),
   );
 }
 
-export interface LookupEvaluationInput {
-  lineage: string;
-  stageId: string;
-  step: number;
-  totalSteps: number;
-  model: ModelHandle;
-  promptStyle: string;
-  evaluation: EvaluationSpec;
-  evalSet: ArtifactRef;
-  seed: number;
-}
-export interface LookupEvaluationResult {
-  evalKey: string;
-  hit: { summary: ArtifactRef; v: Record<string, StanceProbs> } | null;
+/** What differs between a lineage's record and a new run of it, in words (empty: nothing that matters). */
+export function lineageDifferences(was: LineageRecord, now: LineageRecord): string[] {
+  const out: string[] = [];
+  if (was.base.contentKey !== now.base.contentKey) {
+    out.push(was.base.uri === now.base.uri ? `the base model ${now.base.uri} has other weights than when the lineage was first run` : `base model: was ${was.base.uri}, now ${now.base.uri}`);
+  }
+  for (const [id, n] of Object.entries(now.stages)) {
+    const w = was.stages[id];
+    if (!w) continue; // a stage added to the lineage is fine
+    if (w.kind !== n.kind) out.push(`stage ${id}: kind was ${w.kind}, now ${n.kind}`);
+    if (w.parent !== n.parent) out.push(`stage ${id}: parent was ${w.parent}, now ${n.parent}`);
+    if (w.rewardStage !== n.rewardStage) out.push(`stage ${id}: reward stage was ${w.rewardStage}, now ${n.rewardStage}`);
+    if (w.dataset !== n.dataset) out.push(`stage ${id}: its dataset's content changed`);
+    if (w.seed !== n.seed) out.push(`stage ${id}: seed was ${w.seed}, now ${n.seed}`);
+    if (w.kind === n.kind && w.config !== n.config) out.push(`stage ${id}: hyperparameters or settings changed`);
+  }
+  return out;
 }
 
 /**
- * On a hit, copies the cached summary into this lineage's layout under this stage and step (the
- * numbers are the same checkpoint's; only the coordinates change), so every lineage's store is
- * self-describing. Safe to retry.
+ * Binds a lineage name to what it trains, before anything is trained or evaluated: a run whose base
+ * model weights, datasets or stage settings differ from the name's first run is refused, naming what
+ * changed (its checkpoints would land on the first run's). Evaluation settings are not bound: a run
+ * with another judge, eval set, temperature or sample count is evaluated afresh under new keys.
+ * New stages are added to the record. Safe to retry.
  */
-export async function lookupEvaluation(input: LookupEvaluationInput): Promise<LookupEvaluationResult> {
-  const evalKey = evaluationKey({
-    model: input.model,
-    promptStyle: input.promptStyle,
-    evaluation: input.evaluation,
-    evalSetSha256: input.evalSet.sha256,
-    seed: input.seed,
-    promptVersion: JUDGE_PROMPT_VERSION,
-    judgeModel: workerEnv().VALUEDRIFT_JUDGE_MODEL ?? input.evaluation.judge.model,
-  });
-  const rec = await getJsonIfExists(uriOf(storeKeys.evalCache(evalKey)), EvalCacheRecord);
-  if (!rec) return { evalKey, hit: null };
-  const cached = CheckpointSummary.parse(JSON.parse((await getVerified(rec.summary)).toString('utf8')));
-  const here = { ...cached, lineage: input.lineage, stageId: input.stageId, step: input.step, totalSteps: input.totalSteps };
-  const key = `${storeKeys.evalDir(input.lineage, input.stageId, input.step)}/summary.json`;
-  const summary = rec.summary.uri === uriOf(key) ? rec.summary : await putJson(key, here);
-  return { evalKey, hit: { summary, v: rec.v } };
-}
-
-export async function recordEvaluation(rec: EvalCacheRecord): Promise<void> {
-  await putJson(storeKeys.evalCache(rec.evalKey), EvalCacheRecord.parse(rec));
+export async function claimLineage(input: ClaimLineageInput): Promise<void> {
+  const now: LineageRecord = { lineage: input.lineage, base: { uri: input.base.uri, contentKey: input.base.contentKey }, stages: describeStages(input) };
+  const key = storeKeys.lineageRecord(input.lineage);
+  const was = await getJsonIfExists(uriOf(key), LineageRecord);
+  if (was) {
+    const diff = lineageDifferences(was, now);
+    if (diff.length > 0) {
+      // The same spec gives the same refusal: retrying cannot help; a new lineage name does.
+      throw ApplicationFailure.nonRetryable(
+        `lineage "${input.lineage}" was first run with other training inputs (${diff.join('; ')}); start the changed spec under a new lineage name (unchanged stages are served from the cache)`,
+        'LineageConflict',
+        diff,
+      );
+    }
+  }
+  await putJson(key, { ...now, stages: { ...(was?.stages ?? {}), ...now.stages } });
 }

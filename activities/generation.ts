@@ -1,8 +1,8 @@
 /**
  * `generateResponses`: samples the evaluation answers of one checkpoint (GPU queue). vLLM with n
  * samples per prompt when it is installed and a GPU is present, transformers' batched generate
- * otherwise (the trainer decides). Output JSONL goes to the store; a retry that finds it there
- * returns it without generating again.
+ * otherwise (the trainer decides). Output JSONL goes to the store under its content key; a retry
+ * or another lineage asking for the same samples finds it there and generates nothing.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -13,21 +13,24 @@ import type { EvaluationSpec } from '../common/spec';
 import { parseRows, type RowSchemas, seededSample } from './datasets';
 import { workerEnv } from './env';
 import { localModel } from './models';
-import { exists, getBytes, putFile, sha256Hex, uriOf } from './store';
+import { generationKey, generationSeed, type GenerationKeyInput, type PromptStyle } from './evaluation/keys';
+import { getBytes, getRefIfExists, putFileOnce } from './store';
 import { runTrainerCommand } from './trainerCommand';
 
 export interface GenerateResponsesInput {
+  /** For progress and scratch names only: nothing is written at these coordinates. */
   lineage: string;
   stageId: string;
   step: number;
   model: ModelHandle;
   /** `response-suffix` for a base model without a chat template (§3), `chat` otherwise. */
-  promptStyle: 'chat' | 'response-suffix';
-  evaluation: Pick<EvaluationSpec, 'generationsPerPrompt' | 'temperature' | 'maxNewTokens' | 'baseResponseSuffix' | 'promptsPerCategory' | 'batchSize'>;
+  promptStyle: PromptStyle;
+  evaluation: GenerationKeyInput['evaluation'] & Pick<EvaluationSpec, 'batchSize'>;
   evalSet: ArtifactRef;
   seed: number;
 }
 export interface GenerateResponsesResult {
+  generationKey: string;
   generations: ArtifactRef;
   prompts: number;
   samples: number;
@@ -59,20 +62,22 @@ export async function loadEvalRows(evalSet: ArtifactRef): Promise<EvalRow[]> {
   return parseRows('eval set', 'eval', (await getBytes(evalSet.uri)).toString('utf8')) as EvalRow[];
 }
 
-async function refOf(uri: string): Promise<ArtifactRef> {
-  const body = await getBytes(uri);
-  return { uri, sha256: sha256Hex(body), bytes: body.length };
-}
-
+/**
+ * Samples the answers of one checkpoint into `cache/generations/<generation key>.jsonl`. The key is a
+ * hash of everything that determines the samples (see evaluation/keys.ts), so a file already under
+ * it was sampled from the same model with the same settings and is returned as is; nothing is read
+ * by lineage, stage or step.
+ */
 export async function generateResponses(input: GenerateResponsesInput): Promise<GenerateResponsesResult> {
-  const key = `${storeKeys.evalDir(input.lineage, input.stageId, input.step)}/generations.jsonl`;
   const ev = input.evaluation;
+  const key = generationKey(input);
+  const outKey = storeKeys.generations(key);
   const prompts = selectPrompts(await loadEvalRows(input.evalSet), ev.promptsPerCategory, input.seed);
-  if (await exists(uriOf(key))) {
-    return { generations: await refOf(uriOf(key)), prompts: prompts.length, samples: prompts.length * ev.generationsPerPrompt, reused: true };
-  }
+  const existing = await getRefIfExists(outKey);
+  if (existing) return { generationKey: key, generations: existing, prompts: prompts.length, samples: prompts.length * ev.generationsPerPrompt, reused: true };
   const env = workerEnv();
-  const work = path.join(env.workDir, 'generate', input.lineage, input.stageId, `step-${input.step}`);
+  const work = path.join(env.workDir, 'generate', key);
+  await fs.rm(work, { recursive: true, force: true });
   await fs.mkdir(work, { recursive: true });
   const promptsFile = path.join(work, 'prompts.jsonl');
   await fs.writeFile(promptsFile, prompts.map((p) => JSON.stringify(p)).join('\n') + '\n');
@@ -89,7 +94,7 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
       n: ev.generationsPerPrompt,
       temperature: ev.temperature,
       max_new_tokens: ev.maxNewTokens,
-      seed: input.seed + input.step,
+      seed: generationSeed(input.seed, input.step),
       chat_template: input.promptStyle === 'chat',
       response_suffix: ev.baseResponseSuffix,
       batch_size: ev.batchSize,
@@ -99,7 +104,7 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
   // Check the trainer's output before it becomes an artifact others rely on.
   const lines = (await fs.readFile(outFile, 'utf8')).split('\n').filter((l) => l.trim());
   lines.forEach((l) => GenerationRow.parse(JSON.parse(l)));
-  const generations = await putFile(key, outFile, 'application/x-ndjson');
+  const generations = await putFileOnce(outKey, outFile, 'application/x-ndjson');
   await fs.rm(work, { recursive: true, force: true });
-  return { generations, prompts: prompts.length, samples: lines.length, reused: false };
+  return { generationKey: key, generations, prompts: prompts.length, samples: lines.length, reused: false };
 }

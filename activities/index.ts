@@ -6,10 +6,15 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { CheckpointAnnouncement } from '../common/contracts';
 import { SIGNALS } from '../common/config';
-import { lookupEvaluation, resolveStage, recordStageCache } from './cache';
+import { claimLineage, resolveStage, recordStageCache } from './cache';
 import { prepareDatasets } from './datasets';
-import { computeDrift, judgeResponses, summariseEvaluation, writeReport } from './evaluation';
+import { computeDrift } from './evaluation/drift';
+import { judgeResponses } from './evaluation/judge';
+import { lookupEvaluation } from './evaluation/lookup';
+import { summariseEvaluation } from './evaluation/summarise';
 import { generateResponses } from './generation';
+import { resolveBaseModel } from './models';
+import { writeReport } from './report/write';
 import { trainStage, type Announce, type TrainStageInput, type TrainStageResult } from './training';
 
 export interface ActivityDeps {
@@ -29,6 +34,8 @@ export function announcer(client: Client): Announce {
 export function createActivities(deps: ActivityDeps) {
   return {
     prepareDatasets,
+    resolveBaseModel,
+    claimLineage,
     resolveStage,
     recordStageCache,
     lookupEvaluation,

@@ -1,8 +1,17 @@
 /** Local copies of models from the store, shared by training and generation on one worker. */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ModelHandle } from '../common/contracts';
-import { workerEnv } from './env';
-import { downloadDir } from './store';
+import { promisify } from 'node:util';
+import { ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { type ModelHandle, TrainerEvent } from '../common/contracts';
+import { activityContext } from './context';
+import { REPO_ROOT, workerEnv } from './env';
+import { downloadDir, getRefIfExists, MANIFEST_NAME, parseUri } from './store';
+
+const execFileAsync = promisify(execFile);
 
 /** Files a model needs to be loaded for inference or as a starting point (no optimizer state). */
 export function isWeightsFile(rel: string): boolean {
@@ -19,4 +28,54 @@ export async function localModel(model: ModelHandle): Promise<string> {
   const dest = path.join(workerEnv().workDir, 'models', model.manifest.sha256.slice(0, 32));
   await downloadDir(model.manifest, dest, { filter: isWeightsFile });
   return dest;
+}
+
+const ModelKeyFile = z.object({ key: z.string().min(1), basis: z.string() });
+
+/**
+ * `resolveBaseModel` (GPU queue: where the trainer and its packaged models are installed): the
+ * handle a lineage starts from, keyed by what its weights are — a hash of the packaged or local
+ * weights, a hub model's id and revision, a stored checkpoint's manifest hash — never by its name,
+ * so a changed file under the same name is a different model to every cache.
+ */
+export async function resolveBaseModel(input: { uri: string }): Promise<ModelHandle> {
+  if (input.uri.startsWith('s3://')) {
+    const manifest = await getRefIfExists(`${parseUri(input.uri).key.replace(/\/+$/, '')}/${MANIFEST_NAME}`);
+    if (!manifest) throw ApplicationFailure.nonRetryable(`base model ${input.uri}: no ${MANIFEST_NAME} there`, 'ModelNotFound');
+    return { uri: input.uri, manifest, contentKey: manifest.sha256 };
+  }
+  const env = workerEnv();
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-model-key-'));
+  const out = path.join(dir, 'key.json');
+  const c = activityContext();
+  // Hashing a large local model takes a while: keep heartbeating so a lost worker is noticed.
+  const beat = setInterval(() => c?.heartbeat(), 10_000);
+  try {
+    await execFileAsync(env.python, ['-m', 'valuedrift_trainer', 'model-key', '--model', input.uri, '--out', out], {
+      cwd: REPO_ROOT,
+      maxBuffer: 4 * 1024 * 1024,
+      signal: c?.cancellationSignal,
+    }).catch((err: unknown) => {
+      const e = err as { stdout?: string; stderr?: string; message?: string };
+      const event = (e.stdout ?? '').split('\n').map((l) => TrainerEvent.safeParse(safeJson(l))).find((r) => r.success && r.data.event === 'error');
+      if (event?.success && event.data.event === 'error') {
+        // The same URI gives the same answer on this worker: not worth retrying.
+        throw ApplicationFailure.nonRetryable(`base model ${input.uri}: ${event.data.message}`, 'ModelNotFound');
+      }
+      throw new Error(`model-key for ${input.uri} failed: ${(e.stderr ?? e.message ?? '').slice(-2000)}`);
+    });
+    const { key } = ModelKeyFile.parse(JSON.parse(await fs.readFile(out, 'utf8')));
+    return { uri: input.uri, contentKey: `model:${key}` };
+  } finally {
+    clearInterval(beat);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+function safeJson(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
 }

@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
+import { checkpointDirUri } from '../common/config';
 import type { ArtifactRef } from '../common/contracts';
 import { workerEnv } from './env';
 
@@ -132,6 +133,39 @@ export async function getVerified(ref: ArtifactRef): Promise<Buffer> {
   const got = sha256Hex(buf);
   if (got !== ref.sha256) throw new Error(`sha256 mismatch for ${ref.uri}: expected ${ref.sha256}, got ${got}`);
   return buf;
+}
+
+/**
+ * Reads a content-addressed object that may already exist, verifying it against the sha256 recorded
+ * when it was written (object metadata). Undefined when absent; a mismatch is an error, never data.
+ */
+export async function getRefIfExists(key: string): Promise<ArtifactRef | undefined> {
+  const uri = uriOf(key);
+  let buf: Buffer;
+  try {
+    buf = await getBytes(uri);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+  const sha256 = sha256Hex(buf);
+  const head = await s3().send(new HeadObjectCommand({ Bucket: bucket(), Key: key }));
+  const recorded = head.Metadata?.sha256;
+  if (recorded !== undefined && recorded !== sha256) throw new Error(`sha256 mismatch for ${uri}: written as ${recorded}, reads as ${sha256}`);
+  return { uri, sha256, bytes: buf.length };
+}
+
+/**
+ * Writes a content-addressed object once: when the key already holds an object, that object is kept
+ * and its ref returned (its key names the same inputs; replacing it could break a record that
+ * references its sha256).
+ */
+export async function putBytesOnce(key: string, body: string | Uint8Array, contentType = 'application/octet-stream'): Promise<ArtifactRef> {
+  return (await getRefIfExists(key)) ?? putBytes(key, body, contentType);
+}
+
+export async function putFileOnce(key: string, file: string, contentType = 'application/octet-stream'): Promise<ArtifactRef> {
+  return (await getRefIfExists(key)) ?? putFile(key, file, contentType);
 }
 
 export async function getJson<T>(uri: string, schema: z.ZodType<T>): Promise<T> {
@@ -262,11 +296,6 @@ async function getBytesIfExists(uri: string): Promise<Buffer | undefined> {
   }
 }
 
-/** The directory prefix (URI without `/manifest.json`) of a manifest ref. */
-export function dirOfManifest(manifestUri: string): string {
-  return manifestUri.replace(/\/manifest\.json$/, '');
-}
-
 /**
  * Downloads a directory described by a manifest, verifying each file's sha256. A marker file records
  * a complete download so a second call is free; `filter` skips files (e.g. optimizer state when only
@@ -287,7 +316,7 @@ export async function downloadDir(
   } catch {
     /* not downloaded yet */
   }
-  const base = dirOfManifest(manifest.uri);
+  const base = checkpointDirUri(manifest.uri);
   await mapLimit(wanted, opts.concurrency ?? 4, async (f) => {
     await downloadFile(`${base}/${f.path}`, path.join(dest, ...f.path.split('/')), f.sha256);
   });

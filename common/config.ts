@@ -31,28 +31,62 @@ export const workflowIds = {
 export const SEARCH_ATTRIBUTES = ['Lineage', 'BaseModel', 'SftDataset', 'Algorithm', 'PreferenceDataset'] as const;
 export type SearchAttributeName = (typeof SEARCH_ATTRIBUTES)[number];
 
-/** Store layout (DESIGN §4). Keys, not URIs: the bucket comes from worker env. */
+/**
+ * Store layout (DESIGN §4). Keys, not URIs: the bucket comes from worker env. The only place store
+ * paths are built.
+ *
+ * Two kinds of place: content-addressed objects under `cache/` and `datasets/` (the key is a hash
+ * of everything that determines the bytes, so an object there is written once and never replaced),
+ * and a lineage's own layout under `lineages/<lineage>/…`, which holds checkpoints, pointers to the
+ * content-addressed evaluation objects and copies made for people to browse. Cache records only
+ * ever reference content-addressed objects or checkpoints (whose stage the lineage claims for good),
+ * never a browsing copy that a later run may rewrite.
+ */
 export const storeKeys = {
   lineageRoot: (lineage: string) => `lineages/${lineage}`,
+  /** What the lineage was first started with (base model, datasets, stage configs): later runs must match. */
+  lineageRecord: (lineage: string) => `lineages/${lineage}/lineage.json`,
+  /** The stage key that owns this lineage's checkpoints of a stage id. */
+  stageMarker: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/stage.json`,
   checkpoint: (lineage: string, stageId: string, step: number) =>
     `lineages/${lineage}/${stageId}/checkpoints/step-${step}`,
+  checkpointsPrefix: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/checkpoints/`,
   evalDir: (lineage: string, stageId: string, step: number) => `lineages/${lineage}/${stageId}/evals/step-${step}`,
+  /** Pointer to the content-addressed generations, judgments and summary of one checkpoint's evaluation. */
+  evalPointer: (lineage: string, stageId: string, step: number) => `lineages/${lineage}/${stageId}/evals/step-${step}/evaluation.json`,
+  /** The summary with this lineage's coordinates (stage, step), for people and for drift. */
+  evalSummaryCopy: (lineage: string, stageId: string, step: number) => `lineages/${lineage}/${stageId}/evals/step-${step}/summary.json`,
   drift: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/drift.json`,
+  /** The exact drift inputs beside drift.json (`lineage drift` reproduces it). */
+  driftInputs: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/summaries.jsonl`,
   report: (lineage: string) => `lineages/${lineage}/report`,
+  reportPage: (lineage: string) => `lineages/${lineage}/report/index.html`,
+  reportFigure: (lineage: string, name: string) => `lineages/${lineage}/report/figures/${name}.svg`,
   spec: (lineage: string) => `lineages/${lineage}/spec.json`,
   dataset: (sha256: string) => `datasets/${sha256}.jsonl`,
   stageCache: (stageKey: string) => `cache/stages/${stageKey}.json`,
   evalCache: (evalKey: string) => `cache/evals/${evalKey}.json`,
   judgeCache: (key: string) => `cache/judge/${key.slice(0, 2)}/${key}.json`,
+  /** Content-addressed evaluation objects (write-once). */
+  generations: (generationKey: string) => `cache/generations/${generationKey}.jsonl`,
+  judgments: (judgmentKey: string) => `cache/judgments/${judgmentKey}.jsonl`,
+  summary: (evalKey: string) => `cache/summaries/${evalKey}.json`,
 };
 
-/** Signal and query names shared by workflows and the activities/CLI that address them by name. */
+/** A checkpoint's folder URI from its manifest's URI (`…/step-N/manifest.json` → `…/step-N`). */
+export function checkpointDirUri(manifestUri: string): string {
+  const suffix = '/manifest.json';
+  if (!manifestUri.endsWith(suffix)) throw new Error(`not a checkpoint manifest URI: ${manifestUri}`);
+  return manifestUri.slice(0, -suffix.length);
+}
+
+/**
+ * Signal and query names shared by workflows and the activities/CLI that address them by name. Data
+ * flows one way (children return results to parents); the one signal is the training activity's
+ * checkpoint announcement to its stage workflow.
+ */
 export const SIGNALS = {
   /** activity → stage workflow: a checkpoint is uploaded completely. */
   checkpointReady: 'checkpointReady',
-  /** lineage → stage workflow: the evaluation of the stage's starting point is done. */
-  startEvaluated: 'startEvaluated',
-  /** stage → lineage workflow: progress worth showing (checkpoint, evaluation). */
-  stageEvent: 'stageEvent',
 } as const;
 export const QUERIES = { progress: 'progress' } as const;

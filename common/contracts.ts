@@ -78,7 +78,20 @@ export const TopicSummary = z.object({
 });
 export type TopicSummary = z.infer<typeof TopicSummary>;
 
-/** What evaluating one checkpoint produces (summary.json beside generations/judgments). */
+/**
+ * What evaluating one model produces, whatever lineage or step it was evaluated as: stored
+ * content-addressed under its evaluation key (`cache/summaries/<evalKey>.json`), never rewritten.
+ */
+export const EvaluationSummary = z.object({
+  evalKey: z.string(),
+  judgeModel: z.string(),
+  promptVersion: z.string(),
+  /** keyed by category id */
+  topics: z.record(z.string(), TopicSummary),
+});
+export type EvaluationSummary = z.infer<typeof EvaluationSummary>;
+
+/** An evaluation placed in a lineage: the summary with its coordinates (summary.json, drift inputs). */
 export const CheckpointSummary = z.object({
   lineage: z.string(),
   stageId: z.string(),
@@ -90,6 +103,17 @@ export const CheckpointSummary = z.object({
   topics: z.record(z.string(), TopicSummary),
 });
 export type CheckpointSummary = z.infer<typeof CheckpointSummary>;
+
+/** Where one checkpoint's evaluation lives: `lineages/<l>/<stage>/evals/step-<n>/evaluation.json`. */
+export const EvaluationPointer = z.object({
+  evalKey: z.string(),
+  generationKey: z.string(),
+  judgmentKey: z.string(),
+  generations: ArtifactRef,
+  judgments: ArtifactRef,
+  summary: ArtifactRef,
+});
+export type EvaluationPointer = z.infer<typeof EvaluationPointer>;
 
 export const TrajectoryPoint = z.object({ step: z.number().int(), v: z.number(), lo: z.number(), hi: z.number() });
 export const StanceDrift = z.object({
@@ -118,7 +142,8 @@ export type StageDrift = z.infer<typeof StageDrift>;
 /**
  * A model a stage or evaluation starts from: either the spec's base model URI (`pkg:`, `tiny:`,
  * `hf:`, a path) or a checkpoint in the store (its manifest). `contentKey` identifies the weights
- * for cache keys: the manifest's sha256, or a hash of the base model URI.
+ * for cache keys: a checkpoint's manifest sha256, or a base model's key (a hash of its weights for
+ * packaged and local models, hub id and revision for hub models; see resolveBaseModel).
  */
 export const ModelHandle = z.object({
   uri: z.string(),

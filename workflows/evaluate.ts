@@ -17,6 +17,9 @@ export interface EvaluateCheckpointInput {
 export interface EvaluateCheckpointResult {
   stageId: string;
   step: number;
+  /** The evaluation's content key (model, eval set, prompts, generation settings, seed, judge). */
+  evalKey: string;
+  /** The content-addressed summary (`cache/summaries/<evalKey>.json`); never rewritten. */
   summary: ArtifactRef;
   /** v(T) per category: small enough to keep in history. */
   v: Record<string, StanceProbs>;
@@ -24,13 +27,14 @@ export interface EvaluateCheckpointResult {
 }
 
 /**
- * Evaluates one checkpoint: generate (GPU queue) → judge (CPU queue) → summarise. Safe to re-run: a
- * checkpoint already evaluated with the same settings is answered from the evaluation cache.
- * Writes generations.jsonl, judgments.jsonl and summary.json under the checkpoint's evals/ folder.
+ * Evaluates one checkpoint: generate (GPU queue) → judge (CPU queue) → summarise. Every output is
+ * stored under a key derived from everything that determines it, so a checkpoint already evaluated
+ * with the same settings is answered from the evaluation cache, and one evaluated with other
+ * settings is evaluated afresh. The lineage's evals/step-<n>/ folder gets a pointer to the result.
  */
 export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput): Promise<EvaluateCheckpointResult> {
   const { lineage, stageId, step, totalSteps } = input;
-  const { evalKey, hit } = await store.lookupEvaluation({
+  const { keys, hit } = await store.lookupEvaluation({
     lineage,
     stageId,
     step,
@@ -41,7 +45,7 @@ export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput)
     evalSet: input.evalSet,
     seed: input.seed,
   });
-  if (hit) return { stageId, step, summary: hit.summary, v: hit.v, cached: true };
+  if (hit) return { stageId, step, evalKey: keys.evalKey, summary: hit.summary, v: hit.v, cached: true };
   const gen = await generation.generateResponses({
     lineage,
     stageId,
@@ -53,9 +57,9 @@ export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput)
     seed: input.seed,
   });
   const judged = await judging.judgeResponses({
-    lineage,
     stageId,
     step,
+    generationKey: gen.generationKey,
     generations: gen.generations,
     evalSet: input.evalSet,
     topics: input.evaluation.topics,
@@ -66,10 +70,12 @@ export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput)
     stageId,
     step,
     totalSteps,
+    generationKey: gen.generationKey,
+    generations: gen.generations,
+    judgmentKey: judged.judgmentKey,
     judgments: judged.judgments,
     judgeModel: judged.judgeModel,
     topics: input.evaluation.topics,
-    evalKey,
   });
-  return { stageId, step, summary: s.summary, v: s.v, cached: false };
+  return { stageId, step, evalKey: s.evalKey, summary: s.summary, v: s.v, cached: false };
 }

@@ -1,4 +1,4 @@
 /** Workflow barrel: the worker's `workflowsPath` points here. */
 export { lineageWorkflow, lineageProgressQuery, type LineageProgress, type LineageResult } from './lineage';
-export { stageWorkflow, stageProgressQuery, checkpointReadySignal, startEvaluatedSignal, stageEventSignal, type StageProgress, type StageWorkflowInput, type StageWorkflowResult } from './stage';
+export { stageWorkflow, stageProgressQuery, checkpointReadySignal, type StageProgress, type StageWorkflowInput, type StageWorkflowResult } from './stage';
 export { evaluateCheckpointWorkflow, type EvaluateCheckpointInput, type EvaluateCheckpointResult } from './evaluate';

@@ -1,20 +1,12 @@
-import {
-  ApplicationFailure,
-  defineQuery,
-  executeChild,
-  getExternalWorkflowHandle,
-  ParentClosePolicy,
-  setHandler,
-  upsertSearchAttributes,
-} from '@temporalio/workflow';
+import { ApplicationFailure, defineQuery, executeChild, ParentClosePolicy, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ArtifactRef, ModelHandle } from '../common/contracts';
 import { BASE_STAGE_ID, QUERIES, TASK_QUEUES, workflowIds } from '../common/config';
 import { searchAttributePairs } from '../common/searchAttributes';
 import { formatSpecIssues, stageDependencies, stageSearchAttributes, validateLineageSpec, type StageSpec } from '../common/spec';
-import type { DriftRow } from '../activities/evaluation';
-import { datasets as datasetActivities, store } from './proxies';
+import type { DriftRow } from '../activities/evaluation/drift';
+import { datasets as datasetActivities, models, store } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
-import { stageEventSignal, startEvaluatedSignal, stageWorkflow, type StageWorkflowResult } from './stage';
+import { stageWorkflow, type StageWorkflowResult } from './stage';
 
 export type StageStatus = 'waiting' | 'running' | 'cached' | 'done' | 'failed' | 'skipped';
 
@@ -22,6 +14,10 @@ export interface LineageProgress {
   lineage: string;
   status: 'validating' | 'preparing' | 'running' | 'reporting' | 'done' | 'failed';
   base: { evaluated: boolean };
+  /**
+   * Stages as the lineage knows them: status, and once a stage is done its steps, checkpoints and
+   * evaluations. A running stage's live progress is its own workflow's `progress` query (`workflowId`).
+   */
   stages: Array<{
     id: string;
     kind: StageSpec['kind'];
@@ -32,6 +28,8 @@ export interface LineageProgress {
     checkpoints: number[];
     evaluated: number[];
     latestLoss: number | null;
+    /** Drift computed (policy stages; reward stages have none). */
+    drift: boolean;
     error?: string;
   }>;
   report?: string;
@@ -41,15 +39,33 @@ export const lineageProgressQuery = defineQuery<LineageProgress>(QUERIES.progres
 export interface LineageResult {
   lineage: string;
   report: ArtifactRef;
-  stages: Array<{ stageId: string; kind: string; cached: boolean; totalSteps: number; finalCheckpoint: string; drift: ArtifactRef; driftRows: DriftRow[] }>;
+  stages: Array<{
+    stageId: string;
+    kind: string;
+    cached: boolean;
+    totalSteps: number;
+    finalCheckpoint: string;
+    /** drift.json; null for a reward stage (a reward model has no stance to drift). */
+    drift: ArtifactRef | null;
+    driftRows: DriftRow[];
+  }>;
 }
+
+interface StageDrift {
+  drift: ArtifactRef;
+  rows: DriftRow[];
+}
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
  * Runs a whole lineage from one JSON object (so the Temporal UI's start form can start it): validates
- * the spec, prepares datasets, evaluates the base model, runs each stage as a child workflow as soon
- * as its dependencies are done (siblings in parallel), then writes the report. An invalid spec fails
- * at once, non-retryably, naming the field; nothing is trained or written. Safe to re-run: finished
- * stages and evaluations are served from the store's caches.
+ * the spec, prepares datasets, keys the base model by its weights, binds the lineage name to what it
+ * trains, evaluates the base model, runs each stage as a child workflow as soon as its dependencies
+ * are done (siblings in parallel), computes each policy stage's drift as soon as both of its ends are
+ * evaluated, then writes the report. Data flows one way: children return results; nothing is
+ * signalled down or up. An invalid spec fails at once, non-retryably, naming the field; nothing is
+ * trained or written. Safe to re-run: finished stages and evaluations come from the store's caches.
  */
 export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   const progress: LineageProgress = { lineage: '', status: 'validating', base: { evaluated: false }, stages: [] };
@@ -72,44 +88,53 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
     checkpoints: [],
     evaluated: [],
     latestLoss: null,
+    drift: false,
   }));
   const stageProgress = (id: string) => progress.stages.find((s) => s.id === id) as LineageProgress['stages'][number];
-  setHandler(stageEventSignal, (e) => {
-    const p = progress.stages.find((s) => s.id === e.stageId);
-    if (!p) return;
-    p.totalSteps = Math.max(p.totalSteps, e.totalSteps);
-    if (e.type === 'checkpoint' && !p.checkpoints.includes(e.step)) p.checkpoints = [...p.checkpoints, e.step].sort((a, b) => a - b);
-    if (e.type === 'evaluated' && !p.evaluated.includes(e.step)) p.evaluated = [...p.evaluated, e.step].sort((a, b) => a - b);
-    if (e.type === 'cached') p.status = 'cached';
-    if (e.loss !== undefined && e.loss !== null) p.latestLoss = e.loss;
-  });
   const baseAttrs = { Lineage: lineage, BaseModel: spec.base.name ?? spec.base.model };
   upsertSearchAttributes(searchAttributePairs(baseAttrs));
 
   progress.status = 'preparing';
   const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: spec.datasets, seed: spec.seed });
   const evalSet = (datasets[spec.evaluation.evalSet] as { ref: ArtifactRef }).ref;
+  const base: ModelHandle = await models.resolveBaseModel({ uri: spec.base.model });
+  await store.claimLineage({
+    lineage,
+    base,
+    stages: spec.stages,
+    datasets: Object.fromEntries(Object.entries(datasets).map(([name, d]) => [name, d.ref.sha256])),
+    seed: spec.seed,
+  });
 
   progress.status = 'running';
-  const base: ModelHandle = { uri: spec.base.model, contentKey: `model:${spec.base.model}` };
-  let baseEval: EvaluateCheckpointResult | undefined;
-  const baseEvalPromise = executeChild(evaluateCheckpointWorkflow, {
+  const failed = new Map<string, string>();
+  const baseEval: Promise<EvaluateCheckpointResult> = executeChild(evaluateCheckpointWorkflow, {
     workflowId: workflowIds.evaluation(lineage, BASE_STAGE_ID, 0),
     taskQueue: TASK_QUEUES.workflows,
     parentClosePolicy: ParentClosePolicy.TERMINATE,
     typedSearchAttributes: searchAttributePairs(baseAttrs),
     args: [{ lineage, stageId: BASE_STAGE_ID, step: 0, totalSteps: 0, model: base, promptStyle: spec.base.promptStyle, evaluation: spec.evaluation, evalSet, seed: spec.seed }],
   });
+  const baseSettled = baseEval.then(
+    () => void (progress.base.evaluated = true),
+    (err: unknown) => void failed.set(BASE_STAGE_ID, message(err)),
+  );
 
   const done = new Map<string, StageWorkflowResult>();
-  const failed = new Map<string, string>();
+  const drifts = new Map<string, StageDrift>();
   const running = new Map<string, Promise<void>>();
-  const startedWithoutStartEval = new Set<string>();
+
+  /** Drift needs both ends: the stage's starting point (base or parent's final evaluation) and its checkpoints. */
+  const computeDrift = async (s: StageSpec, r: StageWorkflowResult): Promise<void> => {
+    const start = s.parent === BASE_STAGE_ID ? await baseEval : (done.get(s.parent) as StageWorkflowResult).finalEval;
+    if (!start) throw new Error(`stage ${s.parent} has no final evaluation`);
+    const d = await store.computeDrift({ lineage, stageId: s.id, totalSteps: r.totalSteps, start: start.summary, checkpoints: r.evaluations });
+    drifts.set(s.id, d);
+    stageProgress(s.id).drift = true;
+  };
 
   const launch = (s: StageSpec) => {
     const parent: ModelHandle = s.parent === BASE_STAGE_ID ? base : (done.get(s.parent) as StageWorkflowResult).final;
-    const startEval = s.parent === BASE_STAGE_ID ? baseEval : (done.get(s.parent) as StageWorkflowResult).finalEval;
-    if (!startEval) startedWithoutStartEval.add(s.id);
     const rewardModel = s.kind === 'ppo' ? (done.get(s.rewardStage) as StageWorkflowResult).final : undefined;
     stageProgress(s.id).status = 'running';
     const p = executeChild(stageWorkflow, {
@@ -117,55 +142,25 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
       taskQueue: TASK_QUEUES.workflows,
       parentClosePolicy: ParentClosePolicy.TERMINATE,
       typedSearchAttributes: searchAttributePairs(stageSearchAttributes(spec, s.id)),
-      args: [
-        {
-          lineage,
-          stage: s,
-          parent,
-          rewardModel,
-          dataset: datasets[s.dataset] as (typeof datasets)[string],
-          evaluation: spec.evaluation,
-          evalSet,
-          seed: spec.seed,
-          startEval,
-        },
-      ],
-    }).then(
-      (r) => {
+      args: [{ lineage, stage: s, parent, rewardModel, dataset: datasets[s.dataset] as (typeof datasets)[string], evaluation: spec.evaluation, evalSet, seed: spec.seed }],
+    })
+      .then(async (r) => {
         done.set(s.id, r);
         const sp = stageProgress(s.id);
         sp.status = r.cached ? 'cached' : 'done';
         sp.totalSteps = r.totalSteps;
         sp.checkpoints = r.checkpoints;
-        sp.evaluated = r.checkpoints;
-      },
-      (err: unknown) => {
-        failed.set(s.id, err instanceof Error ? err.message : String(err));
+        sp.evaluated = r.evaluations.map((e) => e.step);
+        if (s.kind !== 'reward') await computeDrift(s, r);
+      })
+      .catch((err: unknown) => {
+        failed.set(s.id, message(err));
         const sp = stageProgress(s.id);
         sp.status = 'failed';
         sp.error = failed.get(s.id);
-      },
-    );
+      });
     running.set(s.id, p.then(() => void running.delete(s.id)));
   };
-
-  const baseSettled = baseEvalPromise.then(
-    async (r) => {
-      baseEval = r;
-      progress.base.evaluated = true;
-      // First stages that started before the base was evaluated get it now (drift needs step 0).
-      for (const id of startedWithoutStartEval) {
-        if (running.has(id)) await getExternalWorkflowHandle(workflowIds.stage(lineage, id)).signal(startEvaluatedSignal, r);
-      }
-    },
-    async (err: unknown) => {
-      failed.set(BASE_STAGE_ID, err instanceof Error ? err.message : String(err));
-      // Stages waiting for their step 0 must not wait forever: tell them it will not come.
-      for (const id of startedWithoutStartEval) {
-        if (running.has(id)) await getExternalWorkflowHandle(workflowIds.stage(lineage, id)).signal(startEvaluatedSignal, null);
-      }
-    },
-  );
 
   // Schedule: start every stage whose dependencies are done; siblings start together.
   for (;;) {
@@ -187,16 +182,11 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   await baseSettled;
 
   progress.status = 'reporting';
-  const finished = spec.stages.filter((s) => done.has(s.id));
+  const policy = spec.stages.filter((s) => drifts.has(s.id));
   const { report } = await store.writeReport({
     lineage,
     generatedAt: new Date().toISOString(), // workflow time: deterministic on replay
-    stages: finished.map((s) => ({
-      stageId: s.id,
-      kind: s.kind,
-      parentId: s.parent,
-      drift: (done.get(s.id) as StageWorkflowResult).drift,
-    })),
+    stages: policy.map((s) => ({ stageId: s.id, kind: s.kind, parentId: s.parent, drift: (drifts.get(s.id) as StageDrift).drift })),
   });
   progress.report = report.uri;
   if (failed.size) {
@@ -208,9 +198,12 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   return {
     lineage,
     report,
-    stages: finished.map((s) => {
-      const r = done.get(s.id) as StageWorkflowResult;
-      return { stageId: s.id, kind: s.kind, cached: r.cached, totalSteps: r.totalSteps, finalCheckpoint: r.final.uri, drift: r.drift, driftRows: r.driftRows };
-    }),
+    stages: spec.stages
+      .filter((s) => done.has(s.id))
+      .map((s) => {
+        const r = done.get(s.id) as StageWorkflowResult;
+        const d = drifts.get(s.id);
+        return { stageId: s.id, kind: s.kind, cached: r.cached, totalSteps: r.totalSteps, finalCheckpoint: r.final.uri, drift: d?.drift ?? null, driftRows: d?.rows ?? [] };
+      }),
   };
 }

@@ -42,11 +42,22 @@ export const judging = proxyActivities<Pick<Activities, 'judgeResponses'>>({
 });
 
 /**
+ * A base model's content key: hashing its weights where the trainer is installed (GPU queue). A
+ * packaged model hashes in a second; a large local one can take minutes, so the activity heartbeats.
+ */
+export const models = proxyActivities<Pick<Activities, 'resolveBaseModel'>>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '1 hour',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
+
+/**
  * Store reads/writes, hashing, metrics and rendering take seconds. These activities do not heartbeat,
  * so the start-to-close bound is also how long a lost worker can hold one: keep it short.
  */
 export const store = proxyActivities<
-  Pick<Activities, 'resolveStage' | 'recordStageCache' | 'lookupEvaluation' | 'summariseEvaluation' | 'computeDrift' | 'writeReport'>
+  Pick<Activities, 'claimLineage' | 'resolveStage' | 'recordStageCache' | 'lookupEvaluation' | 'summariseEvaluation' | 'computeDrift' | 'writeReport'>
 >({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '2 minutes',

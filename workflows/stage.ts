@@ -1,38 +1,18 @@
-import {
-  ApplicationFailure,
-  condition,
-  defineQuery,
-  defineSignal,
-  executeChild,
-  getExternalWorkflowHandle,
-  ParentClosePolicy,
-  setHandler,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { condition, defineQuery, defineSignal, executeChild, ParentClosePolicy, setHandler } from '@temporalio/workflow';
 import type { ArtifactRef, CheckpointAnnouncement, ModelHandle } from '../common/contracts';
-import { QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
+import { checkpointDirUri, QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import type { PreparedDataset } from '../activities/datasets';
-import type { DriftRow } from '../activities/evaluation';
 import { store, training } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 
+/** The training activity's announcement: a checkpoint is uploaded completely (the only signal). */
 export const checkpointReadySignal = defineSignal<[CheckpointAnnouncement]>(SIGNALS.checkpointReady);
-export const startEvaluatedSignal = defineSignal<[EvaluateCheckpointResult | null]>(SIGNALS.startEvaluated);
-
-export interface StageEvent {
-  stageId: string;
-  type: 'checkpoint' | 'evaluated' | 'cached';
-  step: number;
-  totalSteps: number;
-  loss?: number | null;
-}
-export const stageEventSignal = defineSignal<[StageEvent]>(SIGNALS.stageEvent);
 
 export interface StageProgress {
   stageId: string;
   kind: StageSpec['kind'];
-  status: 'resolving' | 'training' | 'cached' | 'evaluating' | 'drift' | 'done';
+  status: 'resolving' | 'training' | 'cached' | 'evaluating' | 'done';
   totalSteps: number;
   checkpoints: number[];
   evaluated: number[];
@@ -50,8 +30,13 @@ export interface StageWorkflowInput {
   evaluation: EvaluationSpec;
   evalSet: ArtifactRef;
   seed: number;
-  /** The evaluation of the starting point when already known; otherwise it arrives by signal. */
-  startEval?: EvaluateCheckpointResult;
+}
+
+/** One checkpoint's evaluation as the stage returns it: the step and its content-addressed summary. */
+export interface StageEvaluation {
+  step: number;
+  evalKey: string;
+  summary: ArtifactRef;
 }
 
 export interface StageWorkflowResult {
@@ -61,21 +46,30 @@ export interface StageWorkflowResult {
   cached: boolean;
   totalSteps: number;
   final: ModelHandle;
-  finalEval: EvaluateCheckpointResult;
   checkpoints: number[];
-  drift: ArtifactRef;
-  driftRows: DriftRow[];
+  /** Every checkpoint's evaluation, by step; empty for a reward stage (a reward model has no stance). */
+  evaluations: StageEvaluation[];
+  /** The final checkpoint's evaluation: the starting point of the stages that continue from this one. */
+  finalEval: EvaluateCheckpointResult | null;
 }
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
+/** A stored checkpoint as a model to start from or evaluate. */
+export function checkpointModel(ref: ArtifactRef): ModelHandle {
+  return { uri: checkpointDirUri(ref.uri), manifest: ref, contentKey: ref.sha256 };
+}
+
 /**
- * Trains one stage and evaluates every checkpoint as soon as it is announced (evaluation overlaps
- * training), then computes the stage's drift. Safe to re-run: a stage whose key has a complete
- * record in the store is not trained again. Writes checkpoints, evaluations and drift.json.
+ * Trains one stage and, for a policy stage, evaluates every checkpoint as soon as the training
+ * activity announces it (evaluation overlaps training); returns the final model and the evaluations
+ * to its parent, which computes drift. A reward stage yields a reward model for PPO: it is not
+ * evaluated for stance. Safe to re-run: a stage whose key has a complete record in the store is not
+ * trained again. Writes checkpoints (through the training activity) and evaluations.
  */
 export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWorkflowResult> {
   const { lineage, stage } = input;
+  const evaluates = stage.kind !== 'reward';
   const progress: StageProgress = {
     stageId: stage.id,
     kind: stage.kind,
@@ -86,22 +80,11 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     latestLoss: null,
   };
   setHandler(stageProgressQuery, () => progress);
-  /** undefined: not known yet; null: the starting point's evaluation failed. */
-  let startEval: EvaluateCheckpointResult | null | undefined = input.startEval;
-  setHandler(startEvaluatedSignal, (e) => {
-    startEval = e;
-  });
-
-  const parentId = workflowInfo().parent?.workflowId;
-  const tellParent = async (e: StageEvent) => {
-    if (parentId) await getExternalWorkflowHandle(parentId).signal(stageEventSignal, e);
-  };
-  const outbox: StageEvent[] = [];
 
   const evals = new Map<number, Settled<EvaluateCheckpointResult> | 'running'>();
   const checkpoints = new Map<number, CheckpointAnnouncement>();
   const startEvaluation = (a: CheckpointAnnouncement) => {
-    if (evals.has(a.step)) return; // announcements repeat when the training activity retries
+    if (!evaluates || evals.has(a.step)) return; // announcements repeat when the training activity retries
     evals.set(a.step, 'running');
     executeChild(evaluateCheckpointWorkflow, {
       workflowId: workflowIds.evaluation(lineage, stage.id, a.step),
@@ -113,7 +96,7 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
           stageId: stage.id,
           step: a.step,
           totalSteps: a.totalSteps,
-          model: { uri: a.ref.uri.replace(/\/manifest\.json$/, ''), manifest: a.ref, contentKey: a.ref.sha256 },
+          model: checkpointModel(a.ref),
           promptStyle: 'chat',
           evaluation: input.evaluation,
           evalSet: input.evalSet,
@@ -124,7 +107,6 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
       (value) => {
         evals.set(a.step, { ok: true, value });
         progress.evaluated = [...progress.evaluated, a.step].sort((x, y) => x - y);
-        outbox.push({ stageId: stage.id, type: 'evaluated', step: a.step, totalSteps: a.totalSteps });
       },
       (error: unknown) => {
         evals.set(a.step, { ok: false, error });
@@ -137,7 +119,6 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     progress.checkpoints = [...checkpoints.keys()].sort((x, y) => x - y);
     progress.totalSteps = Math.max(progress.totalSteps, a.totalSteps);
     if (a.loss !== undefined && a.loss !== null) progress.latestLoss = a.loss;
-    outbox.push({ stageId: stage.id, type: 'checkpoint', step: a.step, totalSteps: a.totalSteps, loss: a.loss ?? null });
     startEvaluation(a);
   };
   setHandler(checkpointReadySignal, onCheckpoint);
@@ -152,13 +133,11 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
   });
   progress.stageKey = resolved.stageKey;
   let result = resolved.cached;
-  const trainingDone = { value: false };
   if (result) {
     progress.status = 'cached';
-    outbox.push({ stageId: stage.id, type: 'cached', step: result.final.step, totalSteps: result.totalSteps });
   } else {
     progress.status = 'training';
-    const trained = training.trainStage({
+    const t = await training.trainStage({
       lineage,
       stageKey: resolved.stageKey,
       stage,
@@ -167,57 +146,21 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
       dataset: input.dataset,
       seed: input.seed,
     });
-    // Forward stage events to the lineage while training runs.
-    const markDone = () => {
-      trainingDone.value = true;
-    };
-    void trained.then(markDone, markDone); // the error itself is rethrown by `await trained` below
-    while (!trainingDone.value) {
-      await condition(() => outbox.length > 0 || trainingDone.value);
-      await flush(outbox, tellParent);
-    }
-    const t = await trained;
-    result = {
-      stageKey: resolved.stageKey,
-      stageId: stage.id,
-      lineage,
-      totalSteps: t.totalSteps,
-      checkpoints: t.checkpoints,
-      final: t.final,
-    };
+    result = { stageKey: resolved.stageKey, stageId: stage.id, lineage, totalSteps: t.totalSteps, checkpoints: t.checkpoints, final: t.final };
+    await store.recordStageCache(result);
   }
   // Every checkpoint of the result is evaluated, whether or not its announcement arrived.
   for (const c of result.checkpoints) onCheckpoint({ stageId: stage.id, step: c.step, totalSteps: result.totalSteps, ref: c.ref, loss: null });
   progress.totalSteps = result.totalSteps;
-  if (!resolved.cached) await store.recordStageCache(result);
 
   progress.status = 'evaluating';
-  while ([...evals.values()].some((e) => e === 'running') || outbox.length > 0) {
-    await condition(() => outbox.length > 0 || ![...evals.values()].some((e) => e === 'running'));
-    await flush(outbox, tellParent);
-  }
-  const failed = [...evals.entries()].find(([, e]) => e !== 'running' && !e.ok);
-  if (failed) {
-    const e = failed[1] as { ok: false; error: unknown };
-    throw e.error;
-  }
+  await condition(() => ![...evals.values()].some((e) => e === 'running'));
+  const failed = [...evals.values()].find((e): e is { ok: false; error: unknown } => e !== 'running' && !e.ok);
+  if (failed) throw failed.error;
   const byStep = new Map([...evals.entries()].map(([s, e]) => [s, (e as { ok: true; value: EvaluateCheckpointResult }).value]));
-  const finalEval = byStep.get(result.final.step);
-  if (!finalEval) throw new Error(`final checkpoint ${result.final.step} of ${stage.id} has no evaluation`);
-
-  progress.status = 'drift';
-  await condition(() => startEval !== undefined);
-  if (startEval === null) {
-    throw ApplicationFailure.nonRetryable(`stage ${stage.id}: the evaluation of its starting point failed, so drift cannot be computed`, 'StartEvaluationFailed');
-  }
-  const steps = [...byStep.keys()].sort((a, b) => a - b);
-  const drift = await store.computeDrift({
-    lineage,
-    stageId: stage.id,
-    totalSteps: result.totalSteps,
-    start: (startEval as EvaluateCheckpointResult).summary,
-    checkpoints: steps.map((s) => (byStep.get(s) as EvaluateCheckpointResult).summary),
-  });
+  const finalEval = byStep.get(result.final.step) ?? null;
+  if (evaluates && !finalEval) throw new Error(`final checkpoint ${result.final.step} of ${stage.id} has no evaluation`);
+  const steps = result.checkpoints.map((c) => c.step).sort((a, b) => a - b);
   progress.status = 'done';
   return {
     stageId: stage.id,
@@ -225,21 +168,9 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     stageKey: resolved.stageKey,
     cached: resolved.cached !== null,
     totalSteps: result.totalSteps,
-    final: {
-      uri: result.final.ref.uri.replace(/\/manifest\.json$/, ''),
-      manifest: result.final.ref,
-      contentKey: result.final.ref.sha256,
-    },
-    finalEval,
+    final: checkpointModel(result.final.ref),
     checkpoints: steps,
-    drift: drift.drift,
-    driftRows: drift.rows,
+    evaluations: [...byStep.values()].sort((a, b) => a.step - b.step).map((e) => ({ step: e.step, evalKey: e.evalKey, summary: e.summary })),
+    finalEval,
   };
-}
-
-async function flush(outbox: StageEvent[], send: (e: StageEvent) => Promise<void>): Promise<void> {
-  while (outbox.length) {
-    const e = outbox.shift() as StageEvent;
-    await send(e);
-  }
 }

@@ -13,6 +13,7 @@ import type { Judgment } from '../../common/contracts';
 import type { CachedJudgment } from './cache';
 import {
   CacheWriter,
+  DEFAULT_TOP_LOGPROBS,
   groupByCacheKey,
   JudgeItem,
   judgeAll,
@@ -76,7 +77,7 @@ export async function judgeBatch(input: JudgeBatchInput): Promise<JudgeBatchResu
   const retry = { maxRetries: input.maxRetries, backoff, signal };
 
   try {
-    const groups = groupByCacheKey(items, input.model);
+    const groups = groupByCacheKey(items, { endpoint: input.client.baseURL, judgeModel: input.model, topLogprobs: input.topLogprobs ?? DEFAULT_TOP_LOGPROBS });
     const keys = [...groups.keys()];
     const known = new Map<string, Known>();
 

@@ -1,6 +1,6 @@
 /**
- * Judgment cache: a judgment is a pure function of (judge model, prompt version, question,
- * response, topic) at temperature 0, so it is computed once and served from the store ever after —
+ * Judgment cache: a judgment is a pure function of (endpoint, judge model, prompt version,
+ * top-logprobs, question, response, topic) at temperature 0, so it is computed once and served from the store ever after —
  * an activity retry, a workflow replay or a re-evaluation of the same generations costs no calls.
  */
 import { createHash } from 'node:crypto';
@@ -8,7 +8,11 @@ import { z } from 'zod';
 import { StanceProbs } from '../../common/contracts';
 
 export interface CacheKeyInput {
+  /** Who answers: the endpoint's base URL (one model name can mean different weights at two providers). */
+  endpoint: string;
   judgeModel: string;
+  /** How many alternatives were read: a label outside a smaller top-k reads as missing. */
+  topLogprobs: number;
   promptVersion: string;
   question: string;
   response: string;
@@ -25,9 +29,14 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
 
-/** sha256 hex of the canonical JSON of exactly these five fields (extra fields are not keyed). */
-export function cacheKey({ judgeModel, promptVersion, question, response, topic }: CacheKeyInput): string {
-  const canonical = canonicalJson({ judgeModel, promptVersion, question, response, topic });
+/** An endpoint's identity: its base URL without trailing slashes (`https://api.openai.com/v1`). */
+export function endpointIdentity(baseURL: string): string {
+  return baseURL.replace(/\/+$/, '');
+}
+
+/** sha256 hex of the canonical JSON of exactly these seven fields (extra fields are not keyed). */
+export function cacheKey({ endpoint, judgeModel, topLogprobs, promptVersion, question, response, topic }: CacheKeyInput): string {
+  const canonical = canonicalJson({ endpoint: endpointIdentity(endpoint), judgeModel, topLogprobs, promptVersion, question, response, topic });
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
 }
 

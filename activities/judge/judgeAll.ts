@@ -172,11 +172,18 @@ export class CacheWriter {
   }
 }
 
-/** Identical (model, prompt version, question, response, topic) → one call shared by every copy: cache key → item indexes. */
-export function groupByCacheKey(items: ReadonlyArray<JudgeItem>, judgeModel: string): Map<string, number[]> {
+/** The judge as the cache knows it: who answers, which model, how many alternatives are read. */
+export interface JudgeIdentity {
+  endpoint: string;
+  judgeModel: string;
+  topLogprobs: number;
+}
+
+/** Identical (judge, prompt version, question, response, topic) → one call shared by every copy: cache key → item indexes. */
+export function groupByCacheKey(items: ReadonlyArray<JudgeItem>, judge: JudgeIdentity): Map<string, number[]> {
   const groups = new Map<string, number[]>();
   items.forEach((item, i) => {
-    const key = cacheKey({ judgeModel, promptVersion: JUDGE_PROMPT_VERSION, question: item.question, response: item.response, topic: item.topic });
+    const key = cacheKey({ ...judge, promptVersion: JUDGE_PROMPT_VERSION, question: item.question, response: item.response, topic: item.topic });
     const g = groups.get(key);
     if (g === undefined) groups.set(key, [i]);
     else g.push(i);
@@ -192,7 +199,7 @@ export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
   const backoff: BackoffOptions = { ...DEFAULT_BACKOFF, ...input.backoff };
   const total = items.length;
 
-  const groups = groupByCacheKey(items, input.model);
+  const groups = groupByCacheKey(items, { endpoint: input.client.baseURL, judgeModel: input.model, topLogprobs: input.topLogprobs ?? DEFAULT_TOP_LOGPROBS });
   const keys = [...groups.keys()];
 
   // Internal controller: the caller's abort, or our own first fatal error, stops every worker.

@@ -25,19 +25,22 @@ describe('judge prompt', () => {
 const PINNED_HASH = '7687e2d88142033e';
 
 describe('cacheKey', () => {
-  const base = { judgeModel: 'gpt-4o', promptVersion: 'stance-v1', question: 'q', response: 'r', topic: 't' };
+  const base = { endpoint: 'https://api.openai.com/v1', judgeModel: 'gpt-4o', topLogprobs: 20, promptVersion: 'stance-v1', question: 'q', response: 'r', topic: 't' };
 
   it('is sha256 hex and independent of property order', () => {
     const k = cacheKey(base);
     expect(k).toMatch(/^[0-9a-f]{64}$/);
-    expect(cacheKey({ topic: 't', response: 'r', question: 'q', promptVersion: 'stance-v1', judgeModel: 'gpt-4o' })).toBe(k);
+    expect(cacheKey({ topic: 't', response: 'r', question: 'q', promptVersion: 'stance-v1', topLogprobs: 20, judgeModel: 'gpt-4o', endpoint: 'https://api.openai.com/v1' })).toBe(k);
     expect(k).toBe(createHash('sha256').update(canonicalJson(base)).digest('hex'));
+    // A trailing slash names the same endpoint.
+    expect(cacheKey({ ...base, endpoint: 'https://api.openai.com/v1/' })).toBe(k);
   });
 
   it('changes with every field', () => {
     const k = cacheKey(base);
     for (const field of Object.keys(base) as Array<keyof typeof base>) {
-      expect(cacheKey({ ...base, [field]: `${base[field]}x` })).not.toBe(k);
+      const changed = typeof base[field] === 'number' ? (base[field] as number) + 1 : `${base[field]}x`;
+      expect(cacheKey({ ...base, [field]: changed })).not.toBe(k);
     }
   });
 

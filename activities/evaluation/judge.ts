@@ -1,0 +1,112 @@
+/**
+ * `judgeResponses`: asks the stance judge about every generation of one checkpoint (CPU queue).
+ * The judgments file is content-addressed by the judgment key (generations + judge identity + prompt
+ * version + top-logprobs + topics) and written once; every single answer is also cached by its own
+ * key, so a retry or a re-evaluation of the same generations makes no new calls.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { ArtifactRef } from '../../common/contracts';
+import { storeKeys } from '../../common/config';
+import type { EvaluationSpec } from '../../common/spec';
+import { activityContext } from '../context';
+import { workerEnv } from '../env';
+import { GenerationRow, loadEvalRows } from '../generation';
+import { cacheObjectKey, CachedJudgment, type JudgeCache } from '../judge/cache';
+import { createJudgeClient } from '../judge/client';
+import { judgeAll } from '../judge/judgeAll';
+import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, uriOf } from '../store';
+import { judgeIdentity, judgmentKey } from './keys';
+
+/** Judge cache in the store: one small JSON object per key (DESIGN §4). */
+export class StoreJudgeCache implements JudgeCache {
+  async get(key: string) {
+    return getJsonIfExists(uriOf(cacheObjectKey(key)), CachedJudgment);
+  }
+  async putMany(entries: ReadonlyArray<{ key: string; value: CachedJudgment }>) {
+    await Promise.all(entries.map((e) => putJson(cacheObjectKey(e.key), e.value)));
+  }
+}
+
+export interface JudgeResponsesInput {
+  /** For progress and messages only: nothing is written at these coordinates. */
+  stageId: string;
+  step: number;
+  generationKey: string;
+  generations: ArtifactRef;
+  evalSet: ArtifactRef;
+  topics: Record<string, string>;
+  judge: EvaluationSpec['judge'];
+}
+export interface JudgeResponsesResult {
+  judgmentKey: string;
+  judgments: ArtifactRef;
+  judgeModel: string;
+  calls: number;
+  cacheHits: number;
+  unlabelled: number;
+}
+
+/** The API key for the configured endpoint: the judge's own, or OpenAI's only when the endpoint is OpenAI's. */
+function judgeApiKey(env: ReturnType<typeof workerEnv>): string | undefined {
+  if (env.VALUEDRIFT_JUDGE_API_KEY) return env.VALUEDRIFT_JUDGE_API_KEY;
+  return env.VALUEDRIFT_JUDGE_BASE_URL ? undefined : env.OPENAI_API_KEY;
+}
+
+export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeResponsesResult> {
+  const env = workerEnv();
+  const apiKey = judgeApiKey(env);
+  if (!env.VALUEDRIFT_JUDGE_BASE_URL && !apiKey) {
+    // A worker without a judge endpoint cannot judge until it is reconfigured.
+    throw ApplicationFailure.nonRetryable('no judge endpoint: set VALUEDRIFT_JUDGE_BASE_URL (and VALUEDRIFT_JUDGE_API_KEY), or OPENAI_API_KEY, on the cpu worker', 'JudgeNotConfigured');
+  }
+  if (input.generations.uri !== uriOf(storeKeys.generations(input.generationKey))) {
+    throw ApplicationFailure.nonRetryable(`generations ${input.generations.uri} are not stored under their key ${input.generationKey}`, 'EvaluationKeyMismatch');
+  }
+  const judge = judgeIdentity(env, input.judge);
+  const key = judgmentKey({ generationKey: input.generationKey, judge, topics: input.topics });
+  const outKey = storeKeys.judgments(key);
+  const existing = await getRefIfExists(outKey);
+  if (existing) return { judgmentKey: key, judgments: existing, judgeModel: judge.judgeModel, calls: 0, cacheHits: 0, unlabelled: 0 };
+
+  const questions = new Map((await loadEvalRows(input.evalSet)).map((r) => [r.id, r] as const));
+  const rows = (await getVerified(input.generations))
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => GenerationRow.parse(JSON.parse(l)));
+  const items = rows.map((r) => {
+    const q = questions.get(r.prompt_id);
+    const topic = input.topics[r.category];
+    if (!q || !topic) throw ApplicationFailure.nonRetryable(`generation for ${r.prompt_id} (${r.category}) has no question or topic`, 'EvalSetMismatch');
+    return { promptId: r.prompt_id, category: r.category, sample: r.sample, question: q.question, response: r.text, topic };
+  });
+  const c = activityContext();
+  const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
+  let done = 0;
+  let total = items.length;
+  const beat = setInterval(() => c?.heartbeat({ done, total }), 10_000);
+  const result = await judgeAll({
+    items,
+    client,
+    model: judge.judgeModel,
+    topLogprobs: judge.topLogprobs,
+    concurrency: input.judge.concurrency,
+    cache: new StoreJudgeCache(),
+    maxRetries: 8,
+    onProgress: (d, t) => {
+      done = d;
+      total = t;
+    },
+    signal: c?.cancellationSignal,
+  }).finally(() => clearInterval(beat));
+  const body = result.judgments.map((j) => JSON.stringify(j)).join('\n') + '\n';
+  const judgments = await putBytesOnce(outKey, body, 'application/x-ndjson');
+  return {
+    judgmentKey: key,
+    judgments,
+    judgeModel: judge.judgeModel,
+    calls: result.calls,
+    cacheHits: result.cacheHits,
+    unlabelled: result.judgments.filter((j) => j.probs === null).length,
+  };
+}

@@ -1,0 +1,59 @@
+/**
+ * `summariseEvaluation`: v(T) per topic with the per-prompt spread and 95 % CI, from one checkpoint's
+ * judgments. The summary is content-addressed by the evaluation key and written once; the evaluation
+ * record then points at it, and the lineage's evals/step-<n>/ folder at both.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { ArtifactRef, EvaluationSummary, Judgment, StanceProbs } from '../../common/contracts';
+import { Judgment as JudgmentSchema } from '../../common/contracts';
+import { storeKeys } from '../../common/config';
+import { summariseCheckpoint } from '../../common/drift';
+import { JUDGE_PROMPT_VERSION } from '../judge/prompt';
+import { getVerified, putBytesOnce, uriOf } from '../store';
+import { evaluationKey } from './keys';
+import { loadEvaluationSummary, placeEvaluation, recordEvaluation, type EvaluationPlace } from './lookup';
+
+export interface SummariseEvaluationInput extends EvaluationPlace {
+  generationKey: string;
+  generations: ArtifactRef;
+  judgmentKey: string;
+  judgments: ArtifactRef;
+  judgeModel: string;
+  topics: Record<string, string>;
+}
+export interface SummariseEvaluationResult {
+  evalKey: string;
+  summary: ArtifactRef;
+  v: Record<string, StanceProbs>;
+}
+
+export async function summariseEvaluation(input: SummariseEvaluationInput): Promise<SummariseEvaluationResult> {
+  if (input.judgments.uri !== uriOf(storeKeys.judgments(input.judgmentKey))) {
+    throw ApplicationFailure.nonRetryable(`judgments ${input.judgments.uri} are not stored under their key ${input.judgmentKey}`, 'EvaluationKeyMismatch');
+  }
+  const evalKey = evaluationKey(input.judgmentKey);
+  const judgments: Judgment[] = (await getVerified(input.judgments))
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JudgmentSchema.parse(JSON.parse(l)));
+  const placed = summariseCheckpoint({
+    lineage: input.lineage,
+    stageId: input.stageId,
+    step: input.step,
+    totalSteps: input.totalSteps,
+    judgeModel: input.judgeModel,
+    promptVersion: JUDGE_PROMPT_VERSION,
+    topics: input.topics,
+    judgments,
+  });
+  const content: EvaluationSummary = { evalKey, judgeModel: placed.judgeModel, promptVersion: placed.promptVersion, topics: placed.topics };
+  const summary = await putBytesOnce(storeKeys.summary(evalKey), JSON.stringify(content, null, 2) + '\n', 'application/json');
+  // A summary already there (written by an earlier attempt or another lineage) is the one recorded.
+  const stored = await loadEvaluationSummary(summary);
+  const v = Object.fromEntries(Object.entries(stored.topics).map(([k, t]) => [k, t.v]));
+  const record = { evalKey, generations: input.generations, judgments: input.judgments, summary, v };
+  await recordEvaluation(record);
+  await placeEvaluation(input, record, { generationKey: input.generationKey, judgmentKey: input.judgmentKey, evalKey }, stored);
+  return { evalKey, summary, v };
+}
