@@ -189,9 +189,12 @@ export type StageSpec = z.infer<typeof StageSpec>;
 export type StageKind = StageSpec['kind'];
 export const STAGE_KINDS = ['sft', 'reward', 'ppo', 'dpo', 'simpo'] as const satisfies readonly StageKind[];
 
+/** The paper's judge (§3): the one place this default is written. */
+export const DEFAULT_JUDGE_MODEL = 'gpt-4o';
+
 export const JudgeSpec = z.strictObject({
   /** Model name at the OpenAI-compatible endpoint (the endpoint and key come from worker env). */
-  model: z.string().min(1).max(200).default('gpt-4o'),
+  model: z.string().min(1).max(200).default(DEFAULT_JUDGE_MODEL),
   topLogprobs: z.number().int().min(1).max(20).default(20),
   concurrency: z.number().int().min(1).max(1024).default(16),
   mode: z.enum(['online', 'batch']).default('online'),
