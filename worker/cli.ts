@@ -1,170 +1,349 @@
 /**
- * `npm run lineage -- <command>`:
- *   validate <spec.json>               check a spec without starting anything
- *   start <spec.json> [--watch]        validate, start, print the workflow ID and UI link
- *   status <id|name> [--watch]         the lineage's progress (stages, checkpoints, step/total, loss)
- *   report <id|name> [--out DIR]       drift table and the report (copied to DIR, default .data/reports)
- *   export-history <id> <file.json>    the workflow's event history as JSON (for replay tests)
- *   drift <summaries.json|jsonl>       drift (M, η) from checkpoint summaries, as the system computes it
+ * `npm run lineage -- <command>` (below, `lineage <command>`):
+ *   validate <spec.json>                    check a spec without starting anything
+ *   start <spec.json> [--watch]             validate, start, print the workflow ID and UI link
+ *   status <id|name> [--watch] [--json]     the lineage's progress (stages, checkpoints, step/total, loss)
+ *   report <id|name> [--out DIR] [--json]   drift table and the report (copied to DIR, default .data/reports)
+ *   export-history <id|name> <file.json>    the workflow's event history as JSON (for replay tests)
+ *   drift <summaries-file> [--json]         drift (M, η) from checkpoint summaries, as the system computes it
  *   judge-check [--file F] [--concurrency N]  a judge's agreement with the labelled stance set
- * Errors are one line on stderr and a non-zero exit code.
+ * `lineage --help` and `lineage <command> --help` print usage. Options are parsed by node:util
+ * parseArgs in strict mode (worker/cliArgs.ts). Errors are one line on stderr; the exit status is 2
+ * for a wrong command line, 1 for anything else that fails. `--json` prints one JSON document per
+ * line on stdout (with --watch, one per poll).
+ *
+ * The commands' modules are imported when a command runs, so `--help` and a wrong command line
+ * answer without loading the Temporal and AWS SDKs.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
-import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
-import { REPO_ROOT, workerEnv } from '../activities/env';
-import { computeStageDrift } from '../common/drift';
-import { parseSummariesFile } from '../common/summariesFile';
-import { formatDriftTable } from './driftTable';
+// Type-only imports are erased: they cost nothing at start-up.
+import type { Client } from '@temporalio/client';
 import type { LineageResult } from '../workflows';
-import { temporalClient } from './connection';
 import {
+  type ArgumentSpec,
   CliError,
-  downloadReport,
-  getProgress,
-  readSpecFile,
-  renderDriftRows,
-  renderProgress,
-  resolveWorkflowId,
-  startLineage,
-  uiLink,
-} from './lineageClient';
+  type CommandSpec,
+  defineCommand,
+  helpText,
+  integerOption,
+  type OptionSpec,
+  type ParsedCommand,
+  parseCommandLine,
+  UsageError,
+  USAGE_EXIT_CODE,
+  usageLine,
+  wantsHelp,
+} from './cliArgs';
+import type { CliSettings } from './cliSettings';
 
-const USAGE = `usage: npm run lineage -- <validate|start|status|report|export-history|drift|judge-check> ...`;
+const PROGRAM = 'lineage';
 
-function flag(args: string[], name: string): boolean {
-  const i = args.indexOf(name);
-  if (i >= 0) args.splice(i, 1);
-  return i >= 0;
-}
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i < 0) return undefined;
-  const v = args[i + 1];
-  if (v === undefined || v.startsWith('--')) throw new CliError(`${name} needs a value`);
-  args.splice(i, 2);
-  return v;
-}
-function positional(args: string[], n: number, what: string): string[] {
-  const unknown = args.find((a) => a.startsWith('--'));
-  if (unknown) throw new CliError(`unknown option ${unknown}`);
-  if (args.length !== n) throw new CliError(`expected ${what}`);
-  return args;
+const ID_ARG = { name: 'id|name', description: 'a workflow ID (valuedrift/<name>) or a lineage name' } as const;
+const JSON_OPTION = { type: 'boolean', description: 'print JSON (one document per line) instead of text' } as const;
+
+/** What a command prints; tests and the entry point pass their own streams. */
+export interface Output {
+  out(text: string): void;
 }
 
-async function watch(workflowId: string, everyMs = 3000): Promise<void> {
-  const client = await temporalClient();
-  for (;;) {
-    const { progress, live } = await getProgress(client, workflowId);
-    console.log(`\n[${new Date().toISOString()}]\n${renderProgress(progress, live)}`);
-    if (progress.status === 'done' || progress.status === 'failed') return;
-    const d = await client.workflow.getHandle(workflowId).describe();
-    if (d.status.name !== 'RUNNING') return;
-    await new Promise((r) => setTimeout(r, everyMs));
+interface Command {
+  /** The command's line in `lineage --help`. */
+  brief: string;
+  spec: CommandSpec<Record<string, OptionSpec>, readonly ArgumentSpec[]>;
+  run(argv: readonly string[], io: Output): Promise<void>;
+}
+
+/** Binds a command's spec to its handler, keeping the option and argument types of that spec. */
+function command<const O extends Record<string, OptionSpec>, const A extends readonly ArgumentSpec[]>(
+  brief: string,
+  spec: CommandSpec<O, A>,
+  handler: (
+    parsed: Extract<ParsedCommand<O, A>, { help: false }>,
+    io: Output,
+    spec: CommandSpec<O, A>,
+  ) => Promise<void>,
+): Command {
+  const checked = defineCommand(spec);
+  return {
+    brief,
+    spec: checked,
+    async run(argv, io) {
+      const parsed = parseCommandLine(checked, argv);
+      if (parsed.help) io.out(helpText(checked));
+      else await handler(parsed, io, checked);
+    },
+  };
+}
+
+const json = (value: unknown): string => `${JSON.stringify(value)}\n`;
+
+/** A Temporal client from the CLI's settings; an unreachable server is one line that says where it looked. */
+async function connect(): Promise<{ client: Client; settings: CliSettings }> {
+  const { cliSettings } = await import('./cliSettings');
+  const { temporalClient } = await import('./connection');
+  const settings = cliSettings();
+  try {
+    return { client: await temporalClient(settings), settings };
+  } catch (err) {
+    throw new CliError(
+      `cannot reach Temporal at ${settings.TEMPORAL_ADDRESS} (${(err as Error).message}); start the local stack (npm run dev:up) or set TEMPORAL_ADDRESS`,
+    );
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...args] = argv;
-  switch (cmd) {
-    case 'validate': {
-      const [file] = positional(args, 1, 'validate <spec.json>');
-      const spec = await readSpecFile(file as string);
-      console.log(`ok: lineage "${spec.name}", ${spec.stages.length} stage(s)`);
-      return 0;
+async function watch(workflowId: string, io: Output, asJson: boolean): Promise<void> {
+  const { getProgress, progressJson, renderProgress } = await import('./lineageClient');
+  const { client, settings } = await connect();
+  try {
+    for (;;) {
+      const { progress, live } = await getProgress(client, workflowId);
+      io.out(asJson ? json(progressJson(workflowId, progress, live)) : `\n[${new Date().toISOString()}]\n${renderProgress(progress, live)}\n`);
+      if (progress.status === 'done' || progress.status === 'failed') return;
+      const d = await client.workflow.getHandle(workflowId).describe();
+      if (d.status.name !== 'RUNNING') return;
+      await new Promise((r) => setTimeout(r, settings.VALUEDRIFT_WATCH_INTERVAL_MS));
     }
-    case 'start': {
-      const doWatch = flag(args, '--watch');
-      const [file] = positional(args, 1, 'start <spec.json> [--watch]');
-      const raw: unknown = JSON.parse(await fs.readFile(file as string, 'utf8'));
-      const spec = await readSpecFile(file as string);
-      const client = await temporalClient();
-      const { workflowId, alreadyRunning } = await startLineage(client, spec, raw);
-      console.log(`${alreadyRunning ? 'already running' : 'started'}: ${workflowId}`);
-      console.log(`ui: ${uiLink(workflowId)}`);
-      if (doWatch) await watch(workflowId);
-      return 0;
-    }
-    case 'status': {
-      const doWatch = flag(args, '--watch');
-      const [id] = positional(args, 1, 'status <workflow id or lineage name> [--watch]');
-      const workflowId = resolveWorkflowId(id as string);
-      if (doWatch) await watch(workflowId);
-      else {
-        const { progress, live } = await getProgress(await temporalClient(), workflowId);
-        console.log(renderProgress(progress, live));
-      }
-      return 0;
-    }
-    case 'report': {
-      const out = option(args, '--out') ?? path.join(REPO_ROOT, '.data', 'reports');
-      const [id] = positional(args, 1, 'report <workflow id or lineage name> [--out DIR]');
-      const workflowId = resolveWorkflowId(id as string);
-      const client = await temporalClient();
-      const handle = client.workflow.getHandle(workflowId);
-      const d = await handle.describe().catch((err: unknown) => {
-        if (err instanceof WorkflowNotFoundError) throw new CliError(`no lineage workflow ${workflowId}`);
-        throw err;
-      });
-      if (d.status.name === 'RUNNING') throw new CliError(`${workflowId} is still running; see: npm run lineage -- status ${id}`);
-      let result: LineageResult;
+  } finally {
+    await client.connection.close();
+  }
+}
+
+export const COMMANDS: Record<string, Command> = {
+  validate: command(
+    'check a spec without starting anything',
+    {
+      name: `${PROGRAM} validate`,
+      summary: 'Check a lineage spec against the schema without starting anything.',
+      args: [{ name: 'spec.json', description: 'the lineage spec (JSON; schema: specs/lineage.schema.json)' }],
+      options: {},
+    },
+    async ({ args }, io) => {
+      const { readSpecFile } = await import('./lineageClient');
+      const spec = await readSpecFile(args['spec.json']);
+      io.out(`ok: lineage "${spec.name}", ${spec.stages.length} stage(s)\n`);
+    },
+  ),
+
+  start: command(
+    'validate, start, print the workflow ID and the UI link',
+    {
+      name: `${PROGRAM} start`,
+      summary: 'Validate a spec, start its lineage workflow and print the workflow ID and the Temporal UI link. A lineage already running under that name is attached to, not started twice.',
+      args: [{ name: 'spec.json', description: 'the lineage spec (JSON)' }],
+      options: { watch: { type: 'boolean', description: 'then print progress until the lineage ends' } },
+    },
+    async ({ args, options }, io) => {
+      const fs = await import('node:fs/promises');
+      const { readSpecFile, startLineage, uiLink } = await import('./lineageClient');
+      const file = args['spec.json'];
+      const spec = await readSpecFile(file);
+      // The workflow gets the file as written (readSpecFile has just validated it), so defaults are
+      // filled in by the workflow's own validation, the same path as a start from the Temporal UI.
+      const raw: unknown = JSON.parse(await fs.readFile(file, 'utf8'));
+      const { client } = await connect();
+      let workflowId: string;
       try {
-        result = (await handle.result()) as LineageResult;
-      } catch (err) {
-        if (err instanceof WorkflowFailedError) throw new CliError(`${workflowId} failed: ${err.cause?.message ?? err.message}`);
-        throw err;
+        const started = await startLineage(client, spec, raw);
+        workflowId = started.workflowId;
+        io.out(`${started.alreadyRunning ? 'already running' : 'started'}: ${workflowId}\n`);
+        io.out(`ui: ${uiLink(workflowId)}\n`);
+      } finally {
+        await client.connection.close();
       }
-      console.log(renderDriftRows(result));
-      console.log(`report: ${result.report.uri}`);
-      console.log(`local copy: ${await downloadReport(result, out)}`);
-      return 0;
-    }
-    case 'export-history': {
-      const [id, file] = positional(args, 2, 'export-history <workflow id> <file.json>');
-      const client = await temporalClient();
-      const workflowId = resolveWorkflowId(id as string);
-      const history = await client.workflow.getHandle(workflowId).fetchHistory();
+      if (options.watch) await watch(workflowId, io, false);
+    },
+  ),
+
+  status: command(
+    "a lineage's progress: stages, checkpoints, step/total, loss",
+    {
+      name: `${PROGRAM} status`,
+      summary: "A lineage's progress: per stage its status, step/total and loss (live from the training heartbeat), checkpoints and evaluated steps.",
+      args: [ID_ARG],
+      options: { watch: { type: 'boolean', description: 'repeat until the lineage ends' }, json: JSON_OPTION },
+    },
+    async ({ args, options }, io) => {
+      const { getProgress, progressJson, renderProgress, resolveWorkflowId } = await import('./lineageClient');
+      const workflowId = resolveWorkflowId(args['id|name']);
+      if (options.watch) return watch(workflowId, io, options.json);
+      const { client } = await connect();
+      try {
+        const { progress, live } = await getProgress(client, workflowId);
+        io.out(options.json ? json(progressJson(workflowId, progress, live)) : `${renderProgress(progress, live)}\n`);
+      } finally {
+        await client.connection.close();
+      }
+    },
+  ),
+
+  report: command(
+    'drift table of a finished lineage; copies its HTML report',
+    {
+      name: `${PROGRAM} report`,
+      summary: "A finished lineage's drift table (M and η per stage, topic and stance) and its HTML report, copied from the store to a local folder.",
+      args: [ID_ARG],
+      options: {
+        out: { type: 'string', value: 'DIR', description: 'where the report is copied (default .data/reports)' },
+        json: JSON_OPTION,
+      },
+    },
+    async ({ args, options }, io) => {
+      const { WorkflowFailedError, WorkflowNotFoundError } = await import('@temporalio/client');
+      const { downloadReport, renderDriftRows, reportJson, resolveWorkflowId } = await import('./lineageClient');
+      const id = args['id|name'];
+      const workflowId = resolveWorkflowId(id);
+      const { client, settings } = await connect();
+      try {
+        const handle = client.workflow.getHandle(workflowId);
+        const d = await handle.describe().catch((err: unknown) => {
+          if (err instanceof WorkflowNotFoundError) throw new CliError(`no lineage workflow ${workflowId}`);
+          throw err;
+        });
+        if (d.status.name === 'RUNNING') throw new CliError(`${workflowId} is still running; see: npm run lineage -- status ${id}`);
+        let result: LineageResult;
+        try {
+          result = (await handle.result()) as LineageResult;
+        } catch (err) {
+          if (err instanceof WorkflowFailedError) throw new CliError(`${workflowId} failed: ${err.cause?.message ?? err.message}`);
+          throw err;
+        }
+        const localCopy = await downloadReport(result, options.out ?? settings.reportsDir);
+        if (options.json) io.out(json(reportJson(workflowId, result, localCopy)));
+        else io.out(`${renderDriftRows(result)}\nreport: ${result.report.uri}\nlocal copy: ${localCopy}\n`);
+      } finally {
+        await client.connection.close();
+      }
+    },
+  ),
+
+  'export-history': command(
+    "a workflow's event history as JSON (replay tests)",
+    {
+      name: `${PROGRAM} export-history`,
+      summary: "Write a workflow's event history as JSON, e.g. to record a replay test's history.",
+      args: [ID_ARG, { name: 'file.json', description: 'where to write the history' }],
+      options: {},
+    },
+    async ({ args }, io) => {
+      const fs = await import('node:fs/promises');
       const { historyToJSON } = await import('@temporalio/common/lib/proto-utils');
-      await fs.writeFile(file as string, historyToJSON(history));
-      console.log(`wrote ${history.events?.length ?? 0} events of ${workflowId} to ${file}`);
-      return 0;
-    }
-    case 'drift': {
-      const [file] = positional(args, 1, 'drift <summaries file>');
-      const summaries = parseSummariesFile(await fs.readFile(file as string, 'utf8'));
-      const byStage = new Map<string, typeof summaries>();
-      for (const s of summaries) byStage.set(`${s.lineage}/${s.stageId}`, [...(byStage.get(`${s.lineage}/${s.stageId}`) ?? []), s]);
-      console.log(formatDriftTable([...byStage.values()].map((list) => computeStageDrift({ summaries: list }))));
-      return 0;
-    }
-    case 'judge-check': {
-      const file = option(args, '--file') ?? path.join(REPO_ROOT, 'data', 'stance', 'labelled.jsonl');
-      const concurrency = Number(option(args, '--concurrency') ?? 4);
-      positional(args, 0, 'judge-check [--file F] [--concurrency N]');
-      const env = workerEnv();
-      if (!env.VALUEDRIFT_JUDGE_BASE_URL && !process.env.OPENAI_API_KEY) {
+      const { resolveWorkflowId } = await import('./lineageClient');
+      const workflowId = resolveWorkflowId(args['id|name']);
+      const { client } = await connect();
+      try {
+        const history = await client.workflow.getHandle(workflowId).fetchHistory();
+        await fs.writeFile(args['file.json'], historyToJSON(history));
+        io.out(`wrote ${history.events?.length ?? 0} events of ${workflowId} to ${args['file.json']}\n`);
+      } finally {
+        await client.connection.close();
+      }
+    },
+  ),
+
+  drift: command(
+    'drift (M, η) from checkpoint summaries, as the system computes it',
+    {
+      name: `${PROGRAM} drift`,
+      summary: 'Drift (M, η) per stage, topic and stance from checkpoint summaries, computed as the system computes drift.json. Needs no running service.',
+      args: [{ name: 'summaries-file', description: 'JSON array, {"summaries": [...]}, one summary.json, or JSON lines (docs/drift-format.md)' }],
+      options: { json: { type: 'boolean', description: 'print a JSON array with one drift.json object per stage' } },
+    },
+    async ({ args, options }, io) => {
+      const fs = await import('node:fs/promises');
+      const { computeStageDrift } = await import('../common/drift');
+      const { groupSummariesByStage, parseSummariesFile } = await import('../common/summariesFile');
+      const { formatDriftTable } = await import('./driftTable');
+      const file = args['summaries-file'];
+      let text: string;
+      try {
+        text = await fs.readFile(file, 'utf8');
+      } catch (err) {
+        throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      const drifts = groupSummariesByStage(parseSummariesFile(text)).map((summaries) => computeStageDrift({ summaries }));
+      io.out(options.json ? json(drifts) : formatDriftTable(drifts));
+    },
+  ),
+
+  'judge-check': command(
+    "a judge's agreement with the labelled stance set",
+    {
+      name: `${PROGRAM} judge-check`,
+      summary: "A judge's agreement with the labelled stance set: accuracy, per-stance precision/recall and calibration.",
+      args: [],
+      options: {
+        file: { type: 'string', value: 'FILE', description: 'labelled rows (JSONL; default data/stance/labelled.jsonl)' },
+        concurrency: { type: 'string', value: 'N', description: 'judge calls in flight (default 4)' },
+      },
+      details:
+        'The judge: VALUEDRIFT_JUDGE_BASE_URL (any OpenAI-compatible endpoint; unset: the OpenAI API),\n' +
+        'VALUEDRIFT_JUDGE_API_KEY (for the OpenAI API, else OPENAI_API_KEY), VALUEDRIFT_JUDGE_MODEL (default gpt-4o).',
+    },
+    async ({ options }, io, spec) => {
+      const concurrency = integerOption(spec, 'concurrency', options.concurrency, 4);
+      const { cliSettings } = await import('./cliSettings');
+      const settings = cliSettings();
+      // OpenAI's own key goes to OpenAI only, never to another endpoint (as on the worker).
+      const apiKey = settings.VALUEDRIFT_JUDGE_BASE_URL ? settings.VALUEDRIFT_JUDGE_API_KEY : (settings.VALUEDRIFT_JUDGE_API_KEY ?? settings.OPENAI_API_KEY);
+      if (!settings.VALUEDRIFT_JUDGE_BASE_URL && !apiKey) {
         throw new CliError('no judge endpoint: set VALUEDRIFT_JUDGE_BASE_URL (and VALUEDRIFT_JUDGE_API_KEY), or run npm run dev:up for the local judge');
       }
       const { createJudgeClient } = await import('../activities/judge/client');
       const { runJudgeCheck, formatJudgeCheck } = await import('../activities/judge/check');
-      const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: env.VALUEDRIFT_JUDGE_API_KEY ?? process.env.OPENAI_API_KEY ?? 'unset' });
-      const model = env.VALUEDRIFT_JUDGE_MODEL ?? 'gpt-4o';
-      const result = await runJudgeCheck({ client, model, file, concurrency });
-      console.log(formatJudgeCheck(result));
-      return 0;
-    }
-    default:
-      throw new CliError(cmd ? `unknown command "${cmd}"\n${USAGE}` : USAGE);
+      const client = createJudgeClient({ baseURL: settings.VALUEDRIFT_JUDGE_BASE_URL, apiKey });
+      const result = await runJudgeCheck({ client, model: settings.VALUEDRIFT_JUDGE_MODEL, file: options.file ?? settings.labelledStanceFile, concurrency });
+      io.out(`${formatJudgeCheck(result)}\n`);
+    },
+  ),
+};
+
+/** `lineage --help`: each command's usage line and what it does. */
+export function programHelp(): string {
+  const rows = Object.values(COMMANDS).map((c) => [usageLine(c.spec).slice(PROGRAM.length + 1), c.brief] as const);
+  const width = Math.max(...rows.map(([u]) => u.length)) + 2;
+  return [
+    `usage: ${PROGRAM} <command> [arguments] [options]     (in the repository: npm run lineage -- <command> ...)`,
+    '',
+    'commands:',
+    ...rows.map(([u, d]) => `  ${u.padEnd(width)}${d}`),
+    '',
+    `"${PROGRAM} <command> --help" shows a command's arguments and options.`,
+    'Temporal: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_UI_URL, TEMPORAL_TLS_CERT + TEMPORAL_TLS_KEY, TEMPORAL_API_KEY',
+    '(default: the local dev server of npm run dev:up).',
+    'Errors: one line on stderr; exit status 2 for a wrong command line, 1 for anything else that fails.',
+    '',
+  ].join('\n');
+}
+
+/** Runs one command line; resolves when it is done, rejects with UsageError, CliError or anything else. */
+export async function main(argv: readonly string[], io: Output): Promise<void> {
+  const [name, ...rest] = argv;
+  if (name === undefined) throw new UsageError(`${PROGRAM}: missing command (${Object.keys(COMMANDS).join(', ')}; see: ${PROGRAM} --help)`);
+  if (name.startsWith('-')) {
+    if (wantsHelp([name])) return io.out(programHelp());
+    throw new UsageError(`${PROGRAM}: unknown option ${name.split('=')[0]} before the command (see: ${PROGRAM} --help)`);
   }
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!cmd) throw new UsageError(`${PROGRAM}: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(', ')})`);
+  await cmd.run(rest, io);
+}
+
+/** The one line printed for a failure: a user-facing message as is, anything else with its class name. */
+export function errorLine(err: unknown): string {
+  const plain = err instanceof UsageError || err instanceof CliError;
+  const msg = plain ? (err as Error).message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return `error: ${msg.split('\n')[0]}`;
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+  const io: Output = { out: (text) => process.stdout.write(text) };
+  // process.exit after the streams have flushed: a piped `--json` document must not be cut short,
+  // and open Temporal connections must not keep the process alive.
+  const exit = (code: number) => process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+  main(process.argv.slice(2), io).then(
+    () => exit(0),
     (err: unknown) => {
-      const msg = err instanceof CliError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-      console.error(`error: ${msg.split('\n')[0]}`);
-      process.exit(1);
+      process.stderr.write(`${errorLine(err)}\n`);
+      exit(err instanceof UsageError ? USAGE_EXIT_CODE : 1);
     },
   );
 }

@@ -1,22 +1,24 @@
 /**
  * Client-side helpers shared by the CLI and the demo: start a lineage, read its progress (with live
- * step/loss from the training activity's heartbeat), render it, and fetch results.
+ * step/loss from the training activity's heartbeat), render it as text or as JSON, and fetch results.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { workerEnv } from '../activities/env';
 import { getBytes } from '../activities/store';
 import { TASK_QUEUES, workflowIds } from '../common/config';
 import { searchAttributePairs } from '../common/searchAttributes';
 import { formatSpecIssues, validateLineageSpec, type LineageSpec } from '../common/spec';
 import { lineageProgressQuery, lineageWorkflow, type LineageProgress, type LineageResult } from '../workflows';
+import { CliError } from './cliArgs';
+import { cliSettings, type CliSettings } from './cliSettings';
 
-export class CliError extends Error {}
 
-export function uiLink(workflowId: string): string {
-  const env = workerEnv();
-  return `${env.TEMPORAL_UI_URL.replace(/\/$/, '')}/namespaces/${encodeURIComponent(env.TEMPORAL_NAMESPACE)}/workflows/${encodeURIComponent(workflowId)}`;
+export function uiLink(
+  workflowId: string,
+  settings: Pick<CliSettings, 'TEMPORAL_UI_URL' | 'TEMPORAL_NAMESPACE'> = cliSettings(),
+): string {
+  return `${settings.TEMPORAL_UI_URL.replace(/\/$/, '')}/namespaces/${encodeURIComponent(settings.TEMPORAL_NAMESPACE)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
 export async function readSpecFile(file: string): Promise<LineageSpec> {
@@ -130,6 +132,28 @@ export function renderDriftRows(result: LineageResult): string {
     }
   }
   return lines.join('\n');
+}
+
+/**
+ * `status --json`: the progress query's answer with each running stage's live step/total/loss (null
+ * when the stage has no running training activity), i.e. what renderProgress shows. Fields the
+ * workflow adds to its progress pass through.
+ */
+export type ProgressJson = LineageProgress & {
+  workflowId: string;
+  stages: Array<LineageProgress['stages'][number] & { live: LiveStage | null }>;
+};
+export function progressJson(workflowId: string, p: LineageProgress, live: ReadonlyMap<string, LiveStage>): ProgressJson {
+  return { workflowId, ...p, stages: p.stages.map((s) => ({ ...s, live: live.get(s.id) ?? null })) };
+}
+
+/**
+ * `report --json`: the lineage's result (per stage its drift rows and drift.json, the report's
+ * reference) and where the local copy of the report went, i.e. what the text output shows.
+ */
+export type ReportJson = LineageResult & { workflowId: string; localCopy: string };
+export function reportJson(workflowId: string, result: LineageResult, localCopy: string): ReportJson {
+  return { workflowId, ...result, localCopy };
 }
 
 /** Copies the report (HTML) from the store to a local folder and returns its path. */
