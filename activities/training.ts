@@ -21,7 +21,7 @@ import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './dataset
 import { workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
-import { groupAlive, killGroup } from './processGroup';
+import { killGroup, waitForGroupExit } from './processGroup';
 import { runTrainerCommand, type DoneEvent } from './trainerCommand';
 
 export interface TrainStageInput {
@@ -142,7 +142,7 @@ export async function killStaleTrainer(pidFile: string): Promise<boolean> {
     return false; // gone
   }
   killGroup(pid, 'SIGKILL');
-  for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+  await waitForGroupExit(pid, 5_000);
   return true;
 }
 

@@ -26,8 +26,8 @@ export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal 
     const problem = trainerPythonProblem();
     if (problem) throw new Error(`gpu worker: ${problem}`);
   }
-  const connection = await nativeConnection();
-  const client = await temporalClient();
+  const connection = await nativeConnection(env);
+  const client = await temporalClient(env);
   const activities = createActivities({ client });
   const namespace = env.TEMPORAL_NAMESPACE;
   const workers: Worker[] = [];
