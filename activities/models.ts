@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { type ModelHandle, TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
 import { REPO_ROOT, workerEnv } from './env';
-import { downloadDir, getRefIfExists, MANIFEST_NAME, parseUri } from './store';
+import { downloadDir, getBytesIfExists, MANIFEST_NAME, sha256Hex } from './store';
 
 const execFileAsync = promisify(execFile);
 
@@ -40,8 +40,10 @@ const ModelKeyFile = z.object({ key: z.string().min(1), basis: z.string() });
  */
 export async function resolveBaseModel(input: { uri: string }): Promise<ModelHandle> {
   if (input.uri.startsWith('s3://')) {
-    const manifest = await getRefIfExists(`${parseUri(input.uri).key.replace(/\/+$/, '')}/${MANIFEST_NAME}`);
-    if (!manifest) throw ApplicationFailure.nonRetryable(`base model ${input.uri}: no ${MANIFEST_NAME} there`, 'ModelNotFound');
+    const uri = `${input.uri.replace(/\/+$/, '')}/${MANIFEST_NAME}`;
+    const body = await getBytesIfExists(uri);
+    if (!body) throw ApplicationFailure.nonRetryable(`base model ${input.uri}: no ${MANIFEST_NAME} there`, 'ModelNotFound');
+    const manifest = { uri, sha256: sha256Hex(body), bytes: body.length };
     return { uri: input.uri, manifest, contentKey: manifest.sha256 };
   }
   const env = workerEnv();

@@ -141,13 +141,8 @@ export async function getVerified(ref: ArtifactRef): Promise<Buffer> {
  */
 export async function getRefIfExists(key: string): Promise<ArtifactRef | undefined> {
   const uri = uriOf(key);
-  let buf: Buffer;
-  try {
-    buf = await getBytes(uri);
-  } catch (err) {
-    if (isMissing(err)) return undefined;
-    throw err;
-  }
+  const buf = await getBytesIfExists(uri);
+  if (buf === undefined) return undefined;
   const sha256 = sha256Hex(buf);
   const head = await s3().send(new HeadObjectCommand({ Bucket: bucket(), Key: key }));
   const recorded = head.Metadata?.sha256;
@@ -287,7 +282,8 @@ export async function uploadDir(
   return { manifest: ref, reused: false, files: files.length, bytes: files.reduce((a, f) => a + f.bytes, 0) };
 }
 
-async function getBytesIfExists(uri: string): Promise<Buffer | undefined> {
+/** The object's bytes, or undefined when it does not exist. */
+export async function getBytesIfExists(uri: string): Promise<Buffer | undefined> {
   try {
     return await getBytes(uri);
   } catch (err) {

@@ -1,7 +1,8 @@
 /**
  * End to end on real parts: the local Temporal dev server, the local S3 server and the local judge
- * (started by `npm test`), a worker process, and the real trainer on the tiny model. The worker is
- * SIGKILLed after the first SFT checkpoint; a new worker picks the stage up and resumes it.
+ * (started by `npm test`), a worker process, and the real trainer on the tiny model: SFT, then a
+ * reward model and PPO from it beside two DPO branches. The worker is SIGKILLed after the first SFT
+ * checkpoint; a new worker picks the stage up and resumes it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
@@ -10,11 +11,12 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resetWorkerEnv } from '../../activities/env';
-import { getBytes, listKeys, uriOf } from '../../activities/store';
+import { getBytes, getVerified, listKeys, uriOf } from '../../activities/store';
+import { EvaluationPointer } from '../../common/contracts';
 import { computeStageDrift } from '../../common/drift';
 import { parseSummariesFile } from '../../common/summariesFile';
 import { TASK_QUEUES, workflowIds } from '../../common/config';
-import { lineageProgressQuery, lineageWorkflow, type LineageResult } from '../../workflows';
+import { lineageWorkflow, stageProgressQuery, type LineageResult } from '../../workflows';
 import { loadStackEnv, temporalBinary, testSpec, uniqueName } from '../support/workflowEnv';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -62,6 +64,8 @@ describe('a lineage on real parts', () => {
       { id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 10, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 60 } },
       { id: 'dpo-support', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2, max_prompt_length: 48 } },
       { id: 'dpo-oppose', parent: 'sft', kind: 'dpo', dataset: 'pairs', alignment: 'oppose-aligned', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2, max_prompt_length: 48 } },
+      { id: 'rm', parent: 'sft', kind: 'reward', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2 } },
+      { id: 'ppo', parent: 'sft', kind: 'ppo', dataset: 'pairs', rewardStage: 'rm', checkpointEvery: 2, ...tiny, hyperparameters: { ...tiny.hyperparameters, max_steps: 2, response_length: 8 } },
     ]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
     (spec.evaluation as Record<string, unknown>).judge = { model: process.env.VALUEDRIFT_JUDGE_MODEL ?? 'minilm-stance', concurrency: 4 };
@@ -71,9 +75,11 @@ describe('a lineage on real parts', () => {
 
     // Kill the worker (not the trainer: it is in its own process group and is cleaned up by the retry).
     const deadline = Date.now() + 300_000;
+    const sftHandle = client.workflow.getHandle(workflowIds.stage(name, 'sft'));
     for (;;) {
-      const p = await handle.query(lineageProgressQuery).catch(() => undefined);
-      if (p?.stages.find((s) => s.id === 'sft')?.checkpoints.includes(10)) break;
+      // A running stage's progress is its own workflow's query (nothing is signalled up to the lineage).
+      const p = await sftHandle.query(stageProgressQuery).catch(() => undefined);
+      if (p?.checkpoints.includes(10)) break;
       if (Date.now() > deadline) throw new Error('no SFT checkpoint within 5 minutes');
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -84,7 +90,9 @@ describe('a lineage on real parts', () => {
     startWorker('second');
 
     const result = (await handle.result()) as LineageResult;
-    expect(result.stages.map((s) => s.stageId).sort()).toEqual(['dpo-oppose', 'dpo-support', 'sft']);
+    expect(result.stages.map((s) => s.stageId).sort()).toEqual(['dpo-oppose', 'dpo-support', 'ppo', 'rm', 'sft']);
+    // The reward model feeds PPO and is not evaluated for stance.
+    expect(result.stages.find((s) => s.stageId === 'rm')!.drift).toBeNull();
     const sft = result.stages.find((s) => s.stageId === 'sft')!;
     expect(sft.totalSteps).toBe(60);
 
@@ -102,19 +110,29 @@ describe('a lineage on real parts', () => {
     expect(trained.resumedFrom).toBeGreaterThanOrEqual(10);
     expect(trained.checkpoints.map((c) => c.step)).toEqual([10, 20, 30, 40, 50, 60]);
 
-    // Every artifact of the store layout (DESIGN §4) is there.
+    // Every artifact of the store layout (DESIGN §4) is there: checkpoints, each evaluation's pointer
+    // and browsing copy (the evaluation's objects themselves are content-addressed under cache/), drift, report.
     const keys = new Set(await listKeys(`lineages/${name}/`));
     for (const step of [10, 20, 30, 40, 50, 60]) expect(keys.has(`lineages/${name}/sft/checkpoints/step-${step}/manifest.json`)).toBe(true);
-    for (const [stage, steps] of [['base', [0]], ['sft', [10, 20, 30, 40, 50, 60]], ['dpo-support', [2]], ['dpo-oppose', [2]]] as const) {
+    for (const [stage, steps] of [['base', [0]], ['sft', [10, 20, 30, 40, 50, 60]], ['dpo-support', [2]], ['dpo-oppose', [2]], ['ppo', [2]]] as const) {
       for (const step of steps) {
-        for (const f of ['generations.jsonl', 'judgments.jsonl', 'summary.json']) expect(keys.has(`lineages/${name}/${stage}/evals/step-${step}/${f}`)).toBe(true);
+        for (const f of ['evaluation.json', 'summary.json']) expect(keys.has(`lineages/${name}/${stage}/evals/step-${step}/${f}`)).toBe(true);
+        const pointer = EvaluationPointer.parse(JSON.parse((await getBytes(uriOf(`lineages/${name}/${stage}/evals/step-${step}/evaluation.json`))).toString('utf8')));
+        expect(pointer.generations.uri).toBe(uriOf(`cache/generations/${pointer.generationKey}.jsonl`));
+        for (const ref of [pointer.generations, pointer.judgments, pointer.summary]) await expect(getVerified(ref)).resolves.toBeInstanceOf(Buffer);
       }
     }
-    for (const stage of ['sft', 'dpo-support', 'dpo-oppose']) expect(keys.has(`lineages/${name}/${stage}/drift.json`)).toBe(true);
+    expect([...keys].some((k) => k.startsWith(`lineages/${name}/rm/evals/`))).toBe(false);
+    for (const step of [2]) expect(keys.has(`lineages/${name}/rm/checkpoints/step-${step}/manifest.json`)).toBe(true);
+    for (const stage of ['sft', 'dpo-support', 'dpo-oppose', 'ppo']) expect(keys.has(`lineages/${name}/${stage}/drift.json`)).toBe(true);
+    expect(keys.has(`lineages/${name}/rm/drift.json`)).toBe(false);
     expect(keys.has(`lineages/${name}/report/index.html`)).toBe(true);
+    // The report has trajectories for the policy stages and none for the reward model.
+    expect([...keys].some((k) => k.startsWith(`lineages/${name}/report/figures/ppo.`))).toBe(true);
+    expect([...keys].some((k) => k.startsWith(`lineages/${name}/report/figures/rm.`))).toBe(false);
 
     // `lineage drift` on the summaries the system wrote reproduces the stage's drift.json.
-    for (const stage of ['sft', 'dpo-support', 'dpo-oppose']) {
+    for (const stage of ['sft', 'dpo-support', 'dpo-oppose', 'ppo']) {
       const written = JSON.parse((await getBytes(uriOf(`lineages/${name}/${stage}/drift.json`))).toString('utf8')) as unknown;
       const recomputed = computeStageDrift({ summaries: parseSummariesFile((await getBytes(uriOf(`lineages/${name}/${stage}/summaries.jsonl`))).toString('utf8')) });
       expect(recomputed).toEqual(written);

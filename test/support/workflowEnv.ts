@@ -195,7 +195,7 @@ export function testSpec(name: string, stages: unknown[], seed = Math.floor(Math
 
 export const stage = {
   reward: (id: string, parent: string) => ({ id, parent, kind: 'reward', dataset: 'pairs', alignment: 'support-aligned', checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }),
-  ppo: (id: string, parent: string, rewardStage: string) => ({ id, parent, kind: 'ppo', dataset: 'pairs', rewardStage, checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }),
+  ppo: (id: string, parent: string, rewardStage: string) => ({ id, parent, kind: 'ppo', dataset: 'pairs', rewardStage, checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128, response_length: 16 } }),
   sft: (id = 'sft', extra: Record<string, unknown> = {}) => ({ id, parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 }, ...extra }),
   dpo: (id: string, parent: string, alignment: string) => ({ id, parent, kind: 'dpo', dataset: 'pairs', alignment, checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 4, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128, max_prompt_length: 64 } }),
 };
