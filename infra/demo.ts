@@ -10,13 +10,15 @@ import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { resetWorkerEnv } from '../activities/env';
 import type { LineageResult } from '../workflows';
+import { cliSettings } from '../worker/cliSettings';
 import { temporalClient } from '../worker/connection';
 import { downloadReport, getProgress, readSpecFile, renderDriftRows, renderProgress, startLineage, uiLink } from '../worker/lineageClient';
-import { REPO_ROOT } from './paths';
+import { DATA } from './paths';
 import { ensurePythonEnv } from './python';
-import { loadStackEnv, stackUp } from './stack';
+import { REPO_ROOT, quietAwsSdkNodeWarning } from './settings';
+import { stackUp } from './stack';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+quietAwsSdkNodeWarning();
 
 const t0 = Date.now();
 const elapsed = () => `${Math.round((Date.now() - t0) / 1000)}s`;
@@ -28,11 +30,15 @@ async function main(): Promise<void> {
   log('preparing the Python environment (first run: several minutes)');
   await ensurePythonEnv({ log });
   log('starting the local stack: Temporal dev server, S3 server, judge, workers');
-  await stackUp({ workers: true, judge: true, log });
-  for (const [k, v] of Object.entries(loadStackEnv())) process.env[k] ??= v;
+  const up = await stackUp({ workers: true, judge: true, log });
+  // This process is the stack's client: its CLI settings (Temporal) and worker settings (the store,
+  // for the report) must name the stack just started, whatever the shell had; both modules read the
+  // environment at first use (resetWorkerEnv drops a cached read).
+  // eslint-disable-next-line no-restricted-syntax -- points this process's own settings at the stack, read by their modules
+  Object.assign(process.env, up.env);
   resetWorkerEnv();
 
-  const client = await temporalClient();
+  const client = await temporalClient(cliSettings());
   const raw: unknown = JSON.parse(fs.readFileSync(specFile, 'utf8'));
   const { workflowId, alreadyRunning } = await startLineage(client, spec, raw);
   log(`${alreadyRunning ? 'attached to running' : 'started'} lineage ${workflowId}`);
@@ -71,7 +77,7 @@ async function main(): Promise<void> {
   }
   console.log(`\nDrift per stage, topic and stance (M = v_end − v_start, eta = drift time):\n`);
   console.log(renderDriftRows(result));
-  const local = await downloadReport(result, path.join(REPO_ROOT, '.data', 'reports'));
+  const local = await downloadReport(result, path.join(DATA.dataDir, 'reports'));
   console.log(`\nreport: ${result.report.uri}`);
   console.log(`report (local copy): ${local}`);
   console.log(`Temporal UI: ${uiLink(workflowId)}`);

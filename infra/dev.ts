@@ -8,19 +8,17 @@
  */
 import path from 'node:path';
 
-import { LOG_DIR, REPO_ROOT, STACK_ENV_FILE } from './paths';
-import { S3_BUCKET, S3_ENDPOINT, TEMPORAL_ADDRESS, TEMPORAL_UI_URL } from './ports';
+import { DATA } from './paths';
 import type { LogFn } from './proc';
 import { ensurePythonEnv, writeLock } from './python';
+import { REPO_ROOT, quietAwsSdkNodeWarning, settings } from './settings';
 import { stackDown, stackStatus, stackUp } from './stack';
 
 const USAGE = 'usage: tsx infra/dev.ts up [--no-workers] [--no-judge] | down | status | lock';
 
 const log: LogFn = (line) => console.log(line);
 
-// The AWS SDK warns on every Node 20 process that its future releases need Node 22; this project
-// pins its SDK version and supports Node 20, so the warning is noise in test and stack output.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+quietAwsSdkNodeWarning();
 
 async function up(flags: readonly string[]): Promise<void> {
   const known = new Set(['--no-workers', '--no-judge']);
@@ -31,11 +29,11 @@ async function up(flags: readonly string[]): Promise<void> {
   const rel = (p: string) => path.relative(REPO_ROOT, p) || '.';
   log('');
   log(`stack up: started [${result.started.join(', ')}], already running [${result.reused.join(', ')}]`);
-  log(`  Temporal UI   ${TEMPORAL_UI_URL}`);
-  log(`  Temporal      ${TEMPORAL_ADDRESS}`);
-  log(`  S3            ${S3_ENDPOINT}  bucket ${S3_BUCKET}  (in memory: a stack restart empties it)`);
-  log(`  logs          ${rel(LOG_DIR)}/<service>.log`);
-  log(`  environment   ${rel(STACK_ENV_FILE)}`);
+  log(`  Temporal UI   ${settings.temporalUiUrl}`);
+  log(`  Temporal      ${settings.temporalAddress}`);
+  log(`  S3            ${settings.s3Endpoint}  bucket ${settings.s3Bucket}  (in memory: a stack restart empties it)`);
+  log(`  logs          ${rel(DATA.logDir)}/<service>.log`);
+  log(`  environment   ${rel(DATA.stackEnvFile)}`);
   log('  stop with     npm run dev:down');
 }
 

@@ -14,7 +14,9 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { localJudgeKind, parseLocalJudgeKind, startLocalJudge } from './judge/serve';
+import { parseLocalJudgeKind } from './judge/kinds';
+import { startLocalJudge } from './judge/serve';
+import { settings } from './settings';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -34,7 +36,7 @@ async function main(): Promise<void> {
   if (values.host !== '127.0.0.1') throw new Error(`--host must be 127.0.0.1, got ${values.host}`);
   if (values.python === undefined || values['pid-file'] === undefined) throw new Error('--python and --pid-file are required');
   const pidFile = values['pid-file'];
-  const kind = values.kind === undefined ? localJudgeKind() : parseLocalJudgeKind(values.kind, '--kind');
+  const kind = values.kind === undefined ? settings.localJudgeKind : parseLocalJudgeKind(values.kind, '--kind');
 
   const judge = await startLocalJudge({ kind, host: values.host, port, python: values.python });
   fs.writeFileSync(pidFile, `${judge.pid}\n`);

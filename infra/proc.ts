@@ -33,7 +33,7 @@ export function runCommand(cmd: string, args: readonly string[], opts: RunComman
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
-      env: opts.env ?? process.env,
+      env: opts.env ?? { ...process.env },
       shell: false,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

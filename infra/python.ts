@@ -30,6 +30,7 @@ import {
   logFileFor,
 } from './paths';
 import { type CommandResult, type LogFn, runCommand, withFileLock } from './proc';
+import { settings } from './settings';
 
 export interface PythonEnv {
   venv: string;
@@ -49,7 +50,8 @@ const INSTALL_LOCK_FILE = path.join(VENV_DIR, '.valuedrift-install.lock');
 const EFFECTIVE_REQUIREMENTS_FILE = path.join(DATA_DIR, 'requirements.effective.txt');
 const PIP_LOG = logFileFor('pip');
 
-function venvPaths(venv: string): PythonEnv {
+/** Where the venv's programs are (whether installed or not). */
+export function pythonEnvPaths(venv: string = VENV_DIR): PythonEnv {
   const win = process.platform === 'win32';
   const bin = path.join(venv, win ? 'Scripts' : 'bin');
   const exe = win ? '.exe' : '';
@@ -105,7 +107,7 @@ function versionOk(v: readonly [number, number]): boolean {
 }
 
 async function createVenv(venv: string, log: LogFn): Promise<void> {
-  const candidates = [process.env.VALUEDRIFT_BOOTSTRAP_PYTHON, 'python3', 'python'].filter(
+  const candidates = [settings.bootstrapPython, 'python3', 'python'].filter(
     (c): c is string => c !== undefined && c !== '',
   );
   for (const candidate of candidates) {
@@ -210,7 +212,7 @@ async function pipInstall(env: PythonEnv, log: LogFn): Promise<void> {
  * install. Safe to call from several processes at once (they take turns on a lock file).
  */
 export async function ensurePythonEnv(opts: { log: LogFn }): Promise<PythonEnv> {
-  const env = venvPaths(VENV_DIR);
+  const env = pythonEnvPaths();
   if (upToDate(env)) return env;
   if (!fs.existsSync(env.python)) await createVenv(VENV_DIR, opts.log);
   return withFileLock(INSTALL_LOCK_FILE, { timeoutMs: PIP_INSTALL_TIMEOUT_MS, what: 'python', log: opts.log }, async () => {
@@ -235,7 +237,7 @@ function localDistributionNames(): string[] {
 
 /** Freezes what is installed in .venv into infra/requirements.lock. */
 export async function writeLock(opts: { log: LogFn }): Promise<void> {
-  const env = venvPaths(VENV_DIR);
+  const env = pythonEnvPaths();
   const res = await runCommand(env.python, ['-m', 'pip', 'freeze', '--exclude-editable', '--disable-pip-version-check'], {
     cwd: REPO_ROOT,
     timeoutMs: 120_000,

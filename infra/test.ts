@@ -1,8 +1,12 @@
 /**
  * `npm test`: prepares what the tests need, runs both suites, prints one summary line.
  *
- *   npm test                  # Python env, local stack (Temporal, S3, judge), vitest, then pytest
+ *   npm test                  # Python env, Chromium, local stack (Temporal, S3, judge), vitest, then pytest
  *   npm test -- test/unit     # vitest only, on the given filters (pytest is skipped)
+ *
+ * `npm run` has already installed the npm packages (infra/npm-deps.mjs). Debian's Chromium, for the
+ * browser test, is installed here when it is missing and this runs as root with apt-get; otherwise
+ * the browser test skips, saying what is missing and how to get it.
  *
  * The tests start their own workers, so the stack comes up without them. Services this run started
  * are stopped at the end; services that were already running are left running. The last line
@@ -12,10 +16,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { DATA_DIR, REPO_ROOT, TRAINER_DIR, VITEST_BIN } from './paths';
+import { ensureChromium } from './chromium';
+import { DATA_DIR, TRAINER_DIR, VITEST_BIN } from './paths';
 import { type LogFn, runCommand } from './proc';
 import { ensurePythonEnv } from './python';
 import { type Counts, pytestCounts, vitestCounts } from './results';
+import { REPO_ROOT, quietAwsSdkNodeWarning } from './settings';
 import { stackDown, stackUp } from './stack';
 
 const VITEST_JSON = path.join(DATA_DIR, 'vitest.json');
@@ -26,9 +32,15 @@ const SUITE_TIMEOUT_MS = 60 * 60_000;
 
 const log: LogFn = (line) => console.log(`[test] ${line}`);
 
-// The AWS SDK warns on every Node 20 process that its future releases need Node 22; this project
-// pins its SDK version and supports Node 20, so the warning is noise in test and stack output.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+quietAwsSdkNodeWarning();
+
+/** The browser test: Chromium is installed (as root) only when a run includes it. */
+const BROWSER_TESTS = 'test/browser/ui-start.test.ts';
+
+/** Whether vitest's file filters (substrings of a path) select the browser test. */
+function runsBrowserTest(filters: readonly string[]): boolean {
+  return filters.length === 0 || filters.some((f) => BROWSER_TESTS.includes(f.replace(/^\.\//, '')));
+}
 
 function readOrNull(file: string): string | null {
   try {
@@ -49,9 +61,11 @@ function hasPythonTests(): boolean {
 async function main(): Promise<number> {
   // npm passes what follows `--` as plain arguments; a literal `--` may still come through.
   const vitestArgs = process.argv.slice(2).filter((a) => a !== '--');
-  const filtered = vitestArgs.some((a) => !a.startsWith('-'));
+  const filters = vitestArgs.filter((a) => !a.startsWith('-'));
+  const filtered = filters.length > 0;
 
   const py = await ensurePythonEnv({ log });
+  if (runsBrowserTest(filters)) await ensureChromium(log);
   let stopAtEnd: string[] = [];
   const totals: Counts = { passed: 0, failed: 0, skipped: 0 };
   let runnerTrouble = false;

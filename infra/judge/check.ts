@@ -10,8 +10,10 @@
  */
 import { parseArgs } from 'node:util';
 import { formatJudgeCheck, runJudgeCheck } from '../../activities/judge/check';
-import { createJudgeClient, JUDGE_ENV } from '../../activities/judge/client';
-import { parseLocalJudgeKind, startLocalJudge, type LocalJudge } from './serve';
+import { createJudgeClient } from '../../activities/judge/client';
+import { settings } from '../settings';
+import { parseLocalJudgeKind } from './kinds';
+import { startLocalJudge, type LocalJudge } from './serve';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -41,7 +43,7 @@ async function main(): Promise<void> {
     }
     if (model === undefined) throw new Error('--model is required with --base-url');
     // The key is a secret: from the environment of this process only, never a flag (shell history).
-    const client = createJudgeClient({ baseURL, apiKey: process.env[JUDGE_ENV.apiKey], timeoutMs: 120_000 });
+    const client = createJudgeClient({ baseURL, apiKey: settings.judgeApiKey, timeoutMs: 120_000 });
     const result = await runJudgeCheck({ client, model, file: values.file, concurrency });
     process.stdout.write(`${formatJudgeCheck(result)}\n\n_${result.calls} judge calls in ${result.seconds.toFixed(1)} s (${(result.n / result.seconds).toFixed(2)} rows/s)._\n`);
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);

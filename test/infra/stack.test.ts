@@ -4,6 +4,9 @@
  * bringing the stack up again reuses them.
  *
  * Run alone (`npx vitest run test/infra`) it starts the stack itself and stops what it started.
+ * It uses the stack infra/settings.ts names: a second stack beside the first with, e.g.,
+ * `VALUEDRIFT_DATA_DIR=/tmp/stack2 VALUEDRIFT_TEMPORAL_PORT=7300 VALUEDRIFT_TEMPORAL_UI_PORT=8300
+ * VALUEDRIFT_S3_PORT=9300 VALUEDRIFT_JUDGE_PORT=8388 npx vitest run test/infra`.
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -18,9 +21,12 @@ import {
 import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { STACK_FILE } from '../../infra/paths';
-import { JUDGE_MODEL, SEARCH_ATTRIBUTES, SERVICE } from '../../infra/ports';
-import { loadStackEnv, stackDown, stackStatus, stackUp } from '../../infra/stack';
+import { SEARCH_ATTRIBUTES } from '../../common/config';
+import { DATA } from '../../infra/paths';
+import { SERVICE } from '../../infra/services/service';
+import { settings } from '../../infra/settings';
+import { stackDown, stackStatus, stackUp } from '../../infra/stack';
+import { loadStackEnv } from '../../infra/stackEnv';
 
 const quiet = (): void => undefined;
 
@@ -71,12 +77,18 @@ describe('local stack', () => {
       'VALUEDRIFT_PYTHON',
       'VALUEDRIFT_TEMPORAL_BIN',
       'VALUEDRIFT_TEST_SERVER_BIN',
+      'VALUEDRIFT_WORK_DIR',
     ]) {
       expect(env[key], key).toBeTruthy();
     }
     for (const key of ['VALUEDRIFT_PYTHON', 'VALUEDRIFT_TEMPORAL_BIN', 'VALUEDRIFT_TEST_SERVER_BIN'] as const) {
       expect(fs.existsSync(env[key] ?? ''), `${key}=${env[key]} exists`).toBe(true);
     }
+    // The addresses of the stack the settings name, and its own data directory.
+    expect(env.TEMPORAL_ADDRESS).toBe(settings.temporalAddress);
+    expect(env.VALUEDRIFT_S3_ENDPOINT).toBe(settings.s3Endpoint);
+    expect(env.VALUEDRIFT_JUDGE_BASE_URL).toBe(settings.judgeBaseUrl);
+    expect(env.VALUEDRIFT_WORK_DIR).toBe(DATA.workDir);
   });
 
   it('Temporal answers and has the lineage search attributes', async () => {
@@ -103,23 +115,24 @@ describe('local stack', () => {
   });
 
   it('stack.json records live processes for temporal and s3', async () => {
-    expect(fs.existsSync(STACK_FILE)).toBe(true);
+    expect(fs.existsSync(DATA.stackFile)).toBe(true);
     const status = await stackStatus();
     for (const name of [SERVICE.temporal, SERVICE.s3]) {
       const service = status.find((s) => s.name === name);
       expect(service, `${name} recorded`).toBeDefined();
       expect(service?.alive, `${name} pid ${service?.pid} alive`).toBe(true);
       expect(service?.listening, `${name} port ${service?.port} listening`).toBe(true);
+      expect(service?.logFile, `${name} logs in its data directory`).toBe(DATA.logFileFor(name));
     }
     for (const service of status) expect(service.alive, `${service.name} pid ${service.pid} alive`).toBe(true);
   });
 
   it('a running judge serves the model stack.env names (VALUEDRIFT_LOCAL_JUDGE, default minilm-stance)', async () => {
-    expect(env.VALUEDRIFT_JUDGE_MODEL).toBe(JUDGE_MODEL);
+    expect(env.VALUEDRIFT_JUDGE_MODEL).toBe(settings.judgeModel);
     if (!(await judgeRunning())) return; // judge not part of this stack
     const res = await fetch(`${env.VALUEDRIFT_JUDGE_BASE_URL}/models`, { signal: AbortSignal.timeout(10_000) });
     const body = (await res.json()) as { data?: Array<{ id?: string }> };
-    expect(body.data?.map((m) => m.id)).toContain(JUDGE_MODEL);
+    expect(body.data?.map((m) => m.id)).toContain(settings.judgeModel);
   });
 
   it('stackUp again reuses the running processes (same pids)', async () => {

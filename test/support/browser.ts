@@ -1,7 +1,8 @@
 /**
  * A headless Chromium for browser tests, driven by playwright-core. The browser is Debian's
- * (`/usr/bin/chromium`), never one downloaded by `npx playwright install` (there is no internet in CI).
- * A missing browser is a test failure that says how to install it, not a skip.
+ * (`/usr/bin/chromium`, or VALUEDRIFT_CHROMIUM), never one downloaded by `npx playwright install`
+ * (there is no internet in CI). `npm test` installs it as root (infra/chromium.ts); a test without
+ * it skips with `chromiumMissing()`'s message, which says how to get it.
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -9,10 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 
-/** Override with VALUEDRIFT_CHROMIUM to use another Chromium build. */
-export const CHROMIUM_PATH = process.env.VALUEDRIFT_CHROMIUM ?? '/usr/bin/chromium';
-/** What to run (as root) when the browser is missing; the same line belongs in `.ci/run`. */
-export const CHROMIUM_INSTALL = 'apt-get update && apt-get install -y chromium';
+import { chromiumMissing } from '../../infra/chromium';
+import { settings } from '../../infra/settings';
+
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -25,14 +25,11 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** Throws, with the install command, when the browser is not there. */
+/** The browser's path; throws, with how to get it, when the browser is not there. */
 export function requireChromium(): string {
-  try {
-    fs.accessSync(CHROMIUM_PATH, fs.constants.X_OK);
-  } catch {
-    throw new Error(`Chromium not found at ${CHROMIUM_PATH}: browser tests need Debian's Chromium. Install it as root with: ${CHROMIUM_INSTALL}`);
-  }
-  return CHROMIUM_PATH;
+  const missing = chromiumMissing();
+  if (missing !== null) throw new Error(missing);
+  return settings.chromium;
 }
 
 export interface BrowserSession {
