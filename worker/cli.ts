@@ -91,12 +91,13 @@ async function connect(): Promise<{ client: Client; settings: CliSettings }> {
 }
 
 async function watch(workflowId: string, io: Output, asJson: boolean): Promise<void> {
-  const { getProgress, progressJson, renderProgress } = await import('./lineageClient');
+  const { getProgress, progressView, renderProgressView } = await import('./lineageClient');
   const { client, settings } = await connect();
   try {
     for (;;) {
       const { progress, live } = await getProgress(client, workflowId);
-      io.out(asJson ? json(progressJson(workflowId, progress, live)) : `\n[${new Date().toISOString()}]\n${renderProgress(progress, live)}\n`);
+      const view = progressView(workflowId, progress, live);
+      io.out(asJson ? json(view) : `\n[${new Date().toISOString()}]\n${renderProgressView(view)}\n`);
       if (progress.status === 'done' || progress.status === 'failed') return;
       const d = await client.workflow.getHandle(workflowId).describe();
       if (d.status.name !== 'RUNNING') return;
@@ -162,13 +163,14 @@ export const COMMANDS: Record<string, Command> = {
       options: { watch: { type: 'boolean', description: 'repeat until the lineage ends' }, json: JSON_OPTION },
     },
     async ({ args, options }, io) => {
-      const { getProgress, progressJson, renderProgress, resolveWorkflowId } = await import('./lineageClient');
+      const { getProgress, progressView, renderProgressView, resolveWorkflowId } = await import('./lineageClient');
       const workflowId = resolveWorkflowId(args['id|name']);
       if (options.watch) return watch(workflowId, io, options.json);
       const { client } = await connect();
       try {
         const { progress, live } = await getProgress(client, workflowId);
-        io.out(options.json ? json(progressJson(workflowId, progress, live)) : `${renderProgress(progress, live)}\n`);
+        const view = progressView(workflowId, progress, live);
+        io.out(options.json ? json(view) : `${renderProgressView(view)}\n`);
       } finally {
         await client.connection.close();
       }

@@ -10,7 +10,7 @@
  */
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_JUDGE_MODEL } from '../activities/judge/client';
+import { DEFAULT_JUDGE_MODEL } from '../common/spec';
 import { DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, DEFAULT_TEMPORAL_UI_URL } from '../common/defaults';
 import { CliError } from './cliArgs';
 

@@ -7,9 +7,10 @@ import * as path from 'node:path';
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { getBytes } from '../activities/store';
 import { TASK_QUEUES, workflowIds } from '../common/config';
+import { formatSigned } from '../common/drift';
 import { searchAttributePairs } from '../common/searchAttributes';
 import { formatSpecIssues, validateLineageSpec, type LineageSpec } from '../common/spec';
-import { lineageProgressQuery, lineageWorkflow, type LineageProgress, type LineageResult } from '../workflows';
+import { lineageProgressQuery, lineageWorkflow, stageProgressQuery, type LineageProgress, type LineageResult, type StageProgress } from '../workflows';
 import { CliError } from './cliArgs';
 import { cliSettings, type CliSettings } from './cliSettings';
 
@@ -61,22 +62,23 @@ export function resolveWorkflowId(idOrName: string): string {
   return idOrName.startsWith('valuedrift/') ? idOrName : workflowIds.lineage(idOrName);
 }
 
+/** What the lineage's own progress does not carry about a running stage (data flows one way). */
 export interface LiveStage {
-  step?: number;
-  total?: number;
-  loss?: number | null;
+  /** The stage workflow's `progress` query: its phase, checkpoints and evaluations so far. */
+  stage?: StageProgress;
+  /** The training activity's last heartbeat. */
+  training?: { step?: number; total?: number; loss?: number | null };
 }
 
 /** Reads the heartbeat details of a stage's running training activity: step, total, loss. */
-export async function liveTraining(client: Client, stageWorkflowId: string): Promise<LiveStage | undefined> {
+export async function liveTraining(client: Client, stageWorkflowId: string): Promise<LiveStage['training'] | undefined> {
   try {
     const d = await client.workflow.getHandle(stageWorkflowId).describe();
     for (const a of d.raw.pendingActivities ?? []) {
       if (a.activityType?.name !== 'trainStage') continue;
       const payload = a.heartbeatDetails?.payloads?.[0];
       if (!payload) return {};
-      const value = (await client.options.loadedDataConverter.payloadConverter.fromPayload(payload)) as LiveStage;
-      return value;
+      return (await client.options.loadedDataConverter.payloadConverter.fromPayload(payload)) as LiveStage['training'];
     }
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return undefined;
@@ -85,6 +87,17 @@ export async function liveTraining(client: Client, stageWorkflowId: string): Pro
   return undefined;
 }
 
+/** The stage workflow's own progress; undefined while it is not started yet (or already gone). */
+async function stageProgress(client: Client, stageWorkflowId: string): Promise<StageProgress | undefined> {
+  try {
+    return await client.workflow.getHandle(stageWorkflowId).query(stageProgressQuery);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/** The lineage's progress plus, for each running stage, its own progress and training heartbeat. */
 export async function getProgress(client: Client, workflowId: string): Promise<{ progress: LineageProgress; live: Map<string, LiveStage> }> {
   const handle = client.workflow.getHandle(workflowId);
   let progress: LineageProgress;
@@ -99,27 +112,62 @@ export async function getProgress(client: Client, workflowId: string): Promise<{
     progress.stages
       .filter((s) => s.status === 'running')
       .map(async (s) => {
-        const l = await liveTraining(client, s.workflowId);
-        if (l) live.set(s.id, l);
+        const [stage, training] = await Promise.all([stageProgress(client, s.workflowId), liveTraining(client, s.workflowId)]);
+        if (stage || training) live.set(s.id, { ...(stage && { stage }), ...(training && { training }) });
       }),
   );
   return { progress, live };
 }
 
+/**
+ * One stage as `status` shows it: the lineage's entry, with what the running stage reports about
+ * itself laid over it (its phase as status, checkpoints, evaluations, the heartbeat's step and loss).
+ */
+export type StageView = Omit<LineageProgress['stages'][number], 'status'> & {
+  /** The lineage's status of the stage, or while it runs its own phase (training, evaluating, …). */
+  status: string;
+  /** Step the training has reached (heartbeat); null when not training. */
+  step: number | null;
+};
+
+/** `status --json`: exactly what the text shows, one object; fields the workflow adds pass through. */
+export type ProgressView = Omit<LineageProgress, 'stages'> & { workflowId: string; stages: StageView[] };
+
+export function progressView(workflowId: string, p: LineageProgress, live: ReadonlyMap<string, LiveStage>): ProgressView {
+  const stages = p.stages.map((s): StageView => {
+    const l = live.get(s.id);
+    const own = l?.stage;
+    const hb = l?.training;
+    return {
+      ...s,
+      status: own?.status ?? s.status,
+      step: hb?.step ?? null,
+      totalSteps: hb?.total ?? (own?.totalSteps || s.totalSteps),
+      latestLoss: hb?.loss ?? own?.latestLoss ?? s.latestLoss,
+      checkpoints: own?.checkpoints ?? s.checkpoints,
+      evaluated: own?.evaluated ?? s.evaluated,
+    };
+  });
+  return { workflowId, ...p, stages };
+}
+
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
 
-export function renderProgress(p: LineageProgress, live: Map<string, LiveStage>): string {
-  const lines = [`lineage ${p.lineage}: ${p.status}   base evaluated: ${p.base.evaluated ? 'yes' : 'no'}`];
-  lines.push(`  ${pad('stage', 16)}${pad('kind', 8)}${pad('status', 10)}${pad('step/total', 12)}${pad('loss', 10)}${pad('checkpoints', 18)}evaluated`);
-  for (const s of p.stages) {
-    const l = live.get(s.id);
-    const step = l?.step !== undefined ? `${l.step}/${l.total ?? s.totalSteps}` : s.totalSteps ? `-/${s.totalSteps}` : '-';
-    const loss = l?.loss ?? s.latestLoss;
+export function renderProgress(p: LineageProgress, live: ReadonlyMap<string, LiveStage>): string {
+  return renderProgressView(progressView('', p, live));
+}
+
+export function renderProgressView(v: ProgressView): string {
+  const lines = [`lineage ${v.lineage}: ${v.status}   base evaluated: ${v.base.evaluated ? 'yes' : 'no'}`];
+  lines.push(`  ${pad('stage', 16)}${pad('kind', 8)}${pad('status', 12)}${pad('step/total', 12)}${pad('loss', 10)}${pad('checkpoints', 18)}evaluated`);
+  for (const s of v.stages) {
+    const step = s.step !== null ? `${s.step}/${s.totalSteps}` : s.totalSteps ? `-/${s.totalSteps}` : '-';
+    const loss = s.latestLoss === null ? '-' : s.latestLoss.toFixed(4);
     lines.push(
-      `  ${pad(s.id, 16)}${pad(s.kind, 8)}${pad(s.status, 10)}${pad(step, 12)}${pad(loss === null || loss === undefined ? '-' : loss.toFixed(4), 10)}${pad(s.checkpoints.join(',') || '-', 18)}${s.evaluated.join(',') || '-'}${s.error ? `  (${s.error.slice(0, 120)})` : ''}`,
+      `  ${pad(s.id, 16)}${pad(s.kind, 8)}${pad(s.status, 12)}${pad(step, 12)}${pad(loss, 10)}${pad(s.checkpoints.join(',') || '-', 18)}${s.evaluated.join(',') || '-'}${s.error ? `  (${s.error.slice(0, 120)})` : ''}`,
     );
   }
-  if (p.report) lines.push(`  report: ${p.report}`);
+  if (v.report) lines.push(`  report: ${v.report}`);
   return lines.join('\n');
 }
 
@@ -127,24 +175,10 @@ export function renderDriftRows(result: LineageResult): string {
   const lines = [`${pad('stage', 14)}${pad('topic', 26)}${pad('stance', 9)}${pad('M', 8)}eta`];
   for (const s of result.stages) {
     for (const r of s.driftRows) {
-      const m = (r.M >= 0 ? '+' : '') + r.M.toFixed(2);
-      lines.push(`${pad(s.stageId, 14)}${pad(r.category, 26)}${pad(r.stance, 9)}${pad(m, 8)}${r.eta.toFixed(2)}`);
+      lines.push(`${pad(s.stageId, 14)}${pad(r.category, 26)}${pad(r.stance, 9)}${pad(formatSigned(r.M), 8)}${r.eta.toFixed(2)}`);
     }
   }
   return lines.join('\n');
-}
-
-/**
- * `status --json`: the progress query's answer with each running stage's live step/total/loss (null
- * when the stage has no running training activity), i.e. what renderProgress shows. Fields the
- * workflow adds to its progress pass through.
- */
-export type ProgressJson = LineageProgress & {
-  workflowId: string;
-  stages: Array<LineageProgress['stages'][number] & { live: LiveStage | null }>;
-};
-export function progressJson(workflowId: string, p: LineageProgress, live: ReadonlyMap<string, LiveStage>): ProgressJson {
-  return { workflowId, ...p, stages: p.stages.map((s) => ({ ...s, live: live.get(s.id) ?? null })) };
 }
 
 /**
