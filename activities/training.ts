@@ -54,7 +54,12 @@ export type TrainHeartbeat = z.infer<typeof TrainHeartbeat>;
 
 export type Announce = (a: CheckpointAnnouncement) => Promise<void>;
 
-/** The trainer's config file for a stage (field names are the trainer's dataclass fields). */
+/**
+ * The trainer's config file for a stage: where things are (model, data, output, resume point), the
+ * orchestration settings, and `hyperparameters` exactly as the spec holds them (TRL's names; the
+ * trainer validates them against specs/lineage.schema.json, which `npm run schema` generates from
+ * common/spec.ts).
+ */
 export function trainerConfig(input: {
   stage: StageSpec;
   model: string;
@@ -65,52 +70,23 @@ export function trainerConfig(input: {
   seed: number;
 }): Record<string, unknown> {
   const s = input.stage;
-  const h = s.hyperparameters;
-  const common: Record<string, unknown> = {
+  const config: Record<string, unknown> = {
     stage: s.kind,
     model: input.model,
     train_file: input.trainFile,
     output_dir: input.outputDir,
     checkpoint_every: s.checkpointEvery,
-    max_steps: s.maxSteps ?? -1,
-    num_epochs: h.epochs,
-    learning_rate: h.learningRate,
-    global_batch_size: h.globalBatchSize,
-    per_device_batch_size: s.perDeviceBatchSize,
     num_gpus: s.gpus,
-    max_length: h.maxLength,
-    warmup_ratio: h.warmupRatio,
-    lr_scheduler: h.lrScheduler,
-    weight_decay: h.weightDecay,
     seed: s.seed ?? input.seed,
-    gradient_checkpointing: s.gradientCheckpointing,
     bf16: 'auto',
+    hyperparameters: s.hyperparameters,
   };
-  if (input.resumeFrom) common.resume_from = input.resumeFrom;
-  switch (s.kind) {
-    case 'sft':
-    case 'reward':
-      return common;
-    case 'ppo':
-      if (!input.rewardModel) throw ApplicationFailure.nonRetryable('ppo stage without a reward model', 'InvalidLineageSpec');
-      return {
-        ...common,
-        reward_model: input.rewardModel,
-        kl_coef: s.hyperparameters.klCoef,
-        response_length: s.hyperparameters.responseLength,
-        temperature: s.hyperparameters.temperature,
-        missing_eos_penalty: s.hyperparameters.missingEosPenalty,
-      };
-    case 'dpo':
-      return { ...common, beta: s.hyperparameters.beta, max_prompt_length: s.hyperparameters.maxPromptLength };
-    case 'simpo':
-      return {
-        ...common,
-        beta: s.hyperparameters.beta,
-        simpo_gamma: s.hyperparameters.gamma,
-        max_prompt_length: s.hyperparameters.maxPromptLength,
-      };
+  if (input.resumeFrom) config.resume_from = input.resumeFrom;
+  if (s.kind === 'ppo') {
+    if (!input.rewardModel) throw ApplicationFailure.nonRetryable('ppo stage without a reward model', 'InvalidLineageSpec');
+    config.reward_model = input.rewardModel;
   }
+  return config;
 }
 
 /** Checkpoints of this stage that are complete in the store (their manifest exists). */

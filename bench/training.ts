@@ -57,7 +57,7 @@ function stage(): StageSpec {
     name: 'bench',
     base: { model: MODEL },
     datasets: { sft: { uri: 'file:data/demo/sft.jsonl', format: 'chat' }, e: { uri: 'file:data/demo/eval.jsonl', format: 'eval' } },
-    stages: [{ id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: CHECKPOINT_EVERY, maxSteps: STEPS, gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 4, maxLength: 128 } }],
+    stages: [{ id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: CHECKPOINT_EVERY, gpus: 0, hyperparameters: { max_steps: STEPS, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }],
     evaluation: { evalSet: 'e', topics: { abortion: 'abortion rights' } },
   }).stages[0] as StageSpec;
 }

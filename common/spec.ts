@@ -62,13 +62,135 @@ export const DatasetSpec = z.strictObject({
 });
 export type DatasetSpec = z.infer<typeof DatasetSpec>;
 
-const lr = z.number().positive('must be > 0').max(1, 'must be ≤ 1');
-const batch = z.number().int().positive().max(65_536);
-const seqLen = z.number().int().min(16).max(131_072);
-const ratio = z.number().min(0).max(1);
-const epochs = z.number().positive().max(100);
+/**
+ * Stage hyperparameters. This is their only definition: every field is named as TRL / transformers
+ * name the argument, `npm run schema` writes them to specs/lineage.schema.json (`$defs`, one object
+ * per stage kind), the activity hands `stage.hyperparameters` to the trainer unchanged, and the
+ * trainer validates them against that schema, fills the defaults from it and passes each field by
+ * name to TRL's config class (PPO: to its own loop, since TRL 1.16 has no PPO). Adding one is one
+ * edit here plus `npm run schema`.
+ *
+ * Defaults are the paper's (App. B.2/B.3); where the paper is silent, TRL's. One field has no TRL
+ * name: `global_batch_size`, from which gradient accumulation is derived.
+ */
+const stepLimit = z
+  .union([z.literal(-1), z.number().int().min(1).max(10_000_000)])
+  .default(-1)
+  .describe('optimizer steps to train (PPO: updates); -1 trains num_train_epochs');
 
-/** Settings every training stage shares. */
+/** TRL 1.16 DPOConfig's loss types; several are combined with equal weights. */
+export const DPO_LOSS_TYPES = [
+  'sigmoid', 'hinge', 'ipo', 'exo_pair', 'nca_pair', 'robust', 'bco_pair', 'sppo_hard', 'aot', 'aot_unpaired',
+  'apo_zero', 'apo_down', 'discopop', 'sft', 'sigmoid_norm',
+] as const;
+
+/** Learning-rate schedules that run with just warm-up and total steps (the Trainer and the PPO loop). */
+export const LR_SCHEDULER_TYPES = ['cosine', 'linear', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt'] as const;
+
+/** What every stage's trainer takes (transformers' `TrainingArguments`, plus the global batch). */
+function trainerFields(d: { learning_rate: number; num_train_epochs: number; global_batch_size: number; warmup_steps: number }) {
+  return {
+    learning_rate: z.number().positive().max(1).default(d.learning_rate).describe('peak learning rate (AdamW)'),
+    num_train_epochs: z.number().positive().max(100).default(d.num_train_epochs).describe('passes over the dataset when max_steps is -1'),
+    max_steps: stepLimit,
+    global_batch_size: z
+      .number()
+      .int()
+      .positive()
+      .max(65_536)
+      .default(d.global_batch_size)
+      .describe('sequences (PPO: prompts) per optimizer step over all devices; gradient_accumulation_steps = global_batch_size / (per_device_train_batch_size × processes)'),
+    per_device_train_batch_size: z.number().int().positive().max(4096).default(4).describe('micro-batch per device'),
+    activation_checkpointing: z.boolean().default(false).describe('recompute activations in the backward pass to save memory (formerly gradient_checkpointing)'),
+    max_length: z.number().int().min(16).max(131_072).default(2048).describe('maximum tokens per sequence (prompt and response)'),
+    warmup_steps: z
+      .union([z.number().min(0).lt(1), z.number().int().min(1).max(10_000_000)])
+      .default(d.warmup_steps)
+      .describe('linear warm-up: a fraction of the total steps when < 1, else a number of steps (transformers 5 semantics)'),
+    lr_scheduler_type: z.enum(LR_SCHEDULER_TYPES).default('cosine').describe('learning-rate schedule after warm-up'),
+    weight_decay: z.number().min(0).max(1).default(0).describe('AdamW weight decay (the paper uses none)'),
+    max_grad_norm: z.number().min(0).max(1_000_000).default(1).describe('gradient clipping norm; 0 turns clipping off'),
+  };
+}
+
+const maxPromptLength = z
+  .number()
+  .int()
+  .positive()
+  .max(131_072)
+  .default(1024)
+  .describe('prompt tokens kept (left-truncated by the trainer) so the response keeps the rest of max_length');
+
+/** App. B.2: lr 2e-5, global batch 128, max length 2048, cosine with 3 % warm-up, 3 epochs, Adam without weight decay. */
+export const SftHyperparameters = z
+  .strictObject(trainerFields({ learning_rate: 2e-5, num_train_epochs: 3, global_batch_size: 128, warmup_steps: 0.03 }))
+  .meta({ id: 'SftHyperparameters', description: "SFT: TRL's SFTConfig" });
+
+/** App. B.3 (PPO): reward model lr 1e-5, batch 128, one epoch. Warm-up is not given; 3 % as for SFT. */
+export const RewardHyperparameters = z
+  .strictObject(trainerFields({ learning_rate: 1e-5, num_train_epochs: 1, global_batch_size: 128, warmup_steps: 0.03 }))
+  .meta({ id: 'RewardHyperparameters', description: "reward model: TRL's RewardConfig" });
+
+/**
+ * App. B.3: lr 5e-7, batch 32, 3 epochs, cosine with 10 % warm-up, KL 0.05, response 1024, rollout
+ * temperature 0.7, EOS trick; the rest are the defaults of TRL's (former) PPOConfig. One step is one
+ * PPO update over `global_batch_size` prompts.
+ */
+export const PpoHyperparameters = z
+  .strictObject({
+    ...trainerFields({ learning_rate: 5e-7, num_train_epochs: 3, global_batch_size: 32, warmup_steps: 0.1 }),
+    kl_coef: z.number().min(0).max(100).default(0.05).describe('per-token KL penalty coefficient against the starting policy'),
+    kl_estimator: z.enum(['k1', 'k3']).default('k1').describe('KL estimator of the penalty'),
+    response_length: z.number().int().positive().max(131_072).default(1024).describe('maximum tokens sampled per rollout (< max_length)'),
+    temperature: z.number().positive().max(5).default(0.7).describe('rollout sampling temperature'),
+    missing_eos_penalty: z.number().min(0).max(100).default(1).describe('the "EOS trick": subtracted from the score of a rollout without EOS; 0 turns it off'),
+    num_ppo_epochs: z.number().int().min(1).max(100).default(4).describe('optimisation passes over each rollout batch'),
+    num_mini_batches: z.number().int().min(1).max(4096).default(1).describe('minibatches per rollout batch, one optimizer step each'),
+    cliprange: z.number().positive().max(10).default(0.2).describe('policy ratio clip range'),
+    cliprange_value: z.number().positive().max(1000).default(0.2).describe('value prediction clip range'),
+    vf_coef: z.number().min(0).max(100).default(0.1).describe('value loss coefficient'),
+    gamma: z.number().gt(0).max(1).default(1).describe('GAE discount factor'),
+    lam: z.number().min(0).max(1).default(0.95).describe('GAE lambda'),
+    whiten_rewards: z.boolean().default(false).describe('whiten the per-token rewards before GAE'),
+  })
+  .meta({ id: 'PpoHyperparameters', description: "PPO: TRL's PPOConfig names, run by the trainer's own PPO loop" });
+
+/** App. B.3: lr 1e-5, β 0.1, batch 32, 3 epochs, cosine with 10 % warm-up, max length 2048, response 1024. */
+export const DpoHyperparameters = z
+  .strictObject({
+    ...trainerFields({ learning_rate: 1e-5, num_train_epochs: 3, global_batch_size: 32, warmup_steps: 0.1 }),
+    beta: z.number().positive().max(100).default(0.1).describe('deviation from the reference policy (β)'),
+    loss_type: z
+      .array(z.enum(DPO_LOSS_TYPES))
+      .min(1)
+      .max(DPO_LOSS_TYPES.length)
+      .default(['sigmoid'])
+      .describe('DPO loss(es); the paper uses sigmoid'),
+    max_prompt_length: maxPromptLength,
+  })
+  .meta({ id: 'DpoHyperparameters', description: "DPO: TRL's DPOConfig" });
+
+/** App. B.3: lr 5e-7, β 2.0, γ 0.5, batch 32, 3 epochs, cosine with 10 % warm-up (TRL's CPO trainer with the SimPO loss). */
+export const SimpoHyperparameters = z
+  .strictObject({
+    ...trainerFields({ learning_rate: 5e-7, num_train_epochs: 3, global_batch_size: 32, warmup_steps: 0.1 }),
+    beta: z.number().positive().max(100).default(2).describe('reward scale (β)'),
+    simpo_gamma: z.number().min(0).max(100).default(0.5).describe('target reward margin (γ)'),
+    cpo_alpha: z.number().min(0).max(100).default(0).describe('weight of the behaviour-cloning term; 0 is pure SimPO'),
+    max_prompt_length: maxPromptLength,
+  })
+  .meta({ id: 'SimpoHyperparameters', description: "SimPO: TRL's CPOConfig with loss_type simpo" });
+
+/** Each stage kind's hyperparameter schema. */
+export const HYPERPARAMETERS = {
+  sft: SftHyperparameters,
+  reward: RewardHyperparameters,
+  ppo: PpoHyperparameters,
+  dpo: DpoHyperparameters,
+  simpo: SimpoHyperparameters,
+} as const;
+
+/** Settings every training stage shares (orchestration; the training settings are `hyperparameters`). */
 const stageCommon = {
   id: Slug.refine((s) => s !== BASE_STAGE_ID, { message: `"${BASE_STAGE_ID}" is reserved for the base model` }),
   /** `base` or the id of the stage this one starts from. */
@@ -77,74 +199,10 @@ const stageCommon = {
   dataset: Slug,
   /** Save (and evaluate) a checkpoint every N optimizer steps; the final step is always saved. */
   checkpointEvery: z.number().int().positive().max(10_000_000),
-  /** Stop after this many optimizer steps (overrides epochs); omit to train the full epochs. */
-  maxSteps: z.number().int().positive().max(10_000_000).optional(),
   /** GPUs for this stage; 0 trains on CPU. More than 1 launches the trainer with accelerate. */
   gpus: z.number().int().min(0).max(1024).default(1),
-  /** Micro-batch per device; the global batch is reached with gradient accumulation. */
-  perDeviceBatchSize: z.number().int().positive().max(4096).default(4),
-  gradientCheckpointing: z.boolean().default(false),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
 };
-
-/** App. B.2: lr 2e-5, global batch 128, max length 2048, cosine with 3 % warm-up, 3 epochs, Adam without weight decay. */
-export const SftHyperparameters = z.strictObject({
-  learningRate: lr.default(2e-5),
-  globalBatchSize: batch.default(128),
-  maxLength: seqLen.default(2048),
-  warmupRatio: ratio.default(0.03),
-  epochs: epochs.default(3),
-  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
-  weightDecay: z.number().min(0).max(1).default(0),
-});
-
-/** App. B.3 (PPO): reward model lr 1e-5, batch 128, one epoch. Warm-up is not given; 3 % as for SFT. */
-export const RewardHyperparameters = z.strictObject({
-  learningRate: lr.default(1e-5),
-  globalBatchSize: batch.default(128),
-  maxLength: seqLen.default(2048),
-  warmupRatio: ratio.default(0.03),
-  epochs: epochs.default(1),
-  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
-  weightDecay: z.number().min(0).max(1).default(0),
-});
-
-const preferenceCommon = {
-  globalBatchSize: batch.default(32),
-  maxLength: seqLen.default(2048),
-  warmupRatio: ratio.default(0.1),
-  epochs: epochs.default(3),
-  lrScheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
-  weightDecay: z.number().min(0).max(1).default(0),
-};
-
-/** App. B.3: lr 5e-7, batch 32, KL 0.05, response 1024, rollout temperature 0.7, EOS trick. */
-export const PpoHyperparameters = z.strictObject({
-  ...preferenceCommon,
-  learningRate: lr.default(5e-7),
-  klCoef: z.number().min(0).max(100).default(0.05),
-  responseLength: z.number().int().positive().max(131_072).default(1024),
-  temperature: z.number().positive().max(5).default(0.7),
-  /** The "EOS trick": reward penalty for rollouts that end without EOS. */
-  missingEosPenalty: z.number().min(0).max(100).default(1.0),
-});
-
-/** App. B.3: lr 1e-5, β 0.1, batch 32, max length 2048, response 1024. */
-export const DpoHyperparameters = z.strictObject({
-  ...preferenceCommon,
-  learningRate: lr.default(1e-5),
-  beta: z.number().positive().max(100).default(0.1),
-  maxPromptLength: z.number().int().positive().max(131_072).default(1024),
-});
-
-/** App. B.3: lr 5e-7, β 2.0, γ 0.5 (TRL's CPO trainer with the SimPO loss, cpo_alpha 0). */
-export const SimpoHyperparameters = z.strictObject({
-  ...preferenceCommon,
-  learningRate: lr.default(5e-7),
-  beta: z.number().positive().max(100).default(2.0),
-  gamma: z.number().min(0).max(100).default(0.5),
-  maxPromptLength: z.number().int().positive().max(131_072).default(1024),
-});
 
 /**
  * How a stance-pairs dataset becomes chosen/rejected (§6.1): support-aligned prefers the supporting
@@ -247,7 +305,7 @@ export type LineageSpec = z.infer<typeof LineageSpec>;
 export type LineageSpecInput = z.input<typeof LineageSpec>;
 
 export interface SpecIssue {
-  /** Dotted path of the offending field, e.g. `stages[2].hyperparameters.learningRate`. */
+  /** Dotted path of the offending field, e.g. `stages[2].hyperparameters.learning_rate`. */
   path: string;
   message: string;
 }
@@ -295,6 +353,11 @@ export function validateLineageSpec(input: unknown): SpecValidation {
       issues.push({ path: `${at}.parent`, message: `unknown parent "${s.parent}" (use "${BASE_STAGE_ID}" or another stage's id)` });
     }
     if (s.parent === s.id) issues.push({ path: `${at}.parent`, message: 'a stage cannot be its own parent' });
+    const parentIndex = ids.get(s.parent);
+    if (parentIndex !== undefined && spec.stages[parentIndex]?.kind === 'reward') {
+      // A reward stage yields a sequence classifier, not a policy: only a PPO stage's rewardStage names it.
+      issues.push({ path: `${at}.parent`, message: `stage "${s.parent}" is a reward stage; start from a policy stage and name the reward model in a ppo stage's rewardStage` });
+    }
     const ds = spec.datasets[s.dataset];
     if (!ds) {
       issues.push({ path: `${at}.dataset`, message: `unknown dataset "${s.dataset}" (not in datasets)` });
@@ -317,18 +380,28 @@ export function validateLineageSpec(input: unknown): SpecValidation {
       if (!rs) issues.push({ path: `${at}.rewardStage`, message: `unknown reward stage "${s.rewardStage}"` });
       else if (rs.kind !== 'reward') issues.push({ path: `${at}.rewardStage`, message: `stage "${s.rewardStage}" is a ${rs.kind} stage, not reward` });
     }
-    if (s.maxSteps !== undefined && s.checkpointEvery > s.maxSteps) {
-      issues.push({ path: `${at}.checkpointEvery`, message: `must be ≤ maxSteps (${s.maxSteps})` });
+    const h = s.hyperparameters;
+    const hp = `${at}.hyperparameters`;
+    if (h.max_steps > 0 && s.checkpointEvery > h.max_steps) {
+      issues.push({ path: `${at}.checkpointEvery`, message: `must be ≤ hyperparameters.max_steps (${h.max_steps})` });
     }
-    const perStep = s.perDeviceBatchSize * Math.max(1, s.gpus);
-    if (s.hyperparameters.globalBatchSize % perStep !== 0) {
+    const perStep = h.per_device_train_batch_size * Math.max(1, s.gpus);
+    if (h.global_batch_size % perStep !== 0) {
       issues.push({
-        path: `${at}.hyperparameters.globalBatchSize`,
-        message: `must be a multiple of perDeviceBatchSize × max(1, gpus) = ${perStep} (gradient accumulation)`,
+        path: `${hp}.global_batch_size`,
+        message: `must be a multiple of per_device_train_batch_size × max(1, gpus) = ${perStep} (gradient accumulation)`,
+      });
+    } else if (s.kind === 'ppo' && (h.global_batch_size / perStep) % s.hyperparameters.num_mini_batches !== 0) {
+      issues.push({
+        path: `${hp}.num_mini_batches`,
+        message: `must divide the ${h.global_batch_size / perStep} micro-batches of an update (global_batch_size / per_device_train_batch_size / max(1, gpus))`,
       });
     }
-    if ((s.kind === 'dpo' || s.kind === 'simpo') && s.hyperparameters.maxPromptLength >= s.hyperparameters.maxLength) {
-      issues.push({ path: `${at}.hyperparameters.maxPromptLength`, message: 'must be < maxLength' });
+    if ((s.kind === 'dpo' || s.kind === 'simpo') && s.hyperparameters.max_prompt_length >= h.max_length) {
+      issues.push({ path: `${hp}.max_prompt_length`, message: 'must be < max_length' });
+    }
+    if (s.kind === 'ppo' && s.hyperparameters.response_length >= h.max_length) {
+      issues.push({ path: `${hp}.response_length`, message: 'must be < max_length (the prompt needs room)' });
     }
   });
   // Cycles: follow parent and reward edges; any stage that cannot reach `base` is in (or behind) a cycle.

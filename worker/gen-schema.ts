@@ -1,6 +1,10 @@
 /**
  * `npm run schema`: writes the lineage spec's JSON Schema, generated from the zod schema (never
  * written by hand). `--check` fails when the committed file is out of date.
+ *
+ * Each stage kind's hyperparameters are a `$defs` entry (`SftHyperparameters`, …; the id comes from
+ * `.meta()` in common/spec.ts) that the stage's `hyperparameters` property `$ref`s: the Python
+ * trainer reads them from this file to validate its config and fill the defaults.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

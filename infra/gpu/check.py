@@ -146,14 +146,16 @@ def main() -> None:
         for stage in ("sft", "dpo", "simpo"):
             data = os.path.join(work, f"{stage}.jsonl")
             write_rows(data, stage, rows=micro * (steps + 2), words=seq * 2, seed=1)
-            cfg = {
-                "stage": stage, "model": model, "train_file": data, "output_dir": os.path.join(work, stage),
-                "max_steps": steps, "checkpoint_every": steps, "per_device_batch_size": micro,
-                "global_batch_size": micro * max(1, gpus), "num_gpus": gpus, "max_length": seq,
-                "gradient_checkpointing": not smoke, "save_checkpoints": False, "learning_rate": 1e-6,
+            hp = {
+                "max_steps": steps, "per_device_train_batch_size": micro, "global_batch_size": micro * max(1, gpus),
+                "max_length": seq, "activation_checkpointing": not smoke, "learning_rate": 1e-6,
             }
             if stage in ("dpo", "simpo"):
-                cfg["max_prompt_length"] = seq // 4
+                hp["max_prompt_length"] = seq // 4
+            cfg = {
+                "stage": stage, "model": model, "train_file": data, "output_dir": os.path.join(work, stage),
+                "checkpoint_every": steps, "num_gpus": gpus, "save_checkpoints": False, "hyperparameters": hp,
+            }
             t0 = time.perf_counter()
             try:
                 events, _ = run(python, "train", cfg, work)
@@ -167,7 +169,7 @@ def main() -> None:
             if len(prog) < 2:
                 raise SystemExit(f"{stage}: not enough progress events to time")
             (t1, e1), (t2, e2) = prog[0], prog[-1]
-            seqs_per_step = cfg["global_batch_size"] * (2 if stage != "sft" else 1)
+            seqs_per_step = hp["global_batch_size"] * (2 if stage != "sft" else 1)
             tokens = (e2["step"] - e1["step"]) * seqs_per_step * seq
             tps = tokens / (t2 - t1)
             results["stages"][stage] = {"tokens_per_s": round(tps, 1), "steps_timed": e2["step"] - e1["step"],

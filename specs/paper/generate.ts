@@ -32,17 +32,19 @@ const PREFS = [
 
 export function paperSpec(base: (typeof BASES)[number]): LineageSpecInput {
   const stages: LineageSpecInput['stages'] = [];
-  // Micro-batches sized for H100s; the global batches are the paper's.
-  const gpu = { gpus: base.gpus, gradientCheckpointing: true };
+  // Micro-batches sized for H100s, with activation checkpointing; every other hyperparameter is the
+  // paper's default (common/spec.ts).
+  const gpu = { gpus: base.gpus };
+  const micro = (n: number) => ({ per_device_train_batch_size: n, activation_checkpointing: true });
   for (const sft of SFT_SETS) {
     const sftId = `sft-${sft.id}`;
-    stages.push({ id: sftId, parent: 'base', kind: 'sft', dataset: sft.dataset, checkpointEvery: sft.checkpointEvery, perDeviceBatchSize: 4, ...gpu });
+    stages.push({ id: sftId, parent: 'base', kind: 'sft', dataset: sft.dataset, checkpointEvery: sft.checkpointEvery, ...gpu, hyperparameters: micro(4) });
     for (const p of PREFS) {
       const rm = `rm-${sft.id}-${p.id}`;
-      stages.push({ id: rm, parent: sftId, kind: 'reward', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 4, ...gpu });
-      stages.push({ id: `ppo-${sft.id}-${p.id}`, parent: sftId, kind: 'ppo', dataset: p.dataset, rewardStage: rm, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
-      stages.push({ id: `dpo-${sft.id}-${p.id}`, parent: sftId, kind: 'dpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
-      stages.push({ id: `simpo-${sft.id}-${p.id}`, parent: sftId, kind: 'simpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, perDeviceBatchSize: 2, ...gpu });
+      stages.push({ id: rm, parent: sftId, kind: 'reward', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, ...gpu, hyperparameters: micro(4) });
+      stages.push({ id: `ppo-${sft.id}-${p.id}`, parent: sftId, kind: 'ppo', dataset: p.dataset, rewardStage: rm, checkpointEvery: 100, ...gpu, hyperparameters: micro(2) });
+      stages.push({ id: `dpo-${sft.id}-${p.id}`, parent: sftId, kind: 'dpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, ...gpu, hyperparameters: micro(2) });
+      stages.push({ id: `simpo-${sft.id}-${p.id}`, parent: sftId, kind: 'simpo', dataset: p.dataset, alignment: p.alignment, checkpointEvery: 100, ...gpu, hyperparameters: micro(2) });
     }
   }
   return {

