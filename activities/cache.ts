@@ -10,7 +10,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { ArtifactRef, Checkpoint, type ModelHandle } from '../common/contracts';
+import { type ArtifactRef, Checkpoint, type ModelHandle } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { StageSpec } from '../common/spec';
 import { canonicalJson } from './judge/cache';

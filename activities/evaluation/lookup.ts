@@ -10,7 +10,7 @@
  * points at them.
  */
 import { z } from 'zod';
-import { ArtifactRef, CheckpointSummary, EvaluationPointer, EvaluationSummary, type ModelHandle, StanceProbs } from '../../common/contracts';
+import { ArtifactRef, type CheckpointSummary, EvaluationPointer, EvaluationSummary, type ModelHandle, StanceProbs } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
 import type { EvaluationSpec } from '../../common/spec';
 import { workerEnv } from '../env';
