@@ -4,14 +4,17 @@
  * Pure module: imported by workflow code.
  */
 
-/** Bump the suffix when an incompatible worker build must not pick up old tasks. */
+/**
+ * Bump the suffix when an incompatible worker build must not pick up old tasks. v2: one-way workflows
+ * and content-addressed evaluations (activity inputs and results changed shape).
+ */
 export const TASK_QUEUES = {
   /** Workflow tasks only; served by the cpu role. */
-  workflows: 'valuedrift-workflows-v1',
+  workflows: 'valuedrift-workflows-v2',
   /** Training and generation: one GPU job per slot. */
-  gpu: 'valuedrift-gpu-v1',
+  gpu: 'valuedrift-gpu-v2',
   /** Judge calls, store work, metrics and reports. */
-  cpu: 'valuedrift-cpu-v1',
+  cpu: 'valuedrift-cpu-v2',
 } as const;
 
 export const BASE_STAGE_ID = 'base';
