@@ -1,0 +1,184 @@
+/**
+ * The CLI against a real Temporal server (the dev server binary from the project's Python env):
+ * `start`, `status [--json]`, `report [--json]` and `export-history` spawned as a user would run
+ * them, talking to stand-in lineage and stage workflows (test/cli/fixtures/fakeLineage.ts) that
+ * answer the real queries with fixed progress. `report` also needs the store: the local S3 server
+ * of the stack (`npm test` starts it; `.data/stack.env` says where it is).
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { putBytes } from '../../activities/store';
+import { TASK_QUEUES, workflowIds } from '../../common/config';
+import type { LineageResult } from '../../workflows';
+import type { ProgressView, ReportJson } from '../../worker/lineageClient';
+import { loadStackEnv, startTestServer, uniqueName } from '../support/workflowEnv';
+import { FAKE_STAGE_PROGRESS, finishSignal } from './fixtures/fakeLineage';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+
+let env: TestWorkflowEnvironment;
+let worker: Worker;
+let running: Promise<void>;
+let dir: string;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function lineage(args: readonly string[]): Promise<Run> {
+  const childEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    TEMPORAL_ADDRESS: env.connection.options.address,
+    TEMPORAL_NAMESPACE: env.namespace ?? 'default',
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+  };
+  return new Promise((resolve) => {
+    execFile(TSX, ['worker/cli.ts', ...args], { cwd: ROOT, env: childEnv, timeout: 90_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function specFile(name: string): Promise<string> {
+  const spec = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as Record<string, unknown>;
+  const file = path.join(dir, `${name}.json`);
+  await fs.writeFile(file, JSON.stringify({ ...spec, name }));
+  return file;
+}
+
+beforeAll(async () => {
+  // The store's address for `report` (the stack's S3 server), as the other suites find it.
+  loadStackEnv();
+  // The worker's lifecycle logs are noise here; warnings and errors still show.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-cli-live-'));
+  env = await startTestServer();
+  worker = await Worker.create({
+    connection: env.nativeConnection,
+    namespace: env.namespace ?? 'default',
+    taskQueue: TASK_QUEUES.workflows,
+    workflowsPath: path.join(__dirname, 'fixtures', 'fakeLineage.ts'),
+  });
+  running = worker.run();
+});
+
+afterAll(async () => {
+  worker?.shutdown();
+  await running;
+  await env?.teardown();
+  if (dir) await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('lineage CLI on a live Temporal server', () => {
+  it('start, start again, status --json, status, export-history', async () => {
+    const name = uniqueName('cli');
+    const file = await specFile(name);
+    const workflowId = workflowIds.lineage(name);
+
+    const first = await lineage(['start', file]);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(new RegExp(`^started: ${workflowId}\\nui: http.*/workflows/${encodeURIComponent(workflowId)}\\n$`));
+    const again = await lineage(['start', file]);
+    expect(again.stdout).toMatch(new RegExp(`^already running: ${workflowId}\\n`));
+
+    // The stage's progress query answers once the child has started.
+    const handle = env.client.workflow.getHandle(workflowIds.stage(name, 'sft'));
+    for (let i = 0; i < 100; i++) {
+      const ok = await handle.describe().then(
+        () => true,
+        () => false,
+      );
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    const asJson = await lineage(['status', name, '--json']);
+    expect(asJson.stderr).toBe('');
+    expect(asJson.code).toBe(0);
+    const view = JSON.parse(asJson.stdout) as ProgressView;
+    expect(view).toMatchObject({ workflowId, lineage: name, status: 'running', base: { evaluated: true } });
+    // sft: the lineage says "running"; the stage's own query supplies phase, steps, checkpoints.
+    expect(view.stages.map((s) => [s.id, s.status, s.totalSteps, s.checkpoints, s.evaluated, s.latestLoss, s.step])).toEqual([
+      ['sft', FAKE_STAGE_PROGRESS.status, 60, [20, 40], [0, 20], 1.5, null],
+      ['dpo', 'waiting', 0, [], [], null, null],
+    ]);
+
+    const text = await lineage(['status', workflowId]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^lineage ${name}: running {3}base evaluated: yes\\n`));
+    expect(text.stdout).toMatch(/^ {2}sft\s+sft\s+evaluating\s+-\/60\s+1\.5000\s+20,40\s+0,20$/m);
+
+    const historyFile = path.join(dir, 'history.json');
+    const exported = await lineage(['export-history', name, historyFile]);
+    expect(exported.code).toBe(0);
+    const history = JSON.parse(await fs.readFile(historyFile, 'utf8')) as { events: Array<{ eventType: string }> };
+    expect(history.events[0]?.eventType).toMatch(/WORKFLOW_EXECUTION_STARTED/);
+    expect(exported.stdout).toBe(`wrote ${history.events.length} events of ${workflowId} to ${historyFile}\n`);
+
+    const report = await lineage(['report', name]);
+    expect(report.code).toBe(1);
+    expect(report.stderr.trim()).toBe(`error: ${workflowId} is still running; see: npm run lineage -- status ${name}`);
+
+    await env.client.workflow.getHandle(workflowId).terminate('test over');
+  });
+
+  it('status and report of a lineage that does not exist: one line, exit 1', async () => {
+    const status = await lineage(['status', 'no-such-lineage-anywhere']);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toBe('error: no lineage workflow valuedrift/no-such-lineage-anywhere\n');
+    const report = await lineage(['report', 'no-such-lineage-anywhere', '--json']);
+    expect(report.code).toBe(1);
+    expect(report.stdout).toBe('');
+    expect(report.stderr).toBe('error: no lineage workflow valuedrift/no-such-lineage-anywhere\n');
+  });
+
+  it('report --json and report of a finished lineage: the result, its drift rows, the report copied locally', async () => {
+    const name = uniqueName('cli-report');
+    const file = await specFile(name);
+    const workflowId = workflowIds.lineage(name);
+    expect((await lineage(['start', file])).code).toBe(0);
+    const html = `<!doctype html><title>${name}</title>`;
+    const reportRef = await putBytes(`lineages/${name}/report/index.html`, html, 'text/html');
+    const driftRef = await putBytes(`lineages/${name}/sft/drift.json`, '{}', 'application/json');
+    const result: LineageResult = {
+      lineage: name,
+      report: reportRef,
+      stages: [
+        {
+          stageId: 'sft',
+          kind: 'sft',
+          cached: false,
+          totalSteps: 60,
+          finalCheckpoint: reportRef.uri,
+          drift: driftRef,
+          driftRows: [{ category: 'abortion', stance: 'support', M: 0.25, eta: 0.5 }],
+        },
+      ],
+    };
+    await env.client.workflow.getHandle(workflowId).signal(finishSignal, result);
+    await env.client.workflow.getHandle(workflowId).result();
+
+    const out = path.join(dir, 'reports');
+    const asJson = await lineage(['report', name, '--json', '--out', out]);
+    expect(asJson.stderr).toBe('');
+    expect(asJson.code).toBe(0);
+    const j = JSON.parse(asJson.stdout) as ReportJson;
+    const localCopy = path.join(out, name, 'index.html');
+    expect(j).toEqual({ workflowId, ...result, localCopy });
+    expect(await fs.readFile(localCopy, 'utf8')).toBe(html);
+
+    const text = await lineage(['report', name, '--out', out]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^sft\s+abortion\s+support\s+\+0\.25\s+0\.50$/m);
+    expect(text.stdout).toContain(`report: ${reportRef.uri}\nlocal copy: ${localCopy}\n`);
+  });
+});
