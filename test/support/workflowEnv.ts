@@ -20,12 +20,13 @@ import { generationKey, judgeIdentity, judgmentKey } from '../../activities/eval
 import type { GenerateResponsesInput } from '../../activities/generation';
 import { loadEvalRows, selectPrompts } from '../../activities/generation';
 import type { TrainStageInput } from '../../activities/training';
+import { DATA } from '../../infra/paths';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-/** Loads `.data/stack.env` (written by the local stack) for variables not already set. */
+/** Loads the stack's `stack.env` (`.data/`, or VALUEDRIFT_DATA_DIR's) for variables not already set. */
 export function loadStackEnv(): void {
-  const file = path.join(ROOT, '.data', 'stack.env');
+  const file = DATA.stackEnvFile;
   if (!fs.existsSync(file)) return;
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
