@@ -25,20 +25,26 @@ import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { checkpointDirUri } from '../common/config';
 import type { ArtifactRef } from '../common/contracts';
-import { workerEnv } from './env';
+import { type WorkerEnv, workerEnv } from './env';
 
 let client: S3Client | undefined;
 
-export function s3(): S3Client {
-  if (client) return client;
-  const env = workerEnv();
-  client = new S3Client({
-    region: env.VALUEDRIFT_S3_REGION,
-    endpoint: env.VALUEDRIFT_S3_ENDPOINT,
-    forcePathStyle: env.VALUEDRIFT_S3_FORCE_PATH_STYLE === 'true',
+/** The S3 settings a client needs; the worker's and the CLI's settings modules both carry them. */
+export type S3Settings = Pick<WorkerEnv, 'VALUEDRIFT_S3_REGION' | 'VALUEDRIFT_S3_ENDPOINT' | 'VALUEDRIFT_S3_FORCE_PATH_STYLE'>;
+
+/** An S3 client for the given settings (the CLI makes its own from worker/cliSettings.ts). */
+export function s3ClientFor(settings: S3Settings): S3Client {
+  return new S3Client({
+    region: settings.VALUEDRIFT_S3_REGION,
+    endpoint: settings.VALUEDRIFT_S3_ENDPOINT,
+    forcePathStyle: settings.VALUEDRIFT_S3_FORCE_PATH_STYLE === 'true',
     // The SDK's own retries cover throttling and transient 5xx on each request.
     maxAttempts: 5,
   });
+}
+
+export function s3(): S3Client {
+  client ??= s3ClientFor(workerEnv());
   return client;
 }
 
@@ -117,9 +123,9 @@ export async function putFile(key: string, file: string, contentType = 'applicat
   return { uri: uriOf(key), sha256, bytes };
 }
 
-export async function getBytes(uri: string): Promise<Buffer> {
+export async function getBytes(uri: string, c: S3Client = s3()): Promise<Buffer> {
   const { bucket: b, key } = parseUri(uri);
-  const out = await s3().send(new GetObjectCommand({ Bucket: b, Key: key }));
+  const out = await c.send(new GetObjectCommand({ Bucket: b, Key: key }));
   const body = out.Body as Readable | undefined;
   if (!body) throw new Error(`empty body for ${uri}`);
   const chunks: Buffer[] = [];
@@ -128,8 +134,8 @@ export async function getBytes(uri: string): Promise<Buffer> {
 }
 
 /** Reads an object and checks it against the ref's sha256 (a corrupted artifact is never used). */
-export async function getVerified(ref: ArtifactRef): Promise<Buffer> {
-  const buf = await getBytes(ref.uri);
+export async function getVerified(ref: ArtifactRef, c: S3Client = s3()): Promise<Buffer> {
+  const buf = await getBytes(ref.uri, c);
   const got = sha256Hex(buf);
   if (got !== ref.sha256) throw new Error(`sha256 mismatch for ${ref.uri}: expected ${ref.sha256}, got ${got}`);
   return buf;

@@ -1,8 +1,9 @@
 /**
  * The CLI's settings (`npm run lineage`, and the demo, which drives a lineage the same way): every
- * environment variable the client side reads, read here once and checked with zod, each default in
- * one place. Nothing else in worker/cli.ts, worker/lineageClient.ts or worker/connection.ts reads
- * `process.env`. Defaults shared with the worker and the stack scripts come from common/defaults.ts.
+ * environment variable the client side reads (Temporal, the store for `report`, the judge for
+ * `judge-check`), read here once and checked with zod, each default in one place. Nothing else in
+ * worker/cli.ts, worker/lineageClient.ts or worker/connection.ts reads `process.env`. Defaults
+ * shared with the worker and the stack scripts come from common/defaults.ts.
  *
  * The keys keep the variables' names, so one object serves both as documentation of what was read
  * and as the TemporalConnectionSettings that worker/connection.ts takes (the worker's settings,
@@ -11,7 +12,7 @@
 import * as path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_JUDGE_MODEL } from '../common/spec';
-import { DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, DEFAULT_TEMPORAL_UI_URL } from '../common/defaults';
+import { DEFAULT_S3_REGION, DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, DEFAULT_TEMPORAL_UI_URL } from '../common/defaults';
 import { CliError } from './cliArgs';
 
 /** The repository root: this file sits in `<root>/worker/`. */
@@ -28,6 +29,13 @@ const CliEnv = z
     TEMPORAL_TLS_KEY: z.string().optional(),
     /** Temporal Cloud API key (TLS is turned on with it). */
     TEMPORAL_API_KEY: z.string().optional(),
+    /**
+     * `report` reads the report from the store: the bucket is in its URI; credentials come from the
+     * AWS SDK's default chain (AWS_ACCESS_KEY_ID…, profiles, instance roles), as on the worker.
+     */
+    VALUEDRIFT_S3_ENDPOINT: z.string().url().optional(),
+    VALUEDRIFT_S3_REGION: z.string().default(DEFAULT_S3_REGION),
+    VALUEDRIFT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
     /** `judge-check`: an OpenAI-compatible endpoint; unset means the OpenAI API itself. */
     VALUEDRIFT_JUDGE_BASE_URL: z.string().url().optional(),
     VALUEDRIFT_JUDGE_API_KEY: z.string().optional(),

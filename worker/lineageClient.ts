@@ -5,7 +5,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { getBytes } from '../activities/store';
+import { getVerified, s3ClientFor } from '../activities/store';
 import { TASK_QUEUES, workflowIds } from '../common/config';
 import { formatSigned } from '../common/drift';
 import { searchAttributePairs } from '../common/searchAttributes';
@@ -190,10 +190,20 @@ export function reportJson(workflowId: string, result: LineageResult, localCopy:
   return { workflowId, ...result, localCopy };
 }
 
-/** Copies the report (HTML) from the store to a local folder and returns its path. */
-export async function downloadReport(result: LineageResult, dir: string): Promise<string> {
+/**
+ * Copies the report (HTML) from the store to a local folder and returns its path. The bytes are
+ * checked against the result's sha256, so a report replaced in the store since is refused.
+ */
+export async function downloadReport(result: LineageResult, dir: string, settings: CliSettings = cliSettings()): Promise<string> {
+  const s3 = s3ClientFor(settings);
+  let html: Buffer;
+  try {
+    html = await getVerified(result.report, s3);
+  } finally {
+    s3.destroy();
+  }
   const out = path.join(dir, result.lineage, 'index.html');
   await fs.mkdir(path.dirname(out), { recursive: true });
-  await fs.writeFile(out, await getBytes(result.report.uri));
+  await fs.writeFile(out, html);
   return out;
 }

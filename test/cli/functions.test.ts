@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  DEFAULT_S3_REGION,
   DEFAULT_TEMPORAL_ADDRESS,
   DEFAULT_TEMPORAL_NAMESPACE,
   DEFAULT_TEMPORAL_UI_URL,
@@ -118,6 +119,9 @@ describe('parseCliSettings', () => {
     expect(s.TEMPORAL_UI_URL).toBe(DEFAULT_TEMPORAL_UI_URL);
     expect(s.VALUEDRIFT_JUDGE_MODEL).toBe(DEFAULT_JUDGE_MODEL);
     expect(s.VALUEDRIFT_WATCH_INTERVAL_MS).toBe(3000);
+    expect(s.VALUEDRIFT_S3_REGION).toBe(DEFAULT_S3_REGION);
+    expect(s.VALUEDRIFT_S3_FORCE_PATH_STYLE).toBe('false');
+    expect(s.VALUEDRIFT_S3_ENDPOINT).toBeUndefined();
     expect(s.TEMPORAL_API_KEY).toBeUndefined();
   });
 
@@ -132,6 +136,7 @@ describe('parseCliSettings', () => {
   it('refuses bad values with a CliError naming the variable, never echoing its value', () => {
     expect(() => parseCliSettings({ VALUEDRIFT_WATCH_INTERVAL_MS: 'soon' })).toThrow(CliError);
     expect(() => parseCliSettings({ VALUEDRIFT_WATCH_INTERVAL_MS: 'soon' })).toThrow(/^environment variable VALUEDRIFT_WATCH_INTERVAL_MS: /);
+    expect(() => parseCliSettings({ VALUEDRIFT_S3_FORCE_PATH_STYLE: 'yes' })).toThrow(/^environment variable VALUEDRIFT_S3_FORCE_PATH_STYLE: /);
     expect(() => parseCliSettings({ TEMPORAL_TLS_CERT: '/c.pem' })).toThrow(/TEMPORAL_TLS_CERT: set both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY/);
     let message = '';
     try {
