@@ -91,7 +91,7 @@ export function trainerConfig(input: {
 
 /** Checkpoints of this stage that are complete in the store (their manifest exists). */
 export async function uploadedCheckpoints(lineage: string, stageId: string): Promise<Map<number, ArtifactRef>> {
-  const prefix = `${storeKeys.lineageRoot(lineage)}/${stageId}/checkpoints/`;
+  const prefix = storeKeys.checkpointsPrefix(lineage, stageId);
   const out = new Map<number, ArtifactRef>();
   for (const key of await listKeys(prefix)) {
     const m = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}step-(\\d+)/${MANIFEST_NAME}$`).exec(key);

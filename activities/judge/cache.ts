@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { storeKeys } from '../../common/config';
 import { StanceProbs } from '../../common/contracts';
 
 export interface CacheKeyInput {
@@ -42,7 +43,7 @@ export function cacheKey({ endpoint, judgeModel, topLogprobs, promptVersion, que
 
 /** Where the S3-backed cache keeps a key: a two-hex-char fan-out keeps listings small. */
 export function cacheObjectKey(key: string): string {
-  return `cache/judge/${key.slice(0, 2)}/${key}.json`;
+  return storeKeys.judgeCache(key);
 }
 
 export const CachedJudgment = z.object({
