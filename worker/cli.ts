@@ -7,7 +7,7 @@
  *   export-history <id|name> <file.json>    the workflow's event history as JSON (for replay tests)
  *   drift <summaries-file> [--json]         drift (M, η) from checkpoint summaries, as the system computes it
  *   judge-check [--file F] [--concurrency N]  a judge's agreement with the labelled stance set
- * `lineage --help` and `lineage <command> --help` print usage. Options are parsed by node:util
+ * `lineage --help` and `lineage <command> --help` (or `lineage help [command]`) print usage. Options are parsed by node:util
  * parseArgs in strict mode (worker/cliArgs.ts). Errors are one line on stderr; the exit status is 2
  * for a wrong command line, 1 for anything else that fails. `--json` prints one JSON document per
  * line on stdout (with --watch, one per poll).
@@ -308,7 +308,7 @@ export function programHelp(): string {
     'commands:',
     ...rows.map(([u, d]) => `  ${u.padEnd(width)}${d}`),
     '',
-    `"${PROGRAM} <command> --help" shows a command's arguments and options.`,
+    `"${PROGRAM} <command> --help" (or "${PROGRAM} help <command>") shows a command's arguments and options.`,
     'Temporal: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_UI_URL, TEMPORAL_TLS_CERT + TEMPORAL_TLS_KEY, TEMPORAL_API_KEY',
     '(default: the local dev server of npm run dev:up).',
     'Errors: one line on stderr; exit status 2 for a wrong command line, 1 for anything else that fails.',
@@ -323,6 +323,15 @@ export async function main(argv: readonly string[], io: Output): Promise<void> {
   if (name.startsWith('-')) {
     if (wantsHelp([name])) return io.out(programHelp());
     throw new UsageError(`${PROGRAM}: unknown option ${name.split('=')[0]} before the command (see: ${PROGRAM} --help)`);
+  }
+  if (name === 'help') {
+    // `lineage help [command]`, as many CLIs spell it.
+    const [topic, ...extra] = rest;
+    if (extra.length > 0) throw new UsageError(`${PROGRAM} help: unexpected argument "${extra[0]}" (usage: ${PROGRAM} help [<command>])`);
+    if (topic === undefined) return io.out(programHelp());
+    const about = Object.hasOwn(COMMANDS, topic) ? COMMANDS[topic] : undefined;
+    if (!about) throw new UsageError(`${PROGRAM} help: unknown command "${topic}" (commands: ${Object.keys(COMMANDS).join(', ')})`);
+    return io.out(helpText(about.spec));
   }
   const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) throw new UsageError(`${PROGRAM}: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(', ')})`);

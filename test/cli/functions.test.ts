@@ -104,6 +104,20 @@ describe('the lineage commands, in process', () => {
     expect(jsonCommands).toEqual(['status', 'report', 'drift']);
   });
 
+  it('help [command] prints the same texts as --help; help of an unknown command is a usage error', async () => {
+    let out = '';
+    const io = { out: (t: string) => (out += t) };
+    await main(['help'], io);
+    expect(out).toBe(programHelp());
+    out = '';
+    await main(['help', 'report'], io);
+    let viaFlag = '';
+    await main(['report', '--help'], { out: (t) => (viaFlag += t) });
+    expect(out).toBe(viaFlag);
+    await expect(main(['help', 'frobnicate'], io)).rejects.toThrow(/help: unknown command "frobnicate"/);
+    await expect(main(['help', 'report', 'x'], io)).rejects.toBeInstanceOf(UsageError);
+  });
+
   it('errorLine: user errors as they are, anything else with its class name, always one line', () => {
     expect(errorLine(new UsageError('lineage: nope'))).toBe('error: lineage: nope');
     expect(errorLine(new CliError('no lineage workflow valuedrift/x'))).toBe('error: no lineage workflow valuedrift/x');
