@@ -7,10 +7,10 @@
  *   export-history <id|name> <file.json>    the workflow's event history as JSON (for replay tests)
  *   drift <summaries-file> [--json]         drift (M, η) from checkpoint summaries, as the system computes it
  *   judge-check [--file F] [--concurrency N]  a judge's agreement with the labelled stance set
- * `lineage --help` and `lineage <command> --help` (or `lineage help [command]`) print usage. Options are parsed by node:util
- * parseArgs in strict mode (worker/cliArgs.ts). Errors are one line on stderr; the exit status is 2
- * for a wrong command line, 1 for anything else that fails. `--json` prints one JSON document per
- * line on stdout (with --watch, one per poll).
+ * `lineage --help` and `lineage <command> --help` (or `lineage help [command]`) print usage.
+ * Options are parsed by node:util parseArgs in strict mode (worker/cliArgs.ts). Errors are one line
+ * on stderr; the exit status is 2 for a wrong command line, 1 for anything else that fails.
+ * `--json` prints one JSON document per line on stdout (with --watch, one per poll).
  *
  * The commands' modules are imported when a command runs, so `--help` and a wrong command line
  * answer without loading the Temporal and AWS SDKs.

@@ -158,7 +158,7 @@ export function helpText(spec: CommandSpec<Record<string, OptionSpec>, readonly 
     const width = Math.max(...list.map(([k]) => k.length)) + 2;
     return list.map(([k, d]) => `  ${k.padEnd(width)}${d}`);
   };
-  const lines = [`usage: ${usageLine(spec)}`, '', spec.summary];
+  const lines = [`usage: ${usageLine(spec)}`, '', ...wrap(spec.summary, 100)];
   if (spec.args.length > 0) {
     lines.push('', 'arguments:', ...rows(spec.args.map((a) => [`<${a.name}>`, a.description])));
   }
@@ -169,6 +169,20 @@ export function helpText(spec: CommandSpec<Record<string, OptionSpec>, readonly 
   lines.push('', 'options:', ...rows(opts));
   if (spec.details) lines.push('', spec.details.trimEnd());
   return `${lines.join('\n')}\n`;
+}
+
+/** Greedy word wrap for prose in help texts (a word longer than the width gets a line of its own). */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) out.push(line);
+  return out;
 }
 
 /** An option value that must be an integer ≥ min; the message names the option. */
