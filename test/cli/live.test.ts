@@ -33,17 +33,19 @@ interface Run {
   stderr: string;
 }
 
-function lineage(args: readonly string[]): Promise<Run> {
+function lineage(args: readonly string[], onStdout?: (chunk: string) => void): Promise<Run> {
   const childEnv: NodeJS.ProcessEnv = {
     ...process.env,
+    VALUEDRIFT_WATCH_INTERVAL_MS: '200',
     TEMPORAL_ADDRESS: env.connection.options.address,
     TEMPORAL_NAMESPACE: env.namespace ?? 'default',
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
   return new Promise((resolve) => {
-    execFile(TSX, ['worker/cli.ts', ...args], { cwd: ROOT, env: childEnv, timeout: 90_000 }, (err, stdout, stderr) => {
+    const child = execFile(TSX, ['worker/cli.ts', ...args], { cwd: ROOT, env: childEnv, timeout: 90_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
     });
+    if (onStdout) child.stdout?.on('data', (chunk: Buffer | string) => onStdout(chunk.toString()));
   });
 }
 
@@ -139,6 +141,27 @@ describe('lineage CLI on a live Temporal server', () => {
     expect(report.code).toBe(1);
     expect(report.stdout).toBe('');
     expect(report.stderr).toBe('error: no lineage workflow valuedrift/no-such-lineage-anywhere\n');
+  });
+
+  it('status --watch --json: one JSON document per poll, ending by itself when the lineage is done', async () => {
+    const name = uniqueName('cli-watch');
+    const workflowId = workflowIds.lineage(name);
+    expect((await lineage(['start', await specFile(name)])).code).toBe(0);
+    const ref = { uri: `s3://valuedrift/lineages/${name}/report/index.html`, sha256: 'b'.repeat(64), bytes: 1 };
+    let finished = false;
+    const watched = await lineage(['status', name, '--watch', '--json'], (chunk) => {
+      // Finish the lineage once the watcher has printed its first poll.
+      if (finished || !chunk.includes('\n')) return;
+      finished = true;
+      void env.client.workflow.getHandle(workflowId).signal(finishSignal, { lineage: name, report: ref, stages: [] });
+    });
+    expect(watched.stderr).toBe('');
+    expect(watched.code).toBe(0);
+    const polls = watched.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as ProgressView);
+    expect(polls.length).toBeGreaterThanOrEqual(2);
+    expect(polls[0]?.status).toBe('running');
+    expect(polls.at(-1)).toMatchObject({ workflowId, status: 'done' });
+    expect(polls.at(-1)?.stages.map((s) => s.status)).toEqual(['done', 'done']);
   });
 
   it('report --json and report of a finished lineage: the result, its drift rows, the report copied locally', async () => {
