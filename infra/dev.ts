@@ -34,7 +34,9 @@ async function up(flags: readonly string[]): Promise<void> {
   log(`  S3            ${settings.s3Endpoint}  bucket ${settings.s3Bucket}  (in memory: a stack restart empties it)`);
   log(`  logs          ${rel(DATA.logDir)}/<service>.log`);
   log(`  environment   ${rel(DATA.stackEnvFile)}`);
-  log('  stop with     npm run dev:down');
+  // Stopping needs only the record file, i.e. the data directory.
+  const defaultDataDir = path.join(REPO_ROOT, '.data');
+  log(`  stop with     ${settings.dataDir === defaultDataDir ? 'npm run dev:down' : `VALUEDRIFT_DATA_DIR=${settings.dataDir} npx tsx infra/dev.ts down`}`);
 }
 
 async function status(): Promise<void> {
