@@ -40,7 +40,10 @@ const InfraEnv = z.object({
   /** Everything the stack writes (state, logs, stack.json/stack.env). Relative: against the current directory. */
   VALUEDRIFT_DATA_DIR: z.string().default(path.join(REPO_ROOT, '.data')),
   /** Loopback: the local stack has no authentication, so it must never listen on a public interface. */
-  VALUEDRIFT_LOCAL_HOST: z.string().default(DEFAULT_LOCAL_HOST),
+  VALUEDRIFT_LOCAL_HOST: z
+    .string()
+    .regex(/^127(\.\d{1,3}){3}$/, 'the local stack listens on loopback only (127.x.x.x): it has no authentication')
+    .default(DEFAULT_LOCAL_HOST),
   VALUEDRIFT_TEMPORAL_PORT: port.default(DEFAULT_TEMPORAL_PORT),
   VALUEDRIFT_TEMPORAL_UI_PORT: port.default(DEFAULT_TEMPORAL_UI_PORT),
   VALUEDRIFT_TEMPORAL_NAMESPACE: z.string().default(DEFAULT_TEMPORAL_NAMESPACE),

@@ -75,6 +75,13 @@ describe('infra settings', () => {
     expect(LOCAL_JUDGE_MODELS).toEqual({ smollm2: 'smollm2-judge', minilm: 'minilm-stance' });
   });
 
+  it('refuses a host other than loopback: the stack has no authentication', () => {
+    expect(parseInfraSettings({ VALUEDRIFT_LOCAL_HOST: '127.0.0.2' }).temporalAddress).toBe('127.0.0.2:7233');
+    for (const bad of ['0.0.0.0', '192.168.1.5', 'example.com']) {
+      expect(() => parseInfraSettings({ VALUEDRIFT_LOCAL_HOST: bad })).toThrow(/^VALUEDRIFT_LOCAL_HOST=".*": the local stack listens on loopback only/);
+    }
+  });
+
   it('a bucket name too short for S3 fails', () => {
     expect(() => parseInfraSettings({ VALUEDRIFT_S3_BUCKET: 'ab' })).toThrow(/^VALUEDRIFT_S3_BUCKET="ab": /);
   });
