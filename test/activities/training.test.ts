@@ -171,6 +171,27 @@ describe('trainStage with the real trainer', () => {
     }
   }, 120_000);
 
+  it('fails the activity, naming the setting, when the trainer cannot be started, and returns the lease', async () => {
+    const pool = new GpuPool(['0']);
+    setGpuPool(pool);
+    const saved = process.env.VALUEDRIFT_PYTHON;
+    try {
+      const inp = await input(uniqueName('nopython'), sftStage({ gpus: 1 }));
+      process.env.VALUEDRIFT_PYTHON = '/nonexistent/bin/python3';
+      resetWorkerEnv();
+      const err = await new MockActivityEnvironment().run((i: TrainStageInput) => trainStage(i, async () => undefined), inp).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(ApplicationFailure);
+      expect((err as ApplicationFailure).type).toBe('TrainerSpawnFailed');
+      expect((err as ApplicationFailure).message).toMatch(/training stage "sft": could not start the trainer with \/nonexistent\/bin\/python3: .*ENOENT; check VALUEDRIFT_PYTHON=/);
+      expect(pool.available).toBe(1);
+    } finally {
+      if (saved === undefined) delete process.env.VALUEDRIFT_PYTHON;
+      else process.env.VALUEDRIFT_PYTHON = saved;
+      resetWorkerEnv();
+      setGpuPool(undefined);
+    }
+  });
+
   it('fails non-retryably on a dataset of the wrong shape, naming the line', async () => {
     const lineage = uniqueName('baddata');
     const err = await prepareDatasets({ lineage, datasets: { sft: { uri: 'file:data/demo/preferences.jsonl', format: 'chat', split: 'train' } }, seed: 1 }).then(
