@@ -34,7 +34,7 @@ export interface EvaluateCheckpointResult {
  */
 export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput): Promise<EvaluateCheckpointResult> {
   const { lineage, stageId, step, totalSteps } = input;
-  const { keys, hit } = await store.lookupEvaluation({
+  const { keys, hit, generations } = await store.lookupEvaluation({
     lineage,
     stageId,
     step,
@@ -46,16 +46,19 @@ export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput)
     seed: input.seed,
   });
   if (hit) return { stageId, step, evalKey: keys.evalKey, summary: hit.summary, v: hit.v, cached: true };
-  const gen = await generation.generateResponses({
-    lineage,
-    stageId,
-    step,
-    model: input.model,
-    promptStyle: input.promptStyle,
-    evaluation: input.evaluation,
-    evalSet: input.evalSet,
-    seed: input.seed,
-  });
+  // Samples already stored under their key (e.g. the same checkpoint judged by another judge) are not generated again.
+  const gen = generations
+    ? { generationKey: keys.generationKey, generations }
+    : await generation.generateResponses({
+        lineage,
+        stageId,
+        step,
+        model: input.model,
+        promptStyle: input.promptStyle,
+        evaluation: input.evaluation,
+        evalSet: input.evalSet,
+        seed: input.seed,
+      });
   const judged = await judging.judgeResponses({
     stageId,
     step,

@@ -1,4 +1,4 @@
-import { ApplicationFailure, defineQuery, executeChild, ParentClosePolicy, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, defineQuery, executeChild, ParentClosePolicy, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ArtifactRef, ModelHandle } from '../common/contracts';
 import { BASE_STAGE_ID, QUERIES, TASK_QUEUES, workflowIds } from '../common/config';
 import { searchAttributePairs } from '../common/searchAttributes';
@@ -98,13 +98,23 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: spec.datasets, seed: spec.seed });
   const evalSet = (datasets[spec.evaluation.evalSet] as { ref: ArtifactRef }).ref;
   const base: ModelHandle = await models.resolveBaseModel({ uri: spec.base.model });
-  await store.claimLineage({
-    lineage,
-    base,
-    stages: spec.stages,
-    datasets: Object.fromEntries(Object.entries(datasets).map(([name, d]) => [name, d.ref.sha256])),
-    seed: spec.seed,
-  });
+  await store
+    .claimLineage({
+      lineage,
+      base,
+      stages: spec.stages,
+      datasets: Object.fromEntries(Object.entries(datasets).map(([name, d]) => [name, d.ref.sha256])),
+      seed: spec.seed,
+    })
+    .catch((err: unknown) => {
+      // A name bound to other training inputs fails the lineage itself with the activity's words.
+      const cause = err instanceof ActivityFailure ? err.cause : undefined;
+      if (cause instanceof ApplicationFailure && cause.type === 'LineageConflict') {
+        progress.status = 'failed';
+        throw ApplicationFailure.nonRetryable(cause.message, 'LineageConflict', ...(cause.details ?? []));
+      }
+      throw err;
+    });
 
   progress.status = 'running';
   const failed = new Map<string, string>();

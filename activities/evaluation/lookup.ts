@@ -14,7 +14,7 @@ import { ArtifactRef, type CheckpointSummary, EvaluationPointer, EvaluationSumma
 import { storeKeys } from '../../common/config';
 import type { EvaluationSpec } from '../../common/spec';
 import { workerEnv } from '../env';
-import { getJsonIfExists, getVerified, putJson, uriOf } from '../store';
+import { getJsonIfExists, getRefIfExists, getVerified, putJson, uriOf } from '../store';
 import { evaluationKeys, judgeIdentity, type EvaluationKeys, type PromptStyle } from './keys';
 
 export const EvalCacheRecord = z.object({
@@ -43,6 +43,8 @@ export interface LookupEvaluationInput extends EvaluationPlace {
 export interface LookupEvaluationResult {
   keys: EvaluationKeys;
   hit: { summary: ArtifactRef; v: Record<string, StanceProbs> } | null;
+  /** On a miss: the samples when they are already stored (re-judging needs no GPU). */
+  generations: ArtifactRef | null;
 }
 
 export async function loadEvaluationSummary(ref: ArtifactRef): Promise<EvaluationSummary> {
@@ -74,11 +76,11 @@ export async function lookupEvaluation(input: LookupEvaluationInput): Promise<Lo
     topics: input.evaluation.topics,
   });
   const rec = await getJsonIfExists(uriOf(storeKeys.evalCache(keys.evalKey)), EvalCacheRecord);
-  if (!rec) return { keys, hit: null };
+  if (!rec) return { keys, hit: null, generations: (await getRefIfExists(storeKeys.generations(keys.generationKey))) ?? null };
   const summary = await loadEvaluationSummary(rec.summary);
   if (summary.evalKey !== keys.evalKey) throw new Error(`evaluation record ${keys.evalKey} points at the summary of ${summary.evalKey}`);
   await placeEvaluation(input, rec, keys, summary);
-  return { keys, hit: { summary: rec.summary, v: rec.v } };
+  return { keys, hit: { summary: rec.summary, v: rec.v }, generations: rec.generations };
 }
 
 export async function recordEvaluation(rec: EvalCacheRecord): Promise<void> {

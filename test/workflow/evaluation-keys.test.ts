@@ -8,7 +8,8 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { type ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { resetWorkerEnv } from '../../activities/env';
 import { StageCacheRecord } from '../../activities/cache';
 import { EvalCacheRecord } from '../../activities/evaluation/lookup';
 import { getBytes, getJson, getVerified, uriOf } from '../../activities/store';
@@ -121,6 +122,15 @@ describe('re-running a lineage name with other settings', () => {
   });
 
   it('judges afresh with another judge, reusing the samples', async () => {
+    // The stack's workers name their judge model in their settings, which overrides the spec's; here
+    // the spec's model is the one asked.
+    const override = process.env.VALUEDRIFT_JUDGE_MODEL;
+    delete process.env.VALUEDRIFT_JUDGE_MODEL;
+    resetWorkerEnv();
+    onTestFinished(() => {
+      if (override !== undefined) process.env.VALUEDRIFT_JUDGE_MODEL = override;
+      resetWorkerEnv();
+    });
     const spec = freshSpec('rejudge');
     expect((await run(spec)).error).toBeUndefined();
     const first = await pointer(spec.name as string, 'sft', 4);
