@@ -91,29 +91,31 @@ def test_unknown_reward_model(train, data_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "change, words",
+    "part, change, words",
     [
-        ({"stage": "rlhf"}, ["stage"]),
-        ({"train_file": "relative.jsonl"}, ["train_file", "absolute"]),
-        ({"resume_from": "/no/such/checkpoint-2"}, ["resume_from"]),
-        ({"max_lenght": 64}, ["unknown field", "max_lenght"]),  # a run field of no kind
-        ({"reward_model": "/rm"}, ["reward_model", "only a ppo stage"]),
-        ({"num_gpus": True}, ["num_gpus", "integer"]),
-        ({"hyperparameters": []}, ["hyperparameters", "JSON object"]),
+        ("run", {"stage": "rlhf"}, ["stage"]),
+        ("run", {"train_file": "relative.jsonl"}, ["train_file", "absolute"]),
+        ("run", {"resume_from": "/no/such/checkpoint-2"}, ["resume_from"]),
+        ("run", {"max_lenght": 64}, ["unknown field", "max_lenght"]),
+        ("run", {"learning_rate": 1e-5}, ["learning_rate", "belongs in hyperparameters"]),  # the old flat format
+        ("run", {"reward_model": "/rm"}, ["reward_model", "only a ppo stage"]),
+        ("run", {"num_gpus": True}, ["num_gpus", "integer"]),
+        ("run", {"hyperparameters": []}, ["hyperparameters", "JSON object"]),
         # hyperparameters: checked against the schema generated from the spec
-        ({"learning_rat": 1e-5}, ["unknown field", "learning_rat", "known:", "learning_rate"]),
-        ({"learningRate": 1e-5}, ["unknown field", "learningRate"]),
-        ({"learning_rate": "high"}, ["hyperparameters.learning_rate", "number"]),
-        ({"learning_rate": 0}, ["hyperparameters.learning_rate"]),
-        ({"max_steps": True}, ["hyperparameters.max_steps"]),
-        ({"global_batch_size": 3}, ["global_batch_size", "divisible"]),
-        ({"warmup_steps": 1.5}, ["hyperparameters.warmup_steps", "fraction"]),
-        ({"lr_scheduler_type": "cosine_restarts"}, ["hyperparameters.lr_scheduler_type", "cosine_restarts"]),
-        ({"beta": 0.1}, ["unknown field", "beta"]),  # sft has no beta: a field of another stage is still unknown
+        ("hp", {"learning_rat": 1e-5}, ["unknown field", "learning_rat", "known:", "learning_rate"]),
+        ("hp", {"learningRate": 1e-5}, ["unknown field", "learningRate"]),
+        ("hp", {"learning_rate": "high"}, ["hyperparameters.learning_rate", "number"]),
+        ("hp", {"learning_rate": 0}, ["hyperparameters.learning_rate"]),
+        ("hp", {"max_steps": True}, ["hyperparameters.max_steps"]),
+        ("hp", {"global_batch_size": 3}, ["global_batch_size", "divisible"]),
+        ("hp", {"warmup_steps": 1.5}, ["hyperparameters.warmup_steps", "fraction"]),
+        ("hp", {"lr_scheduler_type": "cosine_restarts"}, ["hyperparameters.lr_scheduler_type", "cosine_restarts"]),
+        ("hp", {"beta": 0.1}, ["unknown field", "beta"]),  # sft has no beta: a field of another stage is still unknown
     ],
 )
-def test_bad_config(train, data_dir: Path, tmp_path: Path, change, words) -> None:
-    cfg = tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out", **change)
+def test_bad_config(train, data_dir: Path, tmp_path: Path, part, change, words) -> None:
+    cfg = tiny_config("sft", data_dir / "sft.jsonl", tmp_path / "out")
+    (cfg if part == "run" else cfg["hyperparameters"]).update(change)
     assert_refused(train(cfg), "bad_config", *words)
 
 

@@ -351,6 +351,9 @@ def parse_train_config(raw: Any) -> TrainConfig:
     stage = raw.get("stage")
     if stage not in stage_kinds():
         raise TrainerError("bad_config", f"stage: must be one of {', '.join(stage_kinds())}, got {json.dumps(stage)}")
+    misplaced = sorted(set(raw) & set(hyperparameter_schema(stage)["properties"]))
+    if misplaced:
+        raise TrainerError("bad_config", f"{', '.join(misplaced)}: belongs in hyperparameters, not at the top level")
     hyperparameters = parse_hyperparameters(stage, raw.get("hyperparameters", {}))
     return build(TrainConfig, raw, f"stage {stage}", hyperparameters=hyperparameters)
 
