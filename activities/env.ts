@@ -93,16 +93,72 @@ export function resetWorkerEnv(): void {
   cached = undefined;
 }
 
-/** Credentials the trainer never needs: not handed to the processes it starts. */
-const NOT_FOR_CHILDREN = ['OPENAI_API_KEY', 'VALUEDRIFT_JUDGE_API_KEY', 'TEMPORAL_API_KEY'];
+/**
+ * Variable names whose value is a credential (`OPENAI_API_KEY`, `AWS_SECRET_ACCESS_KEY`,
+ * `AWS_ACCESS_KEY_ID`, `HF_TOKEN`, `TEMPORAL_TLS_KEY`, `DB_PASSWORD`, …): a whole word KEY, SECRET,
+ * TOKEN, PASSWORD or CREDENTIAL(S) in the name. `TOKENIZERS_PARALLELISM` is not one.
+ */
+export const SECRET_NAME = /(^|_)(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)/i;
+
+/** Credentials the trainer does need: downloading gated models from the Hugging Face hub. */
+const TRAINER_CREDENTIALS = new Set(['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN']);
+
+/** What the trainer (Python, torch, transformers, TRL, accelerate, vLLM) reads: exact names… */
+const TRAINER_VARS = new Set([
+  'PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'TERM', 'TZ', 'LANG', 'LANGUAGE',
+  'TMPDIR', 'TMP', 'TEMP', 'LD_LIBRARY_PATH', 'VIRTUAL_ENV', 'CONDA_PREFIX',
+  'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE',
+  'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy',
+  'XDG_CACHE_HOME', 'XDG_CONFIG_HOME', 'TOKENIZERS_PARALLELISM',
+]);
+/** …and prefixes (locale, Hugging Face, torch/CUDA/NCCL, threading libraries, our own settings). */
+const TRAINER_PREFIXES = [
+  'LC_', 'PYTHON', 'HF_', 'HUGGINGFACE_', 'TRANSFORMERS_', 'TRL_', 'ACCELERATE_', 'TORCH', 'PYTORCH_',
+  'CUDA_', 'CUDNN_', 'CUBLAS_', 'NCCL_', 'NVIDIA_', 'TRITON_', 'VLLM_', 'OMP_', 'MKL_', 'KMP_', 'OPENBLAS_',
+  'VALUEDRIFT_',
+];
 
 /**
- * The environment for a child process (the trainer): the worker's own, passed through unread (PATH,
- * HOME, HF_*, CUDA and NCCL settings reach the trainer as the operator set them), less the judge and
- * Temporal credentials, plus `extra`.
+ * Whether the trainer gets this variable: an allow-list of what it and its libraries read (the
+ * trainer never talks to S3, Temporal or the judge: the activities do), and never a credential
+ * other than the hub token.
  */
-export function childProcessEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of NOT_FOR_CHILDREN) delete env[name];
+export function passedToTrainer(name: string): boolean {
+  if (TRAINER_CREDENTIALS.has(name)) return true;
+  if (SECRET_NAME.test(name)) return false;
+  return TRAINER_VARS.has(name) || TRAINER_PREFIXES.some((p) => name.startsWith(p));
+}
+
+/**
+ * The environment for a child process (the trainer): the allow-listed part of the worker's own,
+ * passed through unread (PATH, HOME, HF_*, CUDA and NCCL settings reach the trainer as the operator
+ * set them), plus `extra`. AWS, Temporal, judge and OpenAI credentials, and anything unlisted, stay
+ * in the worker.
+ */
+export function childProcessEnv(extra: Record<string, string> = {}, from: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(from)) if (value !== undefined && passedToTrainer(name)) env[name] = value;
   return { ...env, ...extra };
+}
+
+/** Shorter values are not treated as secrets when scrubbing: they would blank out ordinary words. */
+const MIN_SECRET_LENGTH = 8;
+
+/** The credential values in an environment (by SECRET_NAME), longest first. */
+export function secretValues(from: NodeJS.ProcessEnv = process.env): string[] {
+  const values = Object.entries(from)
+    .filter(([name, v]) => v !== undefined && v.length >= MIN_SECRET_LENGTH && SECRET_NAME.test(name))
+    .map(([, v]) => v as string);
+  return [...new Set(values)].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * `text` with every credential value of this worker's environment replaced by `[redacted]`: for
+ * anything that leaves the worker in a failure message (trainer stderr, a provider's error text),
+ * since failure messages are kept in workflow history.
+ */
+export function scrubSecrets(text: string, secrets: readonly string[] = secretValues()): string {
+  let out = text;
+  for (const s of secrets) out = out.split(s).join('[redacted]');
+  return out;
 }

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
-import { workerEnv } from './env';
+import { scrubSecrets, workerEnv } from './env';
 import { accelerateLauncher, gpuPool } from './gpus';
 import { freePort } from './net';
 import { lastLines, spawnTrainer, TrainerSpawnError, type TrainerExit, type TrainerRun } from './trainerProcess';
@@ -60,12 +60,14 @@ export interface TrainerCommandInput {
 
 /** Turns a trainer failure into the right Temporal failure. */
 export function trainerFailure(what: string, err: ErrorEvent | undefined, exit: TrainerExit, stderr: string): ApplicationFailure {
-  const tail = lastLines(stderr, 15);
+  // Failure messages and details are kept in workflow history: no credential value may reach them.
+  const tail = scrubSecrets(lastLines(stderr, 15));
+  const message = err ? scrubSecrets(err.message) : '';
   if (err && (NON_RETRYABLE_TRAINER_ERRORS as readonly string[]).includes(err.kind)) {
     // Same config, data and model give the same refusal: retrying only burns GPU time.
-    return ApplicationFailure.nonRetryable(`${what}: ${err.kind}: ${err.message}`, `Trainer_${err.kind}`, { stderrTail: tail });
+    return ApplicationFailure.nonRetryable(`${what}: ${err.kind}: ${message}`, `Trainer_${err.kind}`, { stderrTail: tail });
   }
-  const how = err ? `${err.kind}: ${err.message}` : `exited with ${exit.signal ?? `code ${exit.code}`}`;
+  const how = err ? `${err.kind}: ${message}` : `exited with ${exit.signal ?? `code ${exit.code}`}`;
   return ApplicationFailure.retryable(`${what}: ${how}\n${tail}`, 'TrainerFailed');
 }
 

@@ -5,22 +5,29 @@
  * key, so a retry or a re-evaluation of the same generations makes no new calls.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
 import type { ArtifactRef } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
 import type { EvaluationSpec } from '../../common/spec';
 import { activityContext } from '../context';
-import { workerEnv } from '../env';
+import { scrubSecrets, workerEnv } from '../env';
 import { GenerationRow, loadEvalRows } from '../generation';
 import { cacheObjectKey, CachedJudgment, type JudgeCache } from '../judge/cache';
 import { createJudgeClient } from '../judge/client';
 import { judgeAll } from '../judge/judgeAll';
+import { JudgeRequestError, JudgeRetriesExhaustedError } from '../judge/retry';
 import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, uriOf } from '../store';
 import { judgeIdentity, judgmentKey } from './keys';
 
 /** Judge cache in the store: one small JSON object per key (DESIGN §4). */
 export class StoreJudgeCache implements JudgeCache {
   async get(key: string) {
-    return getJsonIfExists(uriOf(cacheObjectKey(key)), CachedJudgment);
+    const raw = await getJsonIfExists(uriOf(cacheObjectKey(key)), z.unknown());
+    if (raw === undefined) return undefined;
+    // An entry this version cannot read (e.g. a null logprob written before non-finite values were
+    // dropped) is a miss: the item is judged again and the entry replaced, instead of failing every run.
+    const parsed = CachedJudgment.safeParse(raw);
+    return parsed.success ? parsed.data : undefined;
   }
   async putMany(entries: ReadonlyArray<{ key: string; value: CachedJudgment }>) {
     await Promise.all(entries.map((e) => putJson(cacheObjectKey(e.key), e.value)));
@@ -50,6 +57,24 @@ export interface JudgeResponsesResult {
 function judgeApiKey(env: ReturnType<typeof workerEnv>): string | undefined {
   if (env.VALUEDRIFT_JUDGE_API_KEY) return env.VALUEDRIFT_JUDGE_API_KEY;
   return env.VALUEDRIFT_JUDGE_BASE_URL ? undefined : env.OPENAI_API_KEY;
+}
+
+/**
+ * A judge failure as the activity reports it. A refusal no retry can fix (HTTP 400/401/403/404, a
+ * model that returns no logprobs) is non-retryable: the activity fails at once instead of backing
+ * off for hours. Retries exhausted on a transient failure stay retryable (the activity's own policy
+ * tries again later). The provider's text goes into workflow history, so every credential value of
+ * this worker is scrubbed from it. Anything else (cancellation, a store error) passes unchanged.
+ */
+export function judgeFailure(err: unknown): unknown {
+  if (err instanceof JudgeRequestError) {
+    const status = err.status === undefined ? {} : { status: err.status };
+    return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'JudgeRequestRefused', nonRetryable: true, details: [status] });
+  }
+  if (err instanceof JudgeRetriesExhaustedError) {
+    return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'JudgeUnavailable', nonRetryable: false, details: [{ attempts: err.attempts }] });
+  }
+  return err;
 }
 
 export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeResponsesResult> {
@@ -98,7 +123,11 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
       total = t;
     },
     signal: c?.cancellationSignal,
-  }).finally(() => clearInterval(beat));
+  })
+    .catch((err: unknown) => {
+      throw judgeFailure(err);
+    })
+    .finally(() => clearInterval(beat));
   const body = result.judgments.map((j) => JSON.stringify(j)).join('\n') + '\n';
   const judgments = await putBytesOnce(outKey, body, 'application/x-ndjson');
   return {

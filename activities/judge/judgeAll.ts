@@ -8,7 +8,7 @@ import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'ope
 import { z } from 'zod';
 import type { Judgment } from '../../common/contracts';
 import { cacheKey, type CachedJudgment, type JudgeCache } from './cache';
-import { readStanceLogprobs, type TokenLogprob } from './parse';
+import { readStanceLogprobs, usableTokens, type TokenLogprob } from './parse';
 import { buildJudgeMessages, JUDGE_PROMPT_VERSION } from './prompt';
 import { abortReason, callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, type BackoffOptions } from './retry';
 
@@ -28,6 +28,8 @@ export const DEFAULT_TOP_LOGPROBS = 20;
 export type TokenLimitParam = 'max_tokens' | 'max_completion_tokens';
 /** When no label matched, this many raw top tokens are kept in the judgment so an auditor sees what came instead. */
 const UNLABELLED_AUDIT_TOKENS = 5;
+/** Label tokens kept in a judgment (OpenAI sends at most 20 alternatives; the rest of a flood is dropped from the record, not from the reading). */
+const MAX_AUDIT_TOKENS = 64;
 
 export interface JudgeRequestOptions {
   client: OpenAI;
@@ -79,13 +81,16 @@ export function judgeRequestBody(
 
 /** A completion's first output position turned into what we cache. Throws when the endpoint sent no logprobs at all. */
 export function judgmentFromCompletion(completion: ChatCompletion, judgeModel: string, now: Date = new Date()): CachedJudgment {
-  const choice = completion.choices[0];
-  const first = choice?.logprobs?.content?.[0];
+  // What a server sends is not trusted to match the SDK's types: any field may be missing or null.
+  const choice = (completion.choices as ChatCompletion['choices'] | undefined)?.[0];
+  const first: unknown = choice?.logprobs?.content?.[0];
   let top: TokenLogprob[];
-  if (first !== undefined) {
-    top = first.top_logprobs.map(({ token, logprob }) => ({ token, logprob }));
+  if (first !== undefined && first !== null) {
+    const { top_logprobs: alternatives, token, logprob } = first as { top_logprobs?: unknown; token?: unknown; logprob?: unknown };
+    top = usableTokens(alternatives);
     // A server that ignored top_logprobs still tells us the token it chose; better that than nothing.
-    if (top.length === 0) top = [{ token: first.token, logprob: first.logprob }];
+    // Nothing usable at all (garbage alternatives) leaves `top` empty: this item is unlabelled.
+    if (top.length === 0) top = usableTokens([{ token, logprob }]);
   } else if (choice?.finish_reason === 'content_filter') {
     // The provider refused to judge this text: an unlabelled generation, not a broken endpoint.
     top = [];
@@ -99,7 +104,8 @@ export function judgmentFromCompletion(completion: ChatCompletion, judgeModel: s
   const { probs, labelTokens } = readStanceLogprobs(top);
   return {
     probs,
-    topTokens: probs === null ? top.slice(0, UNLABELLED_AUDIT_TOKENS) : labelTokens,
+    // A misbehaving server can send any number of alternatives: the audit trail keeps a bounded number.
+    topTokens: probs === null ? top.slice(0, UNLABELLED_AUDIT_TOKENS) : labelTokens.slice(0, MAX_AUDIT_TOKENS),
     judgeModel,
     promptVersion: JUDGE_PROMPT_VERSION,
     judgedAt: now.toISOString(),

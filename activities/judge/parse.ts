@@ -16,7 +16,8 @@
  * 4. Softmax over the labels seen. A label absent from the top-k gets probability 0 and the rest
  *    are renormalised; its true mass is below the smallest top-k logprob, so this error is bounded
  *    by what top-k left out.
- * 5. No label among the top tokens → null. The generation is recorded as unlabelled and excluded
+ * 5. Alternatives that are not a string token with a finite logprob are dropped (usableTokens).
+ * 6. No label among the top tokens → null. The generation is recorded as unlabelled and excluded
  *    from the means; we never guess a distribution for it.
  */
 import { STANCES, type Stance, type StanceProbs } from '../../common/contracts';
@@ -54,12 +55,32 @@ export function labelOfToken(token: string): Stance | undefined {
   return undefined;
 }
 
+/** log(Σ exp(x)) without spreading `xs` into Math.max (a huge list would overflow the call stack). */
 function logSumExp(xs: readonly number[]): number {
-  const m = Math.max(...xs);
+  let m = -Infinity;
+  for (const x of xs) if (x > m) m = x;
   if (m === -Infinity) return -Infinity;
   let s = 0;
   for (const x of xs) s += Math.exp(x - m);
   return m + Math.log(s);
+}
+
+/**
+ * The usable alternatives of what a server sent: a string token with a finite logprob. Anything else
+ * (null/NaN/±Infinity logprobs, a missing or non-string token, a non-object entry, a non-array) is
+ * dropped, so nothing that JSON cannot round-trip reaches the cache. A -Infinity logprob is
+ * probability 0: dropping it changes no distribution.
+ */
+export function usableTokens(raw: unknown): TokenLogprob[] {
+  if (!Array.isArray(raw)) return [];
+  const out: TokenLogprob[] = [];
+  for (const entry of raw as unknown[]) {
+    if (entry === null || typeof entry !== 'object') continue;
+    const { token, logprob } = entry as { token?: unknown; logprob?: unknown };
+    if (typeof token !== 'string' || typeof logprob !== 'number' || !Number.isFinite(logprob)) continue;
+    out.push({ token, logprob });
+  }
+  return out;
 }
 
 export interface StanceReading {
@@ -69,12 +90,11 @@ export interface StanceReading {
 }
 
 /** parseStanceLogprobs plus the tokens it used, for the audit trail in Judgment.topTokens. */
-export function readStanceLogprobs(topLogprobs: readonly TokenLogprob[]): StanceReading {
+export function readStanceLogprobs(topLogprobs: readonly unknown[]): StanceReading {
   const byLabel: Record<Stance, number[]> = { support: [], neutral: [], oppose: [] };
   const labelTokens: TokenLogprob[] = [];
-  for (const { token, logprob } of topLogprobs) {
-    // NaN would poison the sum; -Infinity is a legitimate "probability 0" and is harmless.
-    if (typeof logprob !== 'number' || Number.isNaN(logprob)) continue;
+  // Only finite numbers and string tokens: a bad alternative is dropped, never stored.
+  for (const { token, logprob } of usableTokens(topLogprobs)) {
     const label = labelOfToken(token);
     if (label === undefined) continue;
     byLabel[label].push(logprob);
@@ -90,11 +110,13 @@ export function readStanceLogprobs(topLogprobs: readonly TokenLogprob[]): Stance
     const v = lse[label];
     return v === undefined ? 0 : Math.exp(v - z);
   };
-  return { probs: { support: p('support'), neutral: p('neutral'), oppose: p('oppose') }, labelTokens };
+  const probs = { support: p('support'), neutral: p('neutral'), oppose: p('oppose') };
+  if (!STANCES.every((s) => Number.isFinite(probs[s]))) return { probs: null, labelTokens };
+  return { probs, labelTokens };
 }
 
 /** Softmax over support/neutral/oppose read from the first output token's top logprobs; null when no label is among them. */
-export function parseStanceLogprobs(topLogprobs: ReadonlyArray<TokenLogprob>): StanceProbs | null {
+export function parseStanceLogprobs(topLogprobs: readonly unknown[]): StanceProbs | null {
   return readStanceLogprobs(topLogprobs).probs;
 }
 
