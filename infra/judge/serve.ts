@@ -14,8 +14,9 @@
  *   npx tsx infra/judge/serve.ts --port 8765 [--kind minilm|smollm2]    # serve until Ctrl-C
  *   VALUEDRIFT_JUDGE_BASE_URL=http://127.0.0.1:8765/v1 VALUEDRIFT_JUDGE_MODEL=minilm-stance …
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { freePort } from '../../activities/net';
+import { terminateGroup } from '../../activities/processGroup';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -101,28 +102,6 @@ export async function hasLlamaCppServer(python: string): Promise<boolean> {
   }
 }
 
-export function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((res) => {
-    const timer = setTimeout(() => res(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      res(true);
-    });
-  });
-}
-
-export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    // Negative pid: the whole process group (the server was started detached as its leader).
-    process.kill(-child.pid, signal);
-  } catch (err) {
-    // ESRCH: already gone, which is what we wanted.
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
 /** The server's command line for a kind (an argument array: no shell ever sees it). */
 async function serverCommand(
   kind: LocalJudgeKind,
@@ -179,11 +158,8 @@ export async function startLocalJudge(opts: StartLocalJudgeOptions): Promise<Loc
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
 
   const stop = async (): Promise<void> => {
-    killGroup(child, 'SIGTERM');
-    if (!(await waitForExit(child, STOP_GRACE_MS))) {
-      killGroup(child, 'SIGKILL');
-      await waitForExit(child, STOP_GRACE_MS);
-    }
+    // The server was started detached, as the leader of its own process group.
+    if (child.pid !== undefined) await terminateGroup(child.pid, STOP_GRACE_MS, STOP_GRACE_MS);
   };
 
   const baseURL = `http://${host}:${port}/v1`;

@@ -7,7 +7,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { freePort } from '../../activities/net';
-import { killGroup, waitForExit } from '../../infra/judge/serve';
+import { terminateGroup } from '../../activities/processGroup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemoryJudgeCache } from '../../activities/judge/cache';
 import { readLabelledStanceRows, scoreJudgeCheck, type LabelledStanceRow } from '../../activities/judge/check';
@@ -84,12 +84,8 @@ describe.skipIf(!available)('minilm-stance judge server (stance_server.py)', () 
   }, 180_000);
 
   afterAll(async () => {
-    if (child === undefined) return;
-    killGroup(child, 'SIGTERM');
-    if (!(await waitForExit(child, STOP_GRACE_MS))) {
-      killGroup(child, 'SIGKILL');
-      await waitForExit(child, STOP_GRACE_MS);
-    }
+    if (child?.pid === undefined) return;
+    await terminateGroup(child.pid, STOP_GRACE_MS, STOP_GRACE_MS);
   });
 
   it('judges labelled rows through judgeAll: well-formed distributions, accuracy above chance', async () => {
