@@ -16,12 +16,13 @@ import {
   NotFound,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
+import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { checkpointDirUri } from '../common/config';
 import type { ArtifactRef } from '../common/contracts';
@@ -189,18 +190,24 @@ export async function downloadFile(uri: string, dest: string, expectedSha256?: s
   const body = out.Body as Readable | undefined;
   if (!body) throw new Error(`empty body for ${uri}`);
   await fs.mkdir(path.dirname(dest), { recursive: true });
-  const tmp = `${dest}.part-${process.pid}`;
+  // A name of its own per download: concurrent downloads of one file (two jobs fetching the same
+  // checkpoint) each write their own temp file and rename it into place atomically; identical
+  // content, so whichever rename lands last changes nothing.
+  const tmp = `${dest}.part-${process.pid}-${randomUUID()}`;
   const h = createHash('sha256');
-  const fh = await fs.open(tmp, 'w');
+  const fh = await fs.open(tmp, 'wx');
   try {
     for await (const c of body) {
       const chunk = Buffer.from(c as Uint8Array);
       h.update(chunk);
       await fh.write(chunk);
     }
-  } finally {
+  } catch (err) {
     await fh.close();
+    await fs.rm(tmp, { force: true });
+    throw err;
   }
+  await fh.close();
   const got = h.digest('hex');
   if (expectedSha256 && got !== expectedSha256) {
     await fs.rm(tmp, { force: true });
@@ -222,9 +229,36 @@ export async function listKeys(prefix: string): Promise<string[]> {
 
 // ---- directories with manifests ----
 
+/**
+ * Why a manifest file path is unsafe to join under a download folder, or null. A path is relative,
+ * '/'-separated, with no empty, '.' or '..' segment, no backslash (a separator on Windows, and a way
+ * to hide '..\\' from a '/'-only check), no NUL or other control character, no drive letter and no
+ * percent-encoding (nothing downstream decodes it, so an encoded form is refused rather than trusted).
+ */
+export function unsafeManifestPath(p: string): string | null {
+  if (p.length === 0) return 'is empty';
+  if (p.length > 1024) return 'is longer than 1024 characters';
+  if (p.startsWith('/')) return 'is absolute';
+  if (p.includes('\\')) return 'contains a backslash';
+  if (/^[A-Za-z]:/.test(p)) return 'starts with a drive letter';
+  if (/[\u0000-\u001f\u007f]/.test(p)) return 'contains a control character';
+  if (p.includes('%')) return 'contains a percent sign (encoded names are not accepted)';
+  for (const seg of p.split('/')) {
+    if (seg === '') return 'has an empty segment';
+    if (seg === '.' || seg === '..') return `has a '${seg}' segment`;
+  }
+  return null;
+}
+
+/** A manifest file path: checked before anything is joined with it (a hostile bucket cannot write outside the folder). */
+export const ManifestPath = z.string().superRefine((p, ctx) => {
+  const why = unsafeManifestPath(p);
+  if (why !== null) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `manifest path ${JSON.stringify(p.slice(0, 200))} ${why}` });
+});
+
 export const Manifest = z.object({
   kind: z.literal('valuedrift.dir/v1'),
-  files: z.array(z.object({ path: z.string(), sha256: z.string(), bytes: z.number().int().nonnegative() })),
+  files: z.array(z.object({ path: ManifestPath, sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() })),
 });
 export type Manifest = z.infer<typeof Manifest>;
 export const MANIFEST_NAME = 'manifest.json';
@@ -309,7 +343,12 @@ export async function downloadDir(
   opts: { filter?: (rel: string) => boolean; concurrency?: number } = {},
 ): Promise<{ files: number; bytes: number; reused: boolean }> {
   const marker = path.join(dest, `.valuedrift-complete-${manifest.sha256.slice(0, 16)}${opts.filter ? '-partial' : ''}`);
-  const m = Manifest.parse(JSON.parse((await getVerified(manifest)).toString('utf8')));
+  const parsed = Manifest.safeParse(JSON.parse((await getVerified(manifest)).toString('utf8')));
+  if (!parsed.success) {
+    // Its sha256 matched: the stored manifest itself is hostile or broken, and a retry reads the same.
+    throw ApplicationFailure.nonRetryable(`manifest ${manifest.uri} refused: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, 'BadManifest');
+  }
+  const m = parsed.data;
   const wanted = m.files.filter((f) => !opts.filter || opts.filter(f.path));
   const bytes = wanted.reduce((a, f) => a + f.bytes, 0);
   try {
@@ -319,9 +358,16 @@ export async function downloadDir(
     /* not downloaded yet */
   }
   const base = checkpointDirUri(manifest.uri);
+  const root = path.resolve(dest);
   await mapLimit(wanted, opts.concurrency ?? 4, async (f) => {
-    await downloadFile(`${base}/${f.path}`, path.join(dest, ...f.path.split('/')), f.sha256);
+    const target = path.resolve(root, ...f.path.split('/'));
+    // Belt and braces behind the schema: nothing is written outside `dest`.
+    if (!target.startsWith(root + path.sep)) throw ApplicationFailure.nonRetryable(`manifest ${manifest.uri}: ${f.path} resolves outside ${root}`, 'BadManifest');
+    await downloadFile(`${base}/${f.path}`, target, f.sha256);
   });
-  await fs.writeFile(marker, manifest.uri + '\n');
+  // The marker too is written under a name of its own and renamed: concurrent downloads all finish.
+  const markerTmp = `${marker}.part-${process.pid}-${randomUUID()}`;
+  await fs.writeFile(markerTmp, manifest.uri + '\n');
+  await fs.rename(markerTmp, marker);
   return { files: wanted.length, bytes, reused: false };
 }
