@@ -1,5 +1,5 @@
-import { condition, defineQuery, defineSignal, executeChild, ParentClosePolicy, setHandler } from '@temporalio/workflow';
-import type { ArtifactRef, CheckpointAnnouncement, ModelHandle } from '../common/contracts';
+import { condition, defineQuery, defineSignal, executeChild, log, ParentClosePolicy, setHandler } from '@temporalio/workflow';
+import { CheckpointAnnouncement, type ArtifactRef, type ModelHandle } from '../common/contracts';
 import { checkpointDirUri, QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import type { PreparedDataset } from '../activities/datasets';
@@ -113,7 +113,18 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
       },
     );
   };
-  const onCheckpoint = (a: CheckpointAnnouncement) => {
+  const onCheckpoint = (payload: unknown) => {
+    // Whoever can signal this workflow can send anything: only a well-formed announcement of a
+    // checkpoint manifest is used; anything else is logged and ignored.
+    const parsed = CheckpointAnnouncement.safeParse(payload);
+    if (!parsed.success || !parsed.data.ref.uri.endsWith('/manifest.json')) {
+      log.warn('ignored an invalid checkpointReady announcement', {
+        stageId: stage.id,
+        problems: parsed.success ? ['ref.uri: not a checkpoint manifest'] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
+      });
+      return;
+    }
+    const a = parsed.data;
     if (a.stageId !== stage.id || checkpoints.has(a.step)) return;
     checkpoints.set(a.step, a);
     progress.checkpoints = [...checkpoints.keys()].sort((x, y) => x - y);
