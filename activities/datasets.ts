@@ -94,11 +94,21 @@ async function readSource(name: string, spec: DatasetSpec): Promise<string> {
     const file = path.resolve(root, spec.uri.slice('file:'.length));
     if (!file.startsWith(root + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} escapes the data root`);
     try {
-      return await fs.readFile(file, 'utf8');
+      // What the name finally points at must be a regular file inside the root: not a folder (a retry
+      // reads the same folder), not a FIFO or device (a read that never ends), not a symlink out.
+      const real = await fs.realpath(file);
+      const realRoot = await fs.realpath(root);
+      if (!real.startsWith(realRoot + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} resolves (through a link) outside the data root`);
+      const st = await fs.stat(real);
+      if (st.isDirectory()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one JSONL file`, 'DatasetNotAFile');
+      if (!st.isFile()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is not a regular file`, 'DatasetNotAFile');
+      return await fs.readFile(real, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
         throw ApplicationFailure.nonRetryable(`dataset "${name}": file not found: ${file}`, 'DatasetNotFound');
       }
+      if (code === 'EISDIR') throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one JSONL file`, 'DatasetNotAFile');
       throw err;
     }
   }

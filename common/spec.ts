@@ -11,7 +11,16 @@ export const Slug = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1–63 lowercase letters, digits or "-", starting with a letter or digit');
 
-const noDotDot = (s: string) => !s.split(/[\\/]/).includes('..');
+/**
+ * No `..` path segment anywhere after the scheme (`file:../x`, `hf:../etc`, `s3://b/a/../k`), split on
+ * both separators, and no percent-encoded dot, slash, backslash or NUL that something downstream
+ * might decode into one (`%2e%2e%2f`).
+ */
+const noDotDot = (s: string) => {
+  if (/%(2e|2f|5c|00)/i.test(s)) return false;
+  const rest = s.replace(/^[a-z][a-z0-9-]*:(\/\/)?/i, '');
+  return !rest.split(/[\\/]/).includes('..');
+};
 
 /**
  * Where a model comes from:
@@ -28,7 +37,7 @@ export const ModelUri = z
   .refine((s) => /^(pkg:[a-z0-9-]+|tiny:[a-z0-9-]+|tiny-llama3b:(?:\/.+)?|hf:[\w.-]+\/[\w.-]+|s3:\/\/[^/]+\/.+|\/.+)$/.test(s), {
     message: 'must be pkg:<package>, tiny:<package>, tiny-llama3b:[/tokenizer-dir], hf:<org>/<name>, s3://bucket/prefix or an absolute path',
   })
-  .refine(noDotDot, { message: 'must not contain ".." segments' });
+  .refine(noDotDot, { message: 'must not contain ".." segments or percent-encoded dots, slashes or backslashes' });
 
 /** Dataset location: `file:` (relative to the worker's data root), `s3://` or `hf:` (hub, with split). */
 export const DatasetUri = z
@@ -38,7 +47,7 @@ export const DatasetUri = z
   .refine((s) => /^(file:[\w./-]+|s3:\/\/[^/]+\/.+|hf:[\w.-]+\/[\w.-]+(@[\w.-]+)?)$/.test(s), {
     message: 'must be file:<relative path>, s3://bucket/key or hf:<org>/<name>[@config]',
   })
-  .refine(noDotDot, { message: 'must not contain ".." segments' })
+  .refine(noDotDot, { message: 'must not contain ".." segments or percent-encoded dots, slashes or backslashes' })
   .refine((s) => !s.startsWith('file:/'), { message: 'file: paths are relative to the data root' });
 
 /**
@@ -258,6 +267,9 @@ export const JudgeSpec = z.strictObject({
   mode: z.enum(['online', 'batch']).default('online'),
 });
 
+/** Categories an evaluation may measure: every stage's workflow input carries them. */
+export const MAX_TOPICS = 500;
+
 /** §3 "Evaluation setup": 5 generations per prompt, temperature 0.7, 256 new tokens, judge GPT-4o. */
 export const EvaluationSpec = z.strictObject({
   /** Name of an `eval`-format entry in `datasets`. */
@@ -275,7 +287,8 @@ export const EvaluationSpec = z.strictObject({
   /** Category id → the topic a stance is measured against (App. A, Tab. 3). */
   topics: z
     .record(Slug, z.string().min(1).max(300))
-    .refine((m) => Object.keys(m).length > 0, { message: 'needs at least one category' }),
+    .refine((m) => Object.keys(m).length > 0, { message: 'needs at least one category' })
+    .refine((m) => Object.keys(m).length <= MAX_TOPICS, { message: `at most ${MAX_TOPICS} categories (the paper has 11)` }),
 });
 export type EvaluationSpec = z.infer<typeof EvaluationSpec>;
 
@@ -320,6 +333,68 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return out || '(root)';
 }
 
+/**
+ * The largest spec accepted, as compact JSON: the spec is a workflow input and parts of it go into
+ * every stage's input, so it stays far below Temporal's 2 MB payload limit (the paper's whole grid
+ * is about 10 KB).
+ */
+export const MAX_SPEC_BYTES = 512 * 1024;
+
+/** Names that are properties of every JS object: as a map key they are dropped or shadow a lookup. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Smallest values that still train: anything below is a typo (1e-300), not a setting. */
+const MIN_EPOCHS = 0.001;
+const MIN_LEARNING_RATE = 1e-10;
+
+/** UTF-8 size of a string (no TextEncoder: this module also runs in the workflow sandbox). */
+function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+/** A map entry by own key only ("constructor" must not find Object.prototype.constructor). */
+function own<T>(m: Record<string, T>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(m, key) ? m[key] : undefined;
+}
+
+/** What must be refused before zod sees the input: its size, and keys that zod would drop silently. */
+function hostileInputIssues(input: unknown): SpecIssue[] {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(input);
+  } catch {
+    return [{ path: '(root)', message: 'is not JSON (a cycle or a value JSON cannot hold)' }];
+  }
+  const bytes = json === undefined ? 0 : utf8Length(json);
+  if (bytes > MAX_SPEC_BYTES) {
+    return [{ path: '(root)', message: `the spec is ${bytes} bytes as JSON; at most ${MAX_SPEC_BYTES} (512 KiB) are accepted so workflow inputs stay well under Temporal's 2 MB payload limit` }];
+  }
+  const issues: SpecIssue[] = [];
+  const walk = (v: unknown, at: PropertyKey[], depth: number): void => {
+    if (v === null || typeof v !== 'object' || depth > 32) return;
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => walk(x, [...at, i], depth + 1));
+      return;
+    }
+    for (const key of Object.keys(v)) {
+      if (RESERVED_NAMES.has(key)) issues.push({ path: formatPath([...at, key]), message: `"${key}" is a reserved name (a property of every JavaScript object); choose another` });
+      else walk((v as Record<string, unknown>)[key], [...at, key], depth + 1);
+    }
+  };
+  walk(input, [], 0);
+  return issues;
+}
+
 const FORMATS_FOR: Record<StageKind, DatasetFormat[]> = {
   sft: ['chat'],
   reward: ['preference', 'stance-pairs'],
@@ -333,6 +408,8 @@ const FORMATS_FOR: Record<StageKind, DatasetFormat[]> = {
  * that exist, no cycles, datasets of the right format, batch arithmetic. Deterministic and pure.
  */
 export function validateLineageSpec(input: unknown): SpecValidation {
+  const early = hostileInputIssues(input);
+  if (early.length > 0) return { ok: false, issues: early };
   const parsed = LineageSpec.safeParse(input);
   if (!parsed.success) {
     return {
@@ -358,7 +435,7 @@ export function validateLineageSpec(input: unknown): SpecValidation {
       // A reward stage yields a sequence classifier, not a policy: only a PPO stage's rewardStage names it.
       issues.push({ path: `${at}.parent`, message: `stage "${s.parent}" is a reward stage; start from a policy stage and name the reward model in a ppo stage's rewardStage` });
     }
-    const ds = spec.datasets[s.dataset];
+    const ds = own(spec.datasets, s.dataset);
     if (!ds) {
       issues.push({ path: `${at}.dataset`, message: `unknown dataset "${s.dataset}" (not in datasets)` });
     } else if (!FORMATS_FOR[s.kind].includes(ds.format)) {
@@ -382,6 +459,10 @@ export function validateLineageSpec(input: unknown): SpecValidation {
     }
     const h = s.hyperparameters;
     const hp = `${at}.hyperparameters`;
+    if (h.max_steps === -1 && h.num_train_epochs < MIN_EPOCHS) {
+      issues.push({ path: `${hp}.num_train_epochs`, message: `must be ≥ ${MIN_EPOCHS} (a smaller value trains nothing; set max_steps for a short run)` });
+    }
+    if (h.learning_rate < MIN_LEARNING_RATE) issues.push({ path: `${hp}.learning_rate`, message: `must be ≥ ${MIN_LEARNING_RATE}` });
     if (h.max_steps > 0 && s.checkpointEvery > h.max_steps) {
       issues.push({ path: `${at}.checkpointEvery`, message: `must be ≤ hyperparameters.max_steps (${h.max_steps})` });
     }
@@ -425,7 +506,7 @@ export function validateLineageSpec(input: unknown): SpecValidation {
   spec.stages.forEach((s, i) => {
     if (cyclic.has(s.id)) issues.push({ path: `stages[${i}].parent`, message: `stage "${s.id}" is part of a cycle` });
   });
-  const ev = spec.datasets[spec.evaluation.evalSet];
+  const ev = own(spec.datasets, spec.evaluation.evalSet);
   if (!ev) issues.push({ path: 'evaluation.evalSet', message: `unknown dataset "${spec.evaluation.evalSet}"` });
   else if (ev.format !== 'eval') issues.push({ path: 'evaluation.evalSet', message: `dataset "${spec.evaluation.evalSet}" has format ${ev.format}, needs eval` });
   return issues.length ? { ok: false, issues } : { ok: true, spec };
