@@ -40,7 +40,12 @@ export async function readSpecFile(file: string): Promise<LineageSpec> {
   return v.spec;
 }
 
-/** Starts a lineage; an identical ID already running counts as success (deterministic IDs). */
+/**
+ * Starts a lineage. When its workflow is already running, the running one's spec (the input of its
+ * first history event) is compared with this one, both with defaults filled in: the same spec
+ * attaches (deterministic IDs make a repeated start harmless); a different spec is refused, naming
+ * where it differs, since starting it would silently keep the old one.
+ */
 export async function startLineage(client: Client, spec: LineageSpec, rawSpec?: unknown): Promise<{ workflowId: string; alreadyRunning: boolean }> {
   const workflowId = workflowIds.lineage(spec.name);
   try {
@@ -52,9 +57,60 @@ export async function startLineage(client: Client, spec: LineageSpec, rawSpec?: 
     });
     return { workflowId, alreadyRunning: false };
   } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) return { workflowId, alreadyRunning: true };
-    throw err;
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }
+  const running = await runningLineageSpec(client, workflowId);
+  const differences = running === undefined ? ['(its input is not a readable lineage spec)'] : specDifferences(running, spec);
+  if (differences.length > 0) {
+    throw new CliError(
+      `lineage ${spec.name} is already running (${workflowId}) with a different spec; the new spec was not started. ` +
+        `It differs at: ${differences.join(', ')}. Wait for the running lineage to finish, cancel it (${uiLink(workflowId)}), or give the new spec another name`,
+    );
+  }
+  return { workflowId, alreadyRunning: true };
+}
+
+/** The spec a lineage workflow was started with, validated (defaults filled in); undefined when its input is not a valid spec. */
+export async function runningLineageSpec(client: Client, workflowId: string): Promise<LineageSpec | undefined> {
+  // Only the first event: a long lineage's history can be tens of megabytes.
+  const res = await client.workflowService.getWorkflowExecutionHistory({
+    namespace: client.options.namespace,
+    execution: { workflowId },
+    maximumPageSize: 1,
+  });
+  const first = res.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  let payloads = first?.input?.payloads ?? [];
+  if (payloads.length === 0) return undefined;
+  const converter = client.options.loadedDataConverter;
+  for (const codec of [...converter.payloadCodecs].reverse()) payloads = await codec.decode(payloads);
+  const input: unknown = converter.payloadConverter.fromPayload(payloads[0] as (typeof payloads)[number]);
+  const v = validateLineageSpec(input);
+  return v.ok ? v.spec : undefined;
+}
+
+/** Where two specs differ, as dotted paths (at most `limit`; objects compared key by key, arrays index by index). */
+export function specDifferences(a: unknown, b: unknown, limit = 8): string[] {
+  const out: string[] = [];
+  const walk = (x: unknown, y: unknown, at: string): void => {
+    if (out.length >= limit) return;
+    if (x !== null && y !== null && typeof x === 'object' && typeof y === 'object' && Array.isArray(x) === Array.isArray(y)) {
+      if (Array.isArray(x) && Array.isArray(y)) {
+        if (x.length !== y.length) {
+          out.push(`${at || '(root)'} (${x.length} vs ${y.length} entries)`);
+          return;
+        }
+        x.forEach((v, i) => walk(v, y[i], `${at}[${i}]`));
+        return;
+      }
+      const xo = x as Record<string, unknown>;
+      const yo = y as Record<string, unknown>;
+      for (const k of [...new Set([...Object.keys(xo), ...Object.keys(yo)])].sort()) walk(xo[k], yo[k], at ? `${at}.${k}` : k);
+      return;
+    }
+    if (!Object.is(x, y)) out.push(at || '(root)');
+  };
+  walk(a, b, '');
+  return out;
 }
 
 /** Accepts a workflow ID or a lineage name. */
