@@ -132,7 +132,14 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
 
   const done = new Map<string, StageWorkflowResult>();
   const drifts = new Map<string, StageDrift>();
+  const drifting: Array<Promise<void>> = [];
   const running = new Map<string, Promise<void>>();
+  const fail = (id: string, why: string) => {
+    failed.set(id, why);
+    const sp = stageProgress(id);
+    sp.status = 'failed';
+    sp.error = why;
+  };
 
   /** Drift needs both ends: the stage's starting point (base or parent's final evaluation) and its checkpoints. */
   const computeDrift = async (s: StageSpec, r: StageWorkflowResult): Promise<void> => {
@@ -154,21 +161,19 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
       typedSearchAttributes: searchAttributePairs(stageSearchAttributes(spec, s.id)),
       args: [{ lineage, stage: s, parent, rewardModel, dataset: datasets[s.dataset] as (typeof datasets)[string], evaluation: spec.evaluation, evalSet, seed: spec.seed }],
     })
-      .then(async (r) => {
-        done.set(s.id, r);
-        const sp = stageProgress(s.id);
-        sp.status = r.cached ? 'cached' : 'done';
-        sp.totalSteps = r.totalSteps;
-        sp.checkpoints = r.checkpoints;
-        sp.evaluated = r.evaluations.map((e) => e.step);
-        if (s.kind !== 'reward') await computeDrift(s, r);
-      })
-      .catch((err: unknown) => {
-        failed.set(s.id, message(err));
-        const sp = stageProgress(s.id);
-        sp.status = 'failed';
-        sp.error = failed.get(s.id);
-      });
+      .then(
+        (r) => {
+          done.set(s.id, r);
+          const sp = stageProgress(s.id);
+          sp.status = r.cached ? 'cached' : 'done';
+          sp.totalSteps = r.totalSteps;
+          sp.checkpoints = r.checkpoints;
+          sp.evaluated = r.evaluations.map((e) => e.step);
+          // Children start now; the drift waits only for its other end (the base evaluation may still run).
+          if (s.kind !== 'reward') drifting.push(computeDrift(s, r).catch((err: unknown) => fail(s.id, `drift: ${message(err)}`)));
+        },
+        (err: unknown) => fail(s.id, message(err)),
+      );
     running.set(s.id, p.then(() => void running.delete(s.id)));
   };
 
@@ -190,6 +195,7 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
     await Promise.race(running.values());
   }
   await baseSettled;
+  await Promise.all(drifting);
 
   progress.status = 'reporting';
   const policy = spec.stages.filter((s) => drifts.has(s.id));

@@ -180,6 +180,30 @@ describe('lineageWorkflow', () => {
     expect(html).not.toContain('rmodel');
   });
 
+  it("starts a stage's children as soon as it is done, while the base evaluation (drift's other end) still runs", async () => {
+    const rec = recorder();
+    const acts = fakeActivities(env, rec, plain);
+    const generate = acts.generateResponses;
+    acts.generateResponses = async (input) => {
+      if (input.stageId === 'base') {
+        // Hold the base evaluation until the DPO stage has started training.
+        const deadline = Date.now() + 60_000;
+        while (!rec.events.some((e) => e.what === 'train:start' && e.stageId === 'dpo-support')) {
+          if (Date.now() > deadline) throw ApplicationFailure.nonRetryable('the DPO stage did not start while the base evaluation ran');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      return generate(input);
+    };
+    const name = uniqueName('early');
+    const { result } = await withWorkers(env, acts, () => runLineage(testSpec(name, [stage.sft(), stage.dpo('dpo-support', 'sft', 'support-aligned')])));
+    // Both drifts were still computed once the base evaluation arrived.
+    expect(result.stages.map((s) => [s.stageId, s.drift !== null])).toEqual([
+      ['sft', true],
+      ['dpo-support', true],
+    ]);
+  });
+
   it('fails an invalid spec at once, non-retryably, naming the field, with nothing run', async () => {
     const rec = recorder();
     const name = uniqueName('bad');
