@@ -8,7 +8,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { type ModelHandle, TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
-import { REPO_ROOT, workerEnv } from './env';
+import { childProcessEnv, REPO_ROOT, scrubSecrets, workerEnv } from './env';
 import { downloadDir, getBytesIfExists, MANIFEST_NAME, sha256Hex } from './store';
 
 const execFileAsync = promisify(execFile);
@@ -55,6 +55,8 @@ export async function resolveBaseModel(input: { uri: string }): Promise<ModelHan
   try {
     await execFileAsync(env.python, ['-m', 'valuedrift_trainer', 'model-key', '--model', input.uri, '--out', out], {
       cwd: REPO_ROOT,
+      // The trainer's allow-listed environment: no store, judge or Temporal credentials.
+      env: childProcessEnv(),
       maxBuffer: 4 * 1024 * 1024,
       signal: c?.cancellationSignal,
     }).catch((err: unknown) => {
@@ -62,9 +64,10 @@ export async function resolveBaseModel(input: { uri: string }): Promise<ModelHan
       const event = (e.stdout ?? '').split('\n').map((l) => TrainerEvent.safeParse(safeJson(l))).find((r) => r.success && r.data.event === 'error');
       if (event?.success && event.data.event === 'error') {
         // The same URI gives the same answer on this worker: not worth retrying.
-        throw ApplicationFailure.nonRetryable(`base model ${input.uri}: ${event.data.message}`, 'ModelNotFound');
+        throw ApplicationFailure.nonRetryable(scrubSecrets(`base model ${input.uri}: ${event.data.message}`), 'ModelNotFound');
       }
-      throw new Error(`model-key for ${input.uri} failed: ${(e.stderr ?? e.message ?? '').slice(-2000)}`);
+      // The message goes into workflow history: no credential value may be in it.
+      throw new Error(scrubSecrets(`model-key for ${input.uri} failed: ${(e.stderr ?? e.message ?? '').slice(-2000)}`));
     });
     const { key } = ModelKeyFile.parse(JSON.parse(await fs.readFile(out, 'utf8')));
     return { uri: input.uri, contentKey: `model:${key}` };
