@@ -5,79 +5,26 @@
  * answer the real queries with fixed progress. `report` also needs the store: the local S3 server
  * of the stack (`npm test` starts it; `.data/stack.env` says where it is).
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { putBytes } from '../../activities/store';
-import { TASK_QUEUES, workflowIds } from '../../common/config';
+import { workflowIds } from '../../common/config';
 import type { LineageResult } from '../../workflows';
 import type { ProgressView, ReportJson } from '../../worker/lineageClient';
-import { loadStackEnv, startTestServer, uniqueName } from '../support/workflowEnv';
+import { uniqueName } from '../support/workflowEnv';
+import { ROOT, useLiveCli } from './fixtures/liveCli';
 import { FAKE_STAGE_PROGRESS, finishSignal } from './fixtures/fakeLineage';
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
-
-let env: TestWorkflowEnvironment;
-let worker: Worker;
-let running: Promise<void>;
-let dir: string;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function lineage(args: readonly string[], onStdout?: (chunk: string) => void): Promise<Run> {
-  const childEnv: NodeJS.ProcessEnv = {
-    ...process.env,
-    VALUEDRIFT_WATCH_INTERVAL_MS: '200',
-    TEMPORAL_ADDRESS: env.connection.options.address,
-    TEMPORAL_NAMESPACE: env.namespace ?? 'default',
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-  };
-  return new Promise((resolve) => {
-    const child = execFile(TSX, ['worker/cli.ts', ...args], { cwd: ROOT, env: childEnv, timeout: 90_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
-    });
-    if (onStdout) child.stdout?.on('data', (chunk: Buffer | string) => onStdout(chunk.toString()));
-  });
-}
+const cli = useLiveCli('vd-cli-live-');
+const lineage = cli.lineage;
 
 async function specFile(name: string): Promise<string> {
   const spec = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as Record<string, unknown>;
-  const file = path.join(dir, `${name}.json`);
+  const file = path.join(cli.dir, `${name}.json`);
   await fs.writeFile(file, JSON.stringify({ ...spec, name }));
   return file;
 }
-
-beforeAll(async () => {
-  // The store's address for `report` (the stack's S3 server), as the other suites find it.
-  loadStackEnv();
-  // The worker's lifecycle logs are noise here; warnings and errors still show.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-cli-live-'));
-  env = await startTestServer();
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue: TASK_QUEUES.workflows,
-    workflowsPath: path.join(__dirname, 'fixtures', 'fakeLineage.ts'),
-  });
-  running = worker.run();
-});
-
-afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  if (dir) await fs.rm(dir, { recursive: true, force: true });
-});
 
 describe('lineage CLI on a live Temporal server', () => {
   it('start, start again, status --json, status, export-history', async () => {
@@ -93,7 +40,7 @@ describe('lineage CLI on a live Temporal server', () => {
     expect(again.stdout).toMatch(new RegExp(`^already running: ${workflowId}\\n`));
 
     // The stage's progress query answers once the child has started.
-    const handle = env.client.workflow.getHandle(workflowIds.stage(name, 'sft'));
+    const handle = cli.env.client.workflow.getHandle(workflowIds.stage(name, 'sft'));
     for (let i = 0; i < 100; i++) {
       const ok = await handle.describe().then(
         () => true,
@@ -119,7 +66,7 @@ describe('lineage CLI on a live Temporal server', () => {
     expect(text.stdout).toMatch(new RegExp(`^lineage ${name}: running {3}base evaluated: yes\\n`));
     expect(text.stdout).toMatch(/^ {2}sft\s+sft\s+evaluating\s+-\/60\s+1\.5000\s+20,40\s+0,20$/m);
 
-    const historyFile = path.join(dir, 'history.json');
+    const historyFile = path.join(cli.dir, 'history.json');
     const exported = await lineage(['export-history', name, historyFile]);
     expect(exported.code).toBe(0);
     const history = JSON.parse(await fs.readFile(historyFile, 'utf8')) as { events: Array<{ eventType: string }> };
@@ -130,7 +77,7 @@ describe('lineage CLI on a live Temporal server', () => {
     expect(report.code).toBe(1);
     expect(report.stderr.trim()).toBe(`error: ${workflowId} is still running; see: npm run lineage -- status ${name}`);
 
-    await env.client.workflow.getHandle(workflowId).terminate('test over');
+    await cli.env.client.workflow.getHandle(workflowId).terminate('test over');
   });
 
   it('status and report of a lineage that does not exist: one line, exit 1', async () => {
@@ -153,7 +100,7 @@ describe('lineage CLI on a live Temporal server', () => {
       // Finish the lineage once the watcher has printed its first poll.
       if (finished || !chunk.includes('\n')) return;
       finished = true;
-      void env.client.workflow.getHandle(workflowId).signal(finishSignal, { lineage: name, report: ref, stages: [] });
+      void cli.env.client.workflow.getHandle(workflowId).signal(finishSignal, { lineage: name, report: ref, stages: [] });
     });
     expect(watched.stderr).toBe('');
     expect(watched.code).toBe(0);
@@ -187,10 +134,10 @@ describe('lineage CLI on a live Temporal server', () => {
         },
       ],
     };
-    await env.client.workflow.getHandle(workflowId).signal(finishSignal, result);
-    await env.client.workflow.getHandle(workflowId).result();
+    await cli.env.client.workflow.getHandle(workflowId).signal(finishSignal, result);
+    await cli.env.client.workflow.getHandle(workflowId).result();
 
-    const out = path.join(dir, 'reports');
+    const out = path.join(cli.dir, 'reports');
     const asJson = await lineage(['report', name, '--json', '--out', out]);
     expect(asJson.stderr).toBe('');
     expect(asJson.code).toBe(0);

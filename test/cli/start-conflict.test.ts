@@ -4,66 +4,23 @@
  * tests: the same spec (even written differently: a default left out) attaches; a different spec is
  * refused with exit 1, naming where it differs, and the running lineage keeps its own input.
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TASK_QUEUES, workflowIds } from '../../common/config';
+import { describe, expect, it } from 'vitest';
+import { workflowIds } from '../../common/config';
 import { validateLineageSpec } from '../../common/spec';
 import { runningLineageSpec, specDifferences } from '../../worker/lineageClient';
-import { loadStackEnv, startTestServer, uniqueName } from '../support/workflowEnv';
+import { uniqueName } from '../support/workflowEnv';
+import { ROOT, useLiveCli } from './fixtures/liveCli';
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
-
-let env: TestWorkflowEnvironment;
-let worker: Worker;
-let running: Promise<void>;
-let dir: string;
-
-function lineage(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const childEnv: NodeJS.ProcessEnv = {
-    ...process.env,
-    TEMPORAL_ADDRESS: env.connection.options.address,
-    TEMPORAL_NAMESPACE: env.namespace ?? 'default',
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-  };
-  return new Promise((resolve) => {
-    execFile(TSX, ['worker/cli.ts', ...args], { cwd: ROOT, env: childEnv, timeout: 90_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
-    });
-  });
-}
+const cli = useLiveCli('vd-cli-conflict-');
+const lineage = cli.lineage;
 
 async function writeSpec(file: string, spec: Record<string, unknown>): Promise<string> {
-  const p = path.join(dir, file);
+  const p = path.join(cli.dir, file);
   await fs.writeFile(p, JSON.stringify(spec));
   return p;
 }
-
-beforeAll(async () => {
-  loadStackEnv();
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-cli-conflict-'));
-  env = await startTestServer();
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue: TASK_QUEUES.workflows,
-    workflowsPath: path.join(__dirname, 'fixtures', 'fakeLineage.ts'),
-  });
-  running = worker.run();
-});
-
-afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await env?.teardown();
-  if (dir) await fs.rm(dir, { recursive: true, force: true });
-});
 
 describe('lineage start of a running lineage', () => {
   it('attaches with the same spec, refuses a different one naming the difference', async () => {
@@ -99,11 +56,11 @@ describe('lineage start of a running lineage', () => {
     // The running lineage still has the spec it was started with.
     const v = validateLineageSpec(original);
     if (!v.ok) throw new Error('demo spec invalid');
-    const kept = await runningLineageSpec(env.client, workflowId);
+    const kept = await runningLineageSpec(cli.env.client, workflowId);
     expect(kept).toBeDefined();
     expect(specDifferences(kept, v.spec)).toEqual([]);
 
-    await env.client.workflow.getHandle(workflowId).terminate('test over');
+    await cli.env.client.workflow.getHandle(workflowId).terminate('test over');
   }, 120_000);
 });
 
