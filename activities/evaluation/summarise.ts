@@ -9,7 +9,7 @@ import { Judgment as JudgmentSchema } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
 import { summariseCheckpoint } from '../../common/drift';
 import { JUDGE_PROMPT_VERSION } from '../judge/prompt';
-import { getVerified, putBytesOnce, uriOf } from '../store';
+import { getVerified, putBytesOnce, sha256Hex, uriOf } from '../store';
 import { evaluationKey } from './keys';
 import { loadEvaluationSummary, placeEvaluation, recordEvaluation, type EvaluationPlace } from './lookup';
 
@@ -48,9 +48,11 @@ export async function summariseEvaluation(input: SummariseEvaluationInput): Prom
     judgments,
   });
   const content: EvaluationSummary = { evalKey, judgeModel: placed.judgeModel, promptVersion: placed.promptVersion, topics: placed.topics };
-  const summary = await putBytesOnce(storeKeys.summary(evalKey), JSON.stringify(content, null, 2) + '\n', 'application/json');
-  // A summary already there (written by an earlier attempt or another lineage) is the one recorded.
-  const stored = await loadEvaluationSummary(summary);
+  const body = JSON.stringify(content, null, 2) + '\n';
+  const summary = await putBytesOnce(storeKeys.summary(evalKey), body, 'application/json');
+  // A summary already there (written by an earlier attempt or another lineage) is the one recorded;
+  // it is read back only when its bytes differ from the ones just computed.
+  const stored = summary.sha256 === sha256Hex(body) ? content : await loadEvaluationSummary(summary);
   const v = Object.fromEntries(Object.entries(stored.topics).map(([k, t]) => [k, t.v]));
   const record = { evalKey, generations: input.generations, judgments: input.judgments, summary, v };
   await recordEvaluation(record);
