@@ -13,6 +13,7 @@ import { formatSpecIssues, validateLineageSpec, type LineageSpec } from '../comm
 import { lineageProgressQuery, lineageWorkflow, stageProgressQuery, type LineageProgress, type LineageResult, type StageProgress } from '../workflows';
 import { CliError } from './cliArgs';
 import { cliSettings, type CliSettings } from './cliSettings';
+import { LIST_LIMIT, summariseEvaluations, summariseSteps } from './progress';
 
 
 export function uiLink(
@@ -213,14 +214,24 @@ export function renderProgress(p: LineageProgress, live: ReadonlyMap<string, Liv
   return renderProgressView(progressView('', p, live));
 }
 
+/**
+ * The one-shot `status` table. Short step lists are listed; a stage with more than LIST_LIMIT
+ * checkpoints or evaluations shows them as runs instead ("100–6000 every 100 (60)" and "evaluated
+ * 100–5700 every 100 (57); pending 5800–6000 every 100 (3)"), so the table stays one line per stage.
+ */
 export function renderProgressView(v: ProgressView): string {
   const lines = [`lineage ${v.lineage}: ${v.status}   base evaluated: ${v.base.evaluated ? 'yes' : 'no'}`];
   lines.push(`  ${pad('stage', 16)}${pad('kind', 8)}${pad('status', 12)}${pad('step/total', 12)}${pad('loss', 10)}${pad('checkpoints', 18)}evaluated`);
+  // A cell longer than its column still gets a space after it.
+  const cell = (s: string, n: number) => (s.length >= n ? `${s} ` : pad(s, n));
   for (const s of v.stages) {
     const step = s.step !== null ? `${s.step}/${s.totalSteps}` : s.totalSteps ? `-/${s.totalSteps}` : '-';
     const loss = s.latestLoss === null ? '-' : s.latestLoss.toFixed(4);
+    const long = s.checkpoints.length > LIST_LIMIT || s.evaluated.length > LIST_LIMIT;
+    const checkpoints = long ? summariseSteps(s.checkpoints) : s.checkpoints.join(',') || '-';
+    const evaluated = long ? summariseEvaluations(s.checkpoints, s.evaluated) : s.evaluated.join(',') || '-';
     lines.push(
-      `  ${pad(s.id, 16)}${pad(s.kind, 8)}${pad(s.status, 12)}${pad(step, 12)}${pad(loss, 10)}${pad(s.checkpoints.join(',') || '-', 18)}${s.evaluated.join(',') || '-'}${s.error ? `  (${s.error.slice(0, 120)})` : ''}`,
+      `  ${cell(s.id, 16)}${cell(s.kind, 8)}${cell(s.status, 12)}${cell(step, 12)}${cell(loss, 10)}${cell(checkpoints, 18)}${evaluated}${s.error ? `  (${s.error.slice(0, 120)})` : ''}`,
     );
   }
   if (v.report) lines.push(`  report: ${v.report}`);
