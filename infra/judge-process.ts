@@ -3,8 +3,8 @@
  * code, infra/judge/serve.ts) serves from inside the calling process and would die with `dev:up`,
  * so the stack starts this file detached instead and stops it with SIGTERM to its process group.
  *
- * startLocalJudge puts the judge server (minilm-stance's stance_server.py, or llama.cpp serving
- * SmolLM2) in a process group of its own; this process writes that group's pid to --pid-file so that
+ * startLocalJudge puts the judge server (stance_server.py: minilm-stance, or SmolLM2 through its
+ * causal-LM backend) in a process group of its own; this process writes that group's pid to --pid-file so that
  * the stack records it too, and can stop it even if this wrapper died without cleaning up.
  *
  * --kind picks the server (minilm | smollm2); without it VALUEDRIFT_LOCAL_JUDGE does (default minilm).

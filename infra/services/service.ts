@@ -15,7 +15,7 @@ export const SERVICE = {
   temporal: 'temporal',
   s3: 's3',
   judge: 'judge',
-  /** The judge server (stance_server.py or llama.cpp) the judge process starts in a process group of its own. */
+  /** The judge server (stance_server.py, either backend) the judge process starts in a process group of its own. */
   judgeServer: 'judge-server',
   workerCpu: 'worker-cpu',
   workerGpu: 'worker-gpu',
