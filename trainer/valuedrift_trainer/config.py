@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from . import curves
 from .events import TrainerError
 
 BACKENDS = ("auto", "vllm", "transformers")
@@ -181,10 +182,21 @@ class TrainConfig:
         "false: write no checkpoint at all (throughput measurements only; `done` then has an empty path)",
         default=True,
     )
+    tensorboard_dir: str | None = _help(
+        "where this run's TensorBoard event files and scalars.jsonl go (default: <output_dir>/tensorboard)",
+        default=None,
+    )
+    report_to: list[str] = _help(
+        "integrations besides TensorBoard (always on) that get the training logs: wandb, mlflow",
+        default_factory=list,
+    )
     hyperparameters: Hyperparameters = _help(
         "the stage's hyperparameters, checked against specs/lineage.schema.json ($defs); omitted ones (or "
         "the whole object) take the spec's defaults"
     )
+
+    def tensorboard_directory(self) -> str:
+        return os.path.abspath(self.tensorboard_dir or os.path.join(self.output_dir, "tensorboard"))
 
     def processes(self) -> int:
         """Processes that share one global batch: the launcher's world size (accelerate or torchrun set
@@ -209,6 +221,10 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         _require(self.num_gpus >= 0, "num_gpus", "must be >= 0")
         _require(self.bf16 in (True, False, "auto"), "bf16", 'must be "auto", true or false')
+        if self.tensorboard_dir is not None:
+            _require(os.path.isabs(self.tensorboard_dir), "tensorboard_dir", "must be an absolute path")
+        # Unknown names, integrations the ppo loop lacks, and packages missing here: refused before any loading.
+        curves.report_to(self.report_to, self.stage)
         if self.resume_from is not None:
             _require(os.path.isabs(self.resume_from), "resume_from", "must be an absolute path")
             _require(
@@ -297,6 +313,9 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is str:
         return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     return isinstance(value, annotation)
 
 
@@ -306,6 +325,8 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if typing.get_origin(annotation) is list:
+        return f"array of {_type_name(typing.get_args(annotation)[0])}"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(annotation, str(annotation))
 
 
@@ -387,7 +408,9 @@ def schema() -> dict[str, Any]:
             if f.name == "hyperparameters":
                 continue
             entry: dict[str, Any] = {"type": _type_name(hints[f.name]), "help": f.metadata.get("help", "")}
-            if f.default is dataclasses.MISSING:
+            if f.default_factory is not dataclasses.MISSING:
+                entry["default"] = f.default_factory()
+            elif f.default is dataclasses.MISSING:
                 entry["required"] = True
             else:
                 entry["default"] = f.default

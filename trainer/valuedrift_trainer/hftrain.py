@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Any, Callable
 
-from . import data, events, models
+from . import curves, data, events, models
 from .config import TrainConfig
 from .events import TrainerError
 
@@ -89,7 +89,9 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         logging_strategy="steps",
         logging_steps=1,
         logging_first_step=True,
-        report_to="none",
+        # TensorBoard always (TensorBoardCallback, into TENSORBOARD_LOGGING_DIR: see run_stage), plus
+        # the integrations the spec's stage asked for.
+        report_to=curves.report_to(cfg.report_to, cfg.stage),
         disable_tqdm=True,
         dataloader_num_workers=0,
         eval_strategy="no",
@@ -109,11 +111,12 @@ def load_pairwise(cfg: TrainConfig, rows: list[dict[str, Any]]) -> tuple[Any, An
     return ref, tokenizer, models.load_causal_lm(ref)
 
 
-def event_callback(save: bool = True) -> Any:
+def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None) -> Any:
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
-        """Trainer hooks → protocol events (rank 0 only, see events.emit)."""
+        """Trainer hooks → protocol events (rank 0 only, see events.emit), and each log's scalars to
+        `scalars` (the same tags and steps as the TensorBoard event files)."""
 
         def on_train_begin(self, args, state, control, **kw):
             events.progress(state.global_step, state.max_steps)
@@ -127,6 +130,8 @@ def event_callback(save: bool = True) -> Any:
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
+            if scalars is not None and state.is_world_process_zero:
+                scalars.write(state.global_step, curves.tags(logs))
             if "loss" in logs:
                 # The Trainer's PrinterCallback already writes the full log dict to (redirected) stderr.
                 events.progress(state.global_step, state.max_steps, logs.get("loss"), logs.get("learning_rate"))
@@ -204,5 +209,13 @@ def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[...,
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints)])
-    run_trainer(cfg, trainer)
+    # transformers' TensorBoardCallback (added by report_to) writes its event files here.
+    tb_dir = cfg.tensorboard_directory()
+    os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir
+    scalars = curves.ScalarLog(tb_dir) if _is_main_rank() else None
+    try:
+        trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints, scalars)])
+        run_trainer(cfg, trainer)
+    finally:
+        if scalars is not None:
+            scalars.close()

@@ -59,7 +59,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from . import events, hftrain, models
+from . import curves, events, hftrain, models
 from .config import Hyperparameters, TrainConfig
 from .events import TrainerError
 from .generate import stop_ids
@@ -176,6 +176,7 @@ class Run:
     total: int
     stops: list[int]
     output_dir: str
+    scalars: curves.ScalarLog | None = None
 
     @property
     def micro(self) -> int:
@@ -510,6 +511,8 @@ def _log_update(run: Run, ro: Rollout, a: Advantages, stats: dict[str, list[Any]
         "learning_rate": lr, "epoch": state.epoch, "step": state.global_step,
     }
     state.log_history.append(entry)
+    if run.scalars is not None:
+        run.scalars.write(state.global_step, {f"train/{k}": v for k, v in entry.items() if k != "step"})
     events.progress(state.global_step, run.total, entry["loss"], lr)
     events.log("ppo " + " ".join(f"{k}={v:.4g}" for k, v in entry.items()))
 
@@ -526,6 +529,17 @@ def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
         return
 
     run = setup(cfg, rows, bf16)
+    if run.acc.is_main_process:
+        # The Trainer-based stages get these from TensorBoardCallback; this loop writes its own.
+        run.scalars = curves.ScalarLog(cfg.tensorboard_directory(), tensorboard=True)
+    try:
+        _train(cfg, run)
+    finally:
+        if run.scalars is not None:
+            run.scalars.close()
+
+
+def _train(cfg: TrainConfig, run: Run) -> None:
     order = PromptOrder(run)
     state = run.state
     events.progress(state.global_step, run.total)
@@ -537,7 +551,7 @@ def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
         lr = run.scheduler.get_last_lr()[0]
         run.scheduler.step()
         state.global_step = step + 1
-        state.epoch = state.global_step * run.hp["global_batch_size"] / len(rows)
+        state.epoch = state.global_step * run.hp["global_batch_size"] / len(run.rows)
         _log_update(run, ro, adv, stats, lr)
         if state.global_step % cfg.checkpoint_every == 0 or state.global_step == run.total:
             save_checkpoint(run, state.global_step)
