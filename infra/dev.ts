@@ -31,7 +31,7 @@ async function up(flags: readonly string[]): Promise<void> {
   log(`stack up: started [${result.started.join(', ')}], already running [${result.reused.join(', ')}]`);
   log(`  Temporal UI   ${settings.temporalUiUrl}`);
   log(`  Temporal      ${settings.temporalAddress}`);
-  log(`  S3            ${settings.s3Endpoint}  bucket ${settings.s3Bucket}  (in memory: a stack restart empties it)`);
+  log(`  S3            ${settings.s3Endpoint}  bucket ${settings.s3Bucket}  (objects in ${rel(DATA.s3DataDir)}/)`);
   log(`  logs          ${rel(DATA.logDir)}/<service>.log`);
   log(`  environment   ${rel(DATA.stackEnvFile)}`);
   // Stopping needs only the record file, i.e. the data directory.

@@ -10,8 +10,9 @@
  * `VALUEDRIFT_DATA_DIR` (default `.data/`): with other ports (infra/settings.ts) a second stack
  * runs beside the first.
  *
- * Storage: Temporal keeps its state in `<data dir>/temporal/temporal.db` (SQLite), so workflow
- * histories survive a restart; the S3 server keeps objects in memory (see infra/services/s3.ts).
+ * Storage: Temporal keeps its state in `<data dir>/temporal/temporal.db` (SQLite) and the S3 server
+ * its objects in `<data dir>/s3/` (infra/services/s3.ts), so workflow histories and the artifacts
+ * they point at both survive a restart.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,7 +31,7 @@ import {
 } from './proc';
 import { type PythonEnv, ensurePythonEnv, pythonEnvPaths } from './python';
 import { judgeService } from './services/judge';
-import { s3Service } from './services/s3';
+import { ensureS3Server, s3Service } from './services/s3';
 import { DEFAULT_STOP_GRACE_MS, type LocalService, PROBE_TIMEOUT_MS, SERVICE, type ServiceContext, type ServiceName } from './services/service';
 import { temporalService } from './services/temporal';
 import { STACK_WORKER_ROLES, workerName, workerService } from './services/worker';
@@ -181,7 +182,8 @@ export async function stackUp(opts: StackUpOptions): Promise<StackUpResult> {
   const { log } = opts;
   const target = opts.target ?? defaultTarget();
   const { data } = target;
-  const py = await ensurePythonEnv({ log });
+  // The S3 server's Go build (minutes on an empty build cache) runs while pip works.
+  const [py] = await Promise.all([ensurePythonEnv({ log }), ensureS3Server({ log })]);
   for (const dir of [data.dataDir, data.logDir, data.temporalDataDir, data.s3DataDir]) fs.mkdirSync(dir, { recursive: true });
 
   return withFileLock(data.stackLockFile, { timeoutMs: STACK_LOCK_TIMEOUT_MS, what: 'stack', log }, async () => {

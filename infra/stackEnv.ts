@@ -35,7 +35,6 @@ export function stackEnvironment(s: InfraSettings, py: PythonEnv, workDir: strin
 export function writeStackEnv(file: string, env: Record<string, string>): void {
   const lines = [
     '# Written by infra/stack.ts (npm run dev:up / npm test): how to reach the local stack.',
-    '# NOTE: the local S3 server (moto) keeps objects in memory; a stack restart empties the bucket.',
     ...Object.entries(env).map(([key, value]) => `${key}=${value}`),
   ];
   fs.mkdirSync(path.dirname(file), { recursive: true });
