@@ -14,6 +14,7 @@ import {
   DEFAULT_TEMPORAL_NAMESPACE,
   DEFAULT_TEMPORAL_UI_URL,
 } from '../common/defaults';
+import { DEFAULT_CACHE_FLUSH_EVERY, DEFAULT_CACHE_FLUSH_MS } from './judge/judgeAll';
 
 /** A whole number read from a variable ("8" → 8; "8.5", "eight" → refused). */
 const wholeNumber = () => z.coerce.number().int();
@@ -36,6 +37,13 @@ const Env = z.object({
   VALUEDRIFT_JUDGE_API_KEY: z.string().optional(),
   /** Overrides the spec's judge model on this worker (e.g. the local judge's name). */
   VALUEDRIFT_JUDGE_MODEL: z.string().optional(),
+  /**
+   * Judge answers are written to the judge cache in groups of this many (activities/judge/judgeAll.ts):
+   * a killed worker pays again for fewer than this many judgments (RELIABILITY.md).
+   */
+  VALUEDRIFT_JUDGE_CACHE_FLUSH_EVERY: wholeNumber().positive().default(DEFAULT_CACHE_FLUSH_EVERY),
+  /** …and no answer waits longer than this many milliseconds for its cache write. */
+  VALUEDRIFT_JUDGE_CACHE_FLUSH_MS: wholeNumber().positive().default(DEFAULT_CACHE_FLUSH_MS),
   /** OpenAI's own key: sent only to OpenAI (when VALUEDRIFT_JUDGE_BASE_URL is unset), never to another endpoint. */
   OPENAI_API_KEY: z.string().optional(),
   /** The Python that runs the trainer; default: the repository's .venv. */

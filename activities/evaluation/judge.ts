@@ -117,6 +117,8 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     topLogprobs: judge.topLogprobs,
     concurrency: input.judge.concurrency,
     cache: new StoreJudgeCache(),
+    cacheFlushEvery: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_EVERY,
+    cacheFlushMs: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_MS,
     maxRetries: 8,
     onProgress: (d, t) => {
       done = d;

@@ -46,8 +46,14 @@ export interface JudgeAllInput extends JudgeRequestOptions {
   /** Retries per item after the first attempt, for retryable failures only. */
   maxRetries: number;
   backoff?: Partial<BackoffOptions> | undefined;
-  /** New cache entries are written in groups of this size (and at the end, and on failure). */
+  /**
+   * New cache entries are written in groups of this size (and at the end, and on failure); default
+   * DEFAULT_CACHE_FLUSH_EVERY. A killed worker (no chance to write) pays again for what it had not
+   * written: fewer than this many answers, plus a batch whose write was in flight.
+   */
   cacheFlushEvery?: number | undefined;
+  /** …and no answer waits longer than this for its write (ms); default DEFAULT_CACHE_FLUSH_MS. */
+  cacheFlushMs?: number | undefined;
   onProgress?: ((done: number, total: number) => void) | undefined;
   signal?: AbortSignal | undefined;
 }
@@ -140,21 +146,37 @@ export function toJudgment(item: JudgeItem, value: Pick<CachedJudgment, 'probs' 
   };
 }
 
-/** Writes cache entries in groups, one write at a time, so a failure midway keeps what was already paid for. */
+/** Cache entries written per group by default: what a killed worker can lose is bounded by this. */
+export const DEFAULT_CACHE_FLUSH_EVERY = 8;
+/** The longest an answer waits in memory for its cache write by default (ms). */
+export const DEFAULT_CACHE_FLUSH_MS = 5_000;
+
+/**
+ * Writes cache entries in groups, one write at a time, so a failure midway keeps what was already
+ * paid for. A group is written when it reaches `every` entries, or `maxDelayMs` after its first
+ * entry arrived (a slow judge would otherwise keep answers in memory for minutes), whichever first.
+ */
 export class CacheWriter {
   private pending: Array<{ key: string; value: CachedJudgment }> = [];
   /** Never rejects: a failed write is remembered and reported by the next flush(). */
   private chain: Promise<void> = Promise.resolve();
   private firstError: { err: unknown } | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly cache: JudgeCache,
     private readonly every: number,
+    private readonly maxDelayMs: number = Number.POSITIVE_INFINITY,
   ) {}
 
   add(key: string, value: CachedJudgment): void {
     this.pending.push({ key, value });
     if (this.pending.length >= this.every) void this.enqueue();
+    else if (this.timer === undefined && Number.isFinite(this.maxDelayMs)) {
+      this.timer = setTimeout(() => void this.enqueue(), this.maxDelayMs);
+      // A pending write never keeps the process alive; flush() is what callers wait on.
+      this.timer.unref?.();
+    }
   }
 
   /** Resolves when everything added so far is written; rejects if any write so far failed. */
@@ -164,6 +186,8 @@ export class CacheWriter {
   }
 
   private enqueue(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     const batch = this.pending;
     this.pending = [];
     this.chain = this.chain.then(async () => {
@@ -217,7 +241,11 @@ export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
   input.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
   const judgments: Array<Judgment | undefined> = new Array<Judgment | undefined>(total);
-  const writer = new CacheWriter(input.cache, Math.max(1, input.cacheFlushEvery ?? 32));
+  const flushEvery = input.cacheFlushEvery ?? DEFAULT_CACHE_FLUSH_EVERY;
+  const flushMs = input.cacheFlushMs ?? DEFAULT_CACHE_FLUSH_MS;
+  if (!Number.isInteger(flushEvery) || flushEvery < 1) throw new RangeError('cacheFlushEvery must be an integer ≥ 1');
+  if (!(flushMs > 0)) throw new RangeError('cacheFlushMs must be > 0');
+  const writer = new CacheWriter(input.cache, flushEvery, flushMs);
   let calls = 0;
   let attempts = 0;
   let cacheHits = 0;
