@@ -10,6 +10,7 @@ import { stageKey } from '../../activities/cache';
 import { renderLineageReport } from '../../activities/report';
 import { computeStageDrift } from '../../common/drift';
 import { Slug, validateLineageSpec, type LineageSpec } from '../../common/spec';
+import { main, programHelp } from '../../worker/cli';
 import { CliError, UsageError } from '../../worker/cliArgs';
 import { lineageJsonSchema, SCHEMA_FILE } from '../../worker/gen-schema';
 import { deriveReevaluation, derivedName, parseOverrides, REEVAL_MARK } from '../../worker/reevaluate';
@@ -26,6 +27,16 @@ function demo(over: Record<string, unknown> = {}): LineageSpec {
 }
 
 describe('reevaluate options', () => {
+  it('is listed in the help and refuses a command line that changes nothing before connecting', async () => {
+    expect(programHelp()).toContain('  reevaluate <lineage> [--judge MODEL] [--eval-set URI] [--samples N] [--watch]');
+    let out = '';
+    await main(['reevaluate', '--help'], { out: (t) => void (out += t) });
+    expect(out.split('\n')[0]).toBe('usage: lineage reevaluate <lineage> [--judge MODEL] [--eval-set URI] [--samples N] [--watch]');
+    // The options are checked before any connection is made: a UsageError, whatever the server.
+    await expect(main(['reevaluate', 'demo', '--watch'], { out: () => {} })).rejects.toThrow(UsageError);
+    await expect(main(['reevaluate'], { out: () => {} })).rejects.toThrow(/missing argument|lineage/);
+  });
+
   it('refuses an empty change set and bad values as command-line errors', () => {
     expect(() => parseOverrides(CMD, {})).toThrow(UsageError);
     expect(() => parseOverrides(CMD, {})).toThrow(/nothing to change: give --judge, --eval-set or --samples/);
