@@ -68,6 +68,11 @@ export const DatasetSpec = z.strictObject({
   split: z.string().regex(/^[\w.[\]:%-]+$/).max(64).default('train'),
   /** Use at most this many rows (after a seeded shuffle); omit for all. */
   limit: z.number().int().positive().max(100_000_000).optional(),
+  /**
+   * Rows the source holds (before `limit`), as declared: `lineage plan` sizes stages from it when it
+   * does not count the rows itself (hf: and s3: sources; a file: source is always counted).
+   */
+  rows: z.number().int().positive().max(10_000_000_000).optional().describe('rows the source holds (before limit); lineage plan uses it for sources it does not read (hf:, s3:)'),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpec>;
 
@@ -199,6 +204,9 @@ export const HYPERPARAMETERS = {
   simpo: SimpoHyperparameters,
 } as const;
 
+/** Integrations `reportTo` accepts (TensorBoard is on whether listed or not). */
+export const REPORT_INTEGRATIONS = ['tensorboard', 'wandb', 'mlflow'] as const;
+
 /** Settings every training stage shares (orchestration; the training settings are `hyperparameters`). */
 const stageCommon = {
   id: Slug.refine((s) => s !== BASE_STAGE_ID, { message: `"${BASE_STAGE_ID}" is reserved for the base model` }),
@@ -211,6 +219,16 @@ const stageCommon = {
   /** GPUs for this stage; 0 trains on CPU. More than 1 launches the trainer with accelerate. */
   gpus: z.number().int().min(0).max(1024).default(1),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  /**
+   * Where the trainer also sends its logs (transformers' `report_to` names). TensorBoard event files
+   * are always written and stored beside the stage's checkpoints; `wandb` / `mlflow` need their
+   * package in the trainer's Python and their usual WANDB_* / MLFLOW_* settings on the worker.
+   */
+  reportTo: z
+    .array(z.enum(REPORT_INTEGRATIONS, { error: (iss) => `unknown integration ${JSON.stringify(iss.input)}; supported: ${REPORT_INTEGRATIONS.join(', ')}` }))
+    .max(REPORT_INTEGRATIONS.length)
+    .refine((xs) => new Set(xs).size === xs.length, { message: 'lists an integration twice' })
+    .optional(),
 };
 
 /**
@@ -303,10 +321,34 @@ export const BaseSpec = z.strictObject({
   promptStyle: z.enum(['response-suffix', 'chat']).default('response-suffix'),
 });
 
+/**
+ * What a derived lineage (`lineage reevaluate`) changed relative to the lineage it re-evaluates:
+ * the original's name and each changed field as a dotted spec path with its old and new value. The
+ * report links the original and lists the changes; nothing else reads it.
+ */
+export const DerivedFrom = z
+  .strictObject({
+    lineage: Slug,
+    changes: z
+      .array(
+        z.strictObject({
+          field: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'must be a dotted spec path').max(200),
+          from: z.union([z.string().max(512), z.number()]),
+          to: z.union([z.string().max(512), z.number()]),
+        }),
+      )
+      .min(1)
+      .max(20),
+  })
+  .meta({ id: 'DerivedFrom', description: 'the lineage this one re-evaluates and what changed (lineage reevaluate)' });
+export type DerivedFrom = z.infer<typeof DerivedFrom>;
+
 export const LineageSpec = z.strictObject({
   /** Lineage name: part of every workflow ID and store key. */
   name: Slug,
   description: z.string().max(2000).optional(),
+  /** Set by `lineage reevaluate` on the lineage it derives; shown (with a link) in the report. */
+  derivedFrom: DerivedFrom.optional(),
   seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
   base: BaseSpec,
   datasets: z.record(Slug, DatasetSpec).refine((m) => Object.keys(m).length <= 1000, { message: 'at most 1000 datasets' }),
@@ -481,6 +523,9 @@ export function validateLineageSpec(input: unknown): SpecValidation {
     if ((s.kind === 'dpo' || s.kind === 'simpo') && s.hyperparameters.max_prompt_length >= h.max_length) {
       issues.push({ path: `${hp}.max_prompt_length`, message: 'must be < max_length' });
     }
+    if (s.kind === 'ppo' && s.reportTo?.some((x) => x !== 'tensorboard')) {
+      issues.push({ path: `${at}.reportTo`, message: 'the ppo stage reports to tensorboard only (its own training loop has no wandb/mlflow callbacks)' });
+    }
     if (s.kind === 'ppo' && s.hyperparameters.response_length >= h.max_length) {
       issues.push({ path: `${hp}.response_length`, message: 'must be < max_length (the prompt needs room)' });
     }
@@ -506,6 +551,13 @@ export function validateLineageSpec(input: unknown): SpecValidation {
   spec.stages.forEach((s, i) => {
     if (cyclic.has(s.id)) issues.push({ path: `stages[${i}].parent`, message: `stage "${s.id}" is part of a cycle` });
   });
+  if (spec.derivedFrom) {
+    if (spec.derivedFrom.lineage === spec.name) issues.push({ path: 'derivedFrom.lineage', message: 'a lineage cannot be derived from itself' });
+    const fields = spec.derivedFrom.changes.map((c) => c.field);
+    fields.forEach((f, i) => {
+      if (fields.indexOf(f) !== i) issues.push({ path: `derivedFrom.changes[${i}].field`, message: `"${f}" is listed twice` });
+    });
+  }
   const ev = own(spec.datasets, spec.evaluation.evalSet);
   if (!ev) issues.push({ path: 'evaluation.evalSet', message: `unknown dataset "${spec.evaluation.evalSet}"` });
   else if (ev.format !== 'eval') issues.push({ path: 'evaluation.evalSet', message: `dataset "${spec.evaluation.evalSet}" has format ${ev.format}, needs eval` });

@@ -1,12 +1,17 @@
 /**
  * `npm run lineage -- <command>` (below, `lineage <command>`):
  *   validate <spec.json>                    check a spec without starting anything
+ *   plan <spec.json> [--json] [--throughput FILE] [--prices FILE] [--answer-tokens N]
+ *                                           steps, checkpoints, GPU-hours, judge calls, cost and storage before a start
  *   start <spec.json> [--watch]             validate, start, print the workflow ID and UI link
  *   status <id|name> [--watch] [--json]     the lineage's progress (stages, checkpoints, step/total, loss)
  *   report <id|name> [--out DIR] [--json]   drift table and the report (copied to DIR, default .data/reports)
+ *   compare <lineage|spec>... [--out DIR] [--json]  finished lineages side by side (Tab. 1 table, trajectory page)
  *   export-history <id|name> <file.json>    the workflow's event history as JSON (for replay tests)
  *   drift <summaries-file> [--json]         drift (M, η) from checkpoint summaries, as the system computes it
  *   judge-check [--file F] [--concurrency N]  a judge's agreement with the labelled stance set
+ *   reevaluate <lineage> [--judge MODEL] [--eval-set URI] [--samples N] [--watch]
+ *                                           re-judge a finished lineage: a derived lineage, stages from the cache
  * `lineage --help` and `lineage <command> --help` (or `lineage help [command]`) print usage.
  * Options are parsed by node:util parseArgs in strict mode (worker/cliArgs.ts). Errors are one line
  * on stderr; the exit status is 2 for a wrong command line, 1 for anything else that fails.
@@ -43,6 +48,8 @@ const JSON_OPTION = { type: 'boolean', description: 'print JSON (one document pe
 /** What a command prints; tests and the entry point pass their own streams. */
 export interface Output {
   out(text: string): void;
+  /** Set when the output is a terminal: `--watch` then redraws its lines in place, cut to `columns()`. */
+  terminal?: { columns(): number | undefined };
 }
 
 interface Command {
@@ -90,14 +97,21 @@ async function connect(): Promise<{ client: Client; settings: CliSettings }> {
   }
 }
 
+/**
+ * Polls a lineage's progress until it ends. `--json`: one document per poll. Text on a terminal: one
+ * line per stage, redrawn in place; elsewhere: plain lines, printed only when something changed.
+ */
 async function watch(workflowId: string, io: Output, asJson: boolean): Promise<void> {
-  const { getProgress, progressView, renderProgressView } = await import('./lineageClient');
+  const { getProgress, progressView } = await import('./lineageClient');
+  const { progressPrinter } = await import('./progress');
+  const printer = progressPrinter(io.terminal);
   const { client, settings } = await connect();
   try {
     for (;;) {
       const { progress, live } = await getProgress(client, workflowId);
       const view = progressView(workflowId, progress, live);
-      io.out(asJson ? json(view) : `\n[${new Date().toISOString()}]\n${renderProgressView(view)}\n`);
+      const text = asJson ? json(view) : printer.update(view, Date.now());
+      if (text) io.out(text);
       if (progress.status === 'done' || progress.status === 'failed') return;
       const d = await client.workflow.getHandle(workflowId).describe();
       if (d.status.name !== 'RUNNING') return;
@@ -121,6 +135,34 @@ export const COMMANDS: Record<string, Command> = {
       const { readSpecFile } = await import('./lineageClient');
       const spec = await readSpecFile(args['spec.json']);
       io.out(`ok: lineage "${spec.name}", ${spec.stages.length} stage(s)\n`);
+    },
+  ),
+
+  plan: command(
+    'what a spec will cost: steps, GPU-hours, judge calls, money, storage',
+    {
+      name: `${PROGRAM} plan`,
+      summary:
+        "What a lineage will cost before it starts, per stage of its DAG and in total: optimizer steps and checkpoints from the datasets' sizes, GPU-hours from a throughput table, generations, judge calls and tokens, money (judge online and with the batch API) and storage. Starts nothing; needs no running service.",
+      args: [{ name: 'spec.json', description: 'the lineage spec (JSON)' }],
+      options: {
+        json: { type: 'boolean', description: 'print one JSON document (stages[], totals, assumptions, unknown)' },
+        throughput: { type: 'string', value: 'FILE', description: 'JSON laid over data/plan/throughput.json (tokens/s per device, algorithm and size; model sizes)' },
+        prices: { type: 'string', value: 'FILE', description: 'JSON laid over data/plan/prices.json (GPU-hour, judge tokens, storage)' },
+        'answer-tokens': { type: 'string', value: 'N', description: "mean answer tokens per generation (default: the spec's evaluation.maxNewTokens, an upper bound)" },
+      },
+      details:
+        "Rows: a file: dataset is counted; otherwise the dataset's declared \"rows\" (the paper specs declare\n" +
+        'App. B\'s sizes); an s3: dataset without one is counted when the store answers. Without rows a stage\n' +
+        'shows "unknown, declare rows". Every estimate names its source under "assumptions".',
+    },
+    async ({ args, options }, io, spec) => {
+      const answerTokens = options['answer-tokens'] === undefined ? undefined : integerOption(spec, 'answer-tokens', options['answer-tokens'], 1);
+      const { planLineage, readPlanSpec } = await import('./plan');
+      const { renderPlan } = await import('../common/plan');
+      const lineageSpec = await readPlanSpec(args['spec.json']);
+      const plan = await planLineage(lineageSpec, { throughputFile: options.throughput, pricesFile: options.prices, answerTokens });
+      io.out(options.json ? json(plan) : renderPlan(plan));
     },
   ),
 
@@ -217,6 +259,32 @@ export const COMMANDS: Record<string, Command> = {
     },
   ),
 
+  compare: command(
+    'finished lineages side by side: M and η per topic, trajectory plots',
+    {
+      name: `${PROGRAM} compare`,
+      summary:
+        "Finished lineages side by side, like the paper's Tab. 1: per topic and stance M and η of every stage (column groups: algorithm × dataset), and one HTML page with the table and per topic and stance the trajectories of all stages, written to the store (compare/<names>/index.html) and copied to a local folder.",
+      args: [{ name: 'lineage|spec', description: 'a lineage name, its workflow ID (valuedrift/<name>) or its spec file (a path with "." or "/")', variadic: true }],
+      options: {
+        out: { type: 'string', value: 'DIR', description: 'where the page is copied, under compare/ (default .data/reports)' },
+        json: { type: 'boolean', description: "print one JSON document: lineages, stages, per topic and stage the drift.json entry" },
+      },
+    },
+    async ({ args, options }, io) => {
+      const { compareLineages, renderCompareText, resolveCompareInputs } = await import('./compare');
+      // Spec files are read first: a bad one is reported without reaching for the server.
+      const inputs = await resolveCompareInputs(args['lineage|spec']);
+      const { client, settings } = await connect();
+      try {
+        const doc = await compareLineages({ client, inputs, outDir: options.out ?? settings.reportsDir, settings });
+        io.out(options.json ? json(doc) : renderCompareText(doc));
+      } finally {
+        await client.connection.close();
+      }
+    },
+  ),
+
   'export-history': command(
     "a workflow's event history as JSON (replay tests)",
     {
@@ -296,6 +364,43 @@ export const COMMANDS: Record<string, Command> = {
       io.out(`${formatJudgeCheck(result)}\n`);
     },
   ),
+
+  reevaluate: command(
+    'evaluate a finished lineage again: another judge, eval set or sample count',
+    {
+      name: `${PROGRAM} reevaluate`,
+      summary:
+        "Evaluate a finished lineage's checkpoints again with another judge, eval set or number of samples per prompt, as a derived lineage <name>--reeval-<hash> whose stages all come from the stage cache; its report links the original. Run twice, it attaches to the same derived lineage.",
+      args: [{ name: 'lineage', description: 'the finished lineage: its name or workflow ID (valuedrift/<name>)' }],
+      options: {
+        judge: { type: 'string', value: 'MODEL', description: "the judge model (the spec's evaluation.judge.model)" },
+        'eval-set': { type: 'string', value: 'URI', description: 'the eval set: file:<path>, s3://bucket/key or hf:<org>/<name>' },
+        samples: { type: 'string', value: 'N', description: 'generations per prompt (1-100; evaluation.generationsPerPrompt)' },
+        watch: { type: 'boolean', description: 'then print progress until the derived lineage ends' },
+      },
+      details:
+        'Only the evaluation changes; training inputs stay, so no stage is trained again. A judge change\n' +
+        "alone reuses the stored generations. A worker with VALUEDRIFT_JUDGE_MODEL set asks that model\n" +
+        "whatever the spec says (the local stack's workers set it): point such workers at the new judge.",
+    },
+    async ({ args, options }, io, spec) => {
+      const { describeChanges, parseOverrides, reevaluate } = await import('./reevaluate');
+      const { uiLink } = await import('./lineageClient');
+      const overrides = parseOverrides(spec.name, { judge: options.judge, 'eval-set': options['eval-set'], samples: options.samples });
+      const { client } = await connect();
+      let r: Awaited<ReturnType<typeof reevaluate>>;
+      try {
+        r = await reevaluate(client, spec.name, args.lineage, overrides);
+      } finally {
+        await client.connection.close();
+      }
+      io.out(`${r.state}: ${r.workflowId}\n`);
+      io.out(`derived from: ${r.derivedFrom.lineage} (${describeChanges(r.derivedFrom)})\n`);
+      if (r.report) io.out(`report: ${r.report} (npm run lineage -- report ${r.name})\n`);
+      io.out(`ui: ${uiLink(r.workflowId)}\n`);
+      if (options.watch) await watch(r.workflowId, io, false);
+    },
+  ),
 };
 
 /** `lineage --help`: each command's usage line and what it does. */
@@ -346,7 +451,7 @@ export function errorLine(err: unknown): string {
 }
 
 if (require.main === module) {
-  const io: Output = { out: (text) => process.stdout.write(text) };
+  const io: Output = { out: (text) => process.stdout.write(text), ...(process.stdout.isTTY && { terminal: { columns: () => process.stdout.columns } }) };
   // process.exit after the streams have flushed: a piped `--json` document must not be cut short,
   // and open Temporal connections must not keep the process alive.
   const exit = (code: number) => process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -203,6 +203,8 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
     lineage,
     generatedAt: new Date().toISOString(), // workflow time: deterministic on replay
     stages: policy.map((s) => ({ stageId: s.id, kind: s.kind, parentId: s.parent, drift: (drifts.get(s.id) as StageDrift).drift })),
+    // Only when set, so the activity input of every other lineage is unchanged.
+    ...(spec.derivedFrom && { derivedFrom: spec.derivedFrom }),
   });
   progress.report = report.uri;
   if (failed.size) {

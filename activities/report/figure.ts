@@ -128,7 +128,8 @@ const offlineLoader: vega.Loader = {
   file: (uri) => Promise.reject(new Error(`report figures load no external data (asked for ${uri})`)),
 };
 
-async function toSvg(spec: TopLevelSpec): Promise<string> {
+/** Compiles a Vega-Lite spec and renders it to SVG in-process, loading nothing (the report and `lineage compare` pages). */
+export async function toSvg(spec: TopLevelSpec): Promise<string> {
   const compiled = compile(spec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none', loader: offlineLoader });
   try {

@@ -7,6 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { STANCES, StageDrift } from '../../common/contracts';
 import { formatSigned } from '../../common/drift';
+import { DerivedFrom } from '../../common/spec';
 import { renderFigureSvg, slug, STANCE_COLOURS, type ReportFigure } from './figure';
 
 export const ReportStage = z.object({
@@ -23,6 +24,8 @@ export const RenderLineageReportInput = z.object({
   stages: z.array(ReportStage),
   /** Shown verbatim; an ISO timestamp keeps the page reproducible (no clock read here). */
   generatedAt: z.string(),
+  /** A re-evaluation's original lineage and what changed (`lineage reevaluate`): linked in the header. */
+  derivedFrom: DerivedFrom.optional(),
 });
 export type RenderLineageReportInput = z.infer<typeof RenderLineageReportInput>;
 
@@ -43,7 +46,7 @@ export async function renderLineageReport(input: RenderLineageReportInput): Prom
     const problems = parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
     throw ApplicationFailure.nonRetryable(`invalid report input: ${problems}`, 'BadReportInput');
   }
-  const { lineage, stages, generatedAt } = parsed.data;
+  const { lineage, stages, generatedAt, derivedFrom } = parsed.data;
   const seenStages = new Set<string>();
   for (const stage of stages) {
     if (stage.drift.stageId !== stage.stageId || stage.drift.lineage !== lineage) {
@@ -92,6 +95,7 @@ export async function renderLineageReport(input: RenderLineageReportInput): Prom
 <header>
 <h1>Value drift — <span class="lineage">${esc(lineage)}</span></h1>
 <p class="meta">Generated ${esc(generatedAt)} · ${stages.length} stage${stages.length === 1 ? '' : 's'}</p>
+${derivedFrom ? derivedFromHtml(derivedFrom) : ''}
 ${legendHtml()}
 <p class="defs"><b>v(T)</b>: mean over a topic's prompts of the mean stance probability over each prompt's generations; bands are 95&nbsp;% t-intervals over prompts.
 <b>M</b> = v<sub>end</sub> − v<sub>start</sub> over the stage (step 0 is the parent's final checkpoint).
@@ -138,6 +142,16 @@ ${body}
 </section>`;
 }
 
+/**
+ * The original lineage of a re-evaluation, linked where its report lies in the store's layout
+ * (`lineages/<name>/report/index.html`, two folders up from this page), and what changed.
+ */
+function derivedFromHtml(d: DerivedFrom): string {
+  const changes = d.changes.map((c) => `<li><code>${esc(c.field)}</code>: ${esc(String(c.from))} → ${esc(String(c.to))}</li>`).join('');
+  const href = `../../${encodeURIComponent(d.lineage)}/report/index.html`;
+  return `<div class="derived" data-derived-from="${esc(d.lineage)}"><p>Re-evaluation of lineage <a rel="prev" href="${esc(href)}">${esc(d.lineage)}</a>: the same checkpoints, evaluated with</p><ul>${changes}</ul></div>`;
+}
+
 function renderDriftTable(drift: StageDrift, categories: readonly string[]): string {
   const head = `<thead><tr><th rowspan="2">topic</th>${STANCES.map((s) => `<th colspan="2" class="stance-${s}">${s}</th>`).join('')}</tr>
 <tr>${STANCES.map(() => '<th>M</th><th>η</th>').join('')}</tr></thead>`;
@@ -159,7 +173,7 @@ function renderDriftTable(drift: StageDrift, categories: readonly string[]): str
 }
 
 /** Green for a rise, red for a fall, stronger with |M|, so large drifts stand out in the table. */
-function shade(M: number): string {
+export function shade(M: number): string {
   const alpha = Math.min(1, Math.abs(M) / 0.6) * 0.45;
   if (!(alpha > 0.01)) return 'transparent';
   return M > 0 ? `rgba(44,160,44,${alpha.toFixed(3)})` : `rgba(214,39,40,${alpha.toFixed(3)})`;
@@ -188,7 +202,7 @@ function compareCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-const CSS = `
+export const CSS = `
 :root { color-scheme: light; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
 header, main { max-width: 1180px; margin: 0 auto; padding: 0 16px; }
@@ -216,4 +230,7 @@ th.stance-support { color: ${STANCE_COLOURS.support}; }
 th.stance-neutral { color: ${STANCE_COLOURS.neutral}; }
 th.stance-oppose { color: ${STANCE_COLOURS.oppose}; }
 .empty { color: #777; font-style: italic; }
+.derived { font-size: 13px; background: #eef4fb; border: 1px solid #cddcec; border-radius: 4px; padding: 6px 10px; margin: 8px 0; }
+.derived p { margin: 0; }
+.derived ul { margin: 4px 0 0; padding-left: 20px; }
 `;

@@ -53,12 +53,15 @@ export function paperSpec(base: (typeof BASES)[number]): LineageSpecInput {
     seed: 42,
     base: { model: base.model, name: base.name, promptStyle: 'response-suffix' },
     datasets: {
-      wildchat: { uri: 'hf:allenai/WildChat-1M', format: 'chat' },
-      alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat' },
-      ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference' },
-      'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference' },
-      synthetic: { uri: 's3://valuedrift/datasets/synthetic-stance-pairs.jsonl', format: 'stance-pairs' },
-      'v-prism': { uri: 's3://valuedrift/datasets/v-prism.jsonl', format: 'eval' },
+      // `rows`: the paper's sizes (App. B.1: the 90/10 train splits of English WildChat and of Alpaca,
+      // Argilla's UltraFeedback, HH-RLHF downsampled to the same size; §6.1: 9,453 synthetic prompts;
+      // §3: 50 V-PRISM questions × 11 categories), so `lineage plan` can size every stage.
+      wildchat: { uri: 'hf:allenai/WildChat-1M', format: 'chat', rows: 255_751 },
+      alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat', rows: 46_801 },
+      ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference', rows: 60_908 },
+      'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference', rows: 60_908 },
+      synthetic: { uri: 's3://valuedrift/datasets/synthetic-stance-pairs.jsonl', format: 'stance-pairs', rows: 9_453 },
+      'v-prism': { uri: 's3://valuedrift/datasets/v-prism.jsonl', format: 'eval', rows: 550 },
     },
     stages,
     evaluation: { evalSet: 'v-prism', topics: TOPICS },
