@@ -93,7 +93,7 @@ describe('parseCommandLine', () => {
 
 describe('the lineage commands, in process', () => {
   it('every command answers --help with its usage line; the program help lists them all', async () => {
-    expect(Object.keys(COMMANDS)).toEqual(['validate', 'start', 'status', 'report', 'export-history', 'drift', 'judge-check']);
+    expect(Object.keys(COMMANDS)).toEqual(['validate', 'plan', 'start', 'status', 'report', 'compare', 'export-history', 'drift', 'judge-check', 'reevaluate']);
     for (const name of Object.keys(COMMANDS)) {
       let out = '';
       await main([name, '--help'], { out: (t) => (out += t) });
@@ -101,7 +101,7 @@ describe('the lineage commands, in process', () => {
       expect(programHelp()).toContain(`  ${name}`);
     }
     const jsonCommands = Object.entries(COMMANDS).filter(([, c]) => 'json' in c.spec.options).map(([n]) => n);
-    expect(jsonCommands).toEqual(['status', 'report', 'drift']);
+    expect(jsonCommands).toEqual(['plan', 'status', 'report', 'compare', 'drift']);
   });
 
   it('help [command] prints the same texts as --help; help of an unknown command is a usage error', async () => {
