@@ -158,7 +158,8 @@ export function stageCells(s: ProgressStage, etaMs: number | undefined): string[
   const total = s.totalSteps > 0 ? String(s.totalSteps) : '-';
   const cells = [
     s.status,
-    s.step !== null ? `step ${s.step}/${total}` : `step -/${total}`,
+    // A finished stage ran all its steps (the heartbeat is gone with the activity).
+    s.step !== null ? `step ${s.step}/${total}` : (s.status === 'done' || s.status === 'cached') && s.totalSteps > 0 ? `step ${total}/${total}` : `step -/${total}`,
     `loss ${s.latestLoss === null ? '-' : s.latestLoss.toFixed(4)}`,
     // A reward stage is not evaluated for stance: only its checkpoints count.
     s.kind === 'reward'

@@ -177,7 +177,7 @@ describe('terminal renderer', () => {
     expect(plain(frames[1] as string)[1]).toMatch(/ETA —$/);
     expect(last[1]).toMatch(/^ {2}sft\s+training\s+step 130\/600\s+loss 1\.5000\s+evaluated 50\/60\s+ETA 2m 21s$/);
     expect(last[2]).toMatch(/^ {2}dpo-support\s+waiting\s+step -\/-\s+loss -\s+evaluated 0\/0\s+ETA —$/);
-    expect(last[3]).toMatch(/^ {2}rm\s+done\s+step -\/8\s+loss -\s+checkpoints 2$/);
+    expect(last[3]).toMatch(/^ {2}rm\s+done\s+step 8\/8\s+loss -\s+checkpoints 2$/);
     expect(last[4]).toBe('  report: s3://b/report/index.html');
   });
 
@@ -220,6 +220,6 @@ describe('plain renderer (not a terminal)', () => {
     const done = p.update(view(null, 'done', [100, 200], { status: 'done', report: 's3://b/r.html' }), 18_000).split('\n').slice(0, -1);
     expect(done).toHaveLength(2);
     expect(done[0]).toMatch(/lineage demo: done · base evaluated: yes · report: s3:\/\/b\/r\.html$/);
-    expect(done[1]).toMatch(/ {3}sft\s+done\s+step -\/300\s+loss 0\.5000\s+evaluated 2\/2$/);
+    expect(done[1]).toMatch(/ {3}sft\s+done\s+step 300\/300\s+loss 0\.5000\s+evaluated 2\/2$/);
   });
 });
