@@ -34,6 +34,25 @@ const READY_TIMEOUT_MS = 60_000;
 /** A first build compiles net/http and crypto from Go's sources into an empty build cache: minutes on 2 cores. */
 const BUILD_TIMEOUT_MS = 20 * 60_000;
 
+/**
+ * The Go toolchain: `go` on PATH, else the official install's place (a non-login shell, as CI's,
+ * may not have /usr/local/go/bin on PATH), else $GOROOT/bin/go.
+ */
+export function goBinary(env: NodeJS.ProcessEnv): string | null {
+  const exe = process.platform === 'win32' ? 'go.exe' : 'go';
+  const onPath = (env.PATH ?? '').split(path.delimiter).filter((d) => d !== '').map((d) => path.join(d, exe));
+  const known = [path.join('/usr/local/go/bin', exe), ...(env.GOROOT ? [path.join(env.GOROOT, 'bin', exe)] : [])];
+  for (const candidate of [...onPath, ...known]) {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
 /** sha256 over the server's sources (go.mod, go.sum, *.go) and the platform: names the binary. */
 export function s3ServerBuildId(): string {
   const hash = createHash('sha256');
@@ -64,22 +83,23 @@ export async function ensureS3Server(opts: { log: LogFn }): Promise<string> {
     opts.log(`s3server: building ${path.relative(REPO_ROOT, bin)} with go (first build: a few minutes)`);
     const started = Date.now();
     const tmp = `${bin}.tmp-${process.pid}`;
+    const env = { ...process.env };
+    const go = goBinary(env);
+    if (go === null) {
+      throw new Error('s3server: no `go` on PATH nor in /usr/local/go/bin; the local S3 server is built from infra/s3server with Go >= 1.24 (https://go.dev/dl/ or your package manager)');
+    }
     let res;
     try {
-      res = await runCommand('go', ['build', '-ldflags=-s -w', '-o', tmp, '.'], {
+      res = await runCommand(go, ['build', '-ldflags=-s -w', '-o', tmp, '.'], {
         cwd: S3SERVER_SRC_DIR,
-        // go.sum pins every module; nothing may change it here, nor fetch another toolchain.
-        env: { ...process.env, GOFLAGS: '-mod=readonly', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' },
+        // go.sum pins every module: nothing may change it here, nor fetch another toolchain; no VCS
+        // stamp (a checkout owned by another user would fail it).
+        env: { ...env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' },
         timeoutMs: BUILD_TIMEOUT_MS,
         keepChars: 20_000,
       });
     } catch (err) {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      throw new Error(
-        missing
-          ? 's3server: `go` not found on PATH; the local S3 server is built from infra/s3server with Go >= 1.24 (https://go.dev/dl/ or your package manager)'
-          : `s3server: go build could not start: ${String(err)}`,
-      );
+      throw new Error(`s3server: ${go} build could not start: ${String(err)}`);
     }
     if (res.code !== 0) {
       fs.rmSync(tmp, { force: true });
