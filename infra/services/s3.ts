@@ -10,8 +10,9 @@
  * hash it was built from (X-Valuedrift-S3server), and `dev:up` replaces one that is not the current
  * build (an older server, or the moto server this replaced).
  *
- * What it does not keep across a restart: multipart uploads in progress (their parts are held in
- * memory until completed); the client's retry uploads the file again.
+ * What it does not keep across a restart: multipart uploads in progress (gofakes3 holds their parts
+ * in memory until the upload completes, and about twice the object's size while it is assembled);
+ * the client's retry uploads the file again.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
