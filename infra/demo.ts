@@ -12,7 +12,8 @@ import { resetWorkerEnv } from '../activities/env';
 import type { LineageResult } from '../workflows';
 import { cliSettings } from '../worker/cliSettings';
 import { temporalClient } from '../worker/connection';
-import { downloadReport, getProgress, readSpecFile, renderDriftRows, renderProgress, startLineage, uiLink } from '../worker/lineageClient';
+import { downloadReport, getProgress, progressView, readSpecFile, renderDriftRows, startLineage, uiLink } from '../worker/lineageClient';
+import { progressPrinter } from '../worker/progress';
 import { DATA } from './paths';
 import { ensurePythonEnv } from './python';
 import { REPO_ROOT, quietAwsSdkNodeWarning } from './settings';
@@ -44,7 +45,8 @@ async function main(): Promise<void> {
   log(`${alreadyRunning ? 'attached to running' : 'started'} lineage ${workflowId}`);
   log(`Temporal UI: ${uiLink(workflowId)}`);
 
-  let last = '';
+  // On a terminal one line per stage, redrawn in place; in a log, time-stamped lines on change.
+  const printer = progressPrinter(process.stdout.isTTY ? { columns: () => process.stdout.columns } : undefined);
   const handle = client.workflow.getHandle(workflowId);
   const resultPromise = handle.result() as Promise<LineageResult>;
   let finished = false;
@@ -55,11 +57,8 @@ async function main(): Promise<void> {
   while (!finished) {
     try {
       const { progress, live } = await getProgress(client, workflowId);
-      const text = renderProgress(progress, live);
-      if (text !== last) {
-        console.log(`\n[demo ${elapsed()}]\n${text}`);
-        last = text;
-      }
+      const text = printer.update(progressView(workflowId, progress, live), Date.now());
+      if (text) process.stdout.write(text);
     } catch {
       // The first query can race the workflow's first task; the next poll will answer.
     }
