@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { type ModelHandle, TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
 import { childProcessEnv, REPO_ROOT, scrubSecrets, workerEnv } from './env';
+import { acquireLease, evictLeastRecentlyUsed, touchEntry } from './modelCache';
 import { downloadDir, getBytesIfExists, MANIFEST_NAME, sha256Hex } from './store';
 
 const execFileAsync = promisify(execFile);
@@ -19,15 +20,48 @@ export function isWeightsFile(rel: string): boolean {
   return !/^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|training_args\.bin|trainer_state\.json|scaler\.pt)$/.test(name);
 }
 
+/** A model the trainer can load, held in the worker's model cache until released. */
+export interface LocalModel {
+  /** The trainer's `model` argument: the base URI as is, or a local folder with the checkpoint's weights. */
+  path: string;
+  /** True when this request downloaded the weights (false: served by the cache, or not a stored checkpoint). */
+  downloaded: boolean;
+  /** Ends this use: the folder may be evicted once no one holds it (idempotent). */
+  release(): Promise<void>;
+}
+
+/** Whether an eviction pass left the cache over its limit (then a release runs another). */
+let overLimit = false;
+
 /**
  * The argument the trainer's `model` field takes: the base URI as is, or a local directory holding
- * the checkpoint's weights (downloaded once per content hash, verified file by file).
+ * the checkpoint's weights (downloaded once per content hash, verified file by file), leased in the
+ * model cache (activities/modelCache.ts) until `release()`: call it when the trainer or generation
+ * that reads the folder has finished. Downloading evicts least recently used folders past
+ * VALUEDRIFT_MODEL_CACHE_BYTES, never a leased one nor this one.
  */
-export async function localModel(model: ModelHandle): Promise<string> {
-  if (!model.manifest) return model.uri;
-  const dest = path.join(workerEnv().workDir, 'models', model.manifest.sha256.slice(0, 32));
-  await downloadDir(model.manifest, dest, { filter: isWeightsFile });
-  return dest;
+export async function localModel(model: ModelHandle): Promise<LocalModel> {
+  if (!model.manifest) return { path: model.uri, downloaded: false, release: async () => undefined };
+  const env = workerEnv();
+  const root = path.join(env.workDir, 'models');
+  const key = model.manifest.sha256.slice(0, 32);
+  const dest = path.join(root, key);
+  const lease = await acquireLease(root, key);
+  const release = async () => {
+    await lease.release();
+    if (overLimit) overLimit = (await evictLeastRecentlyUsed(root, env.VALUEDRIFT_MODEL_CACHE_BYTES)).totalBytes > env.VALUEDRIFT_MODEL_CACHE_BYTES;
+  };
+  try {
+    const { reused } = await downloadDir(model.manifest, dest, { filter: isWeightsFile });
+    await touchEntry(root, key);
+    if (!reused || overLimit) {
+      overLimit = (await evictLeastRecentlyUsed(root, env.VALUEDRIFT_MODEL_CACHE_BYTES, [key])).totalBytes > env.VALUEDRIFT_MODEL_CACHE_BYTES;
+    }
+    return { path: dest, downloaded: !reused, release };
+  } catch (err) {
+    await lease.release();
+    throw err;
+  }
 }
 
 const ModelKeyFile = z.object({ key: z.string().min(1), basis: z.string() });
