@@ -210,10 +210,6 @@ export function progressView(workflowId: string, p: LineageProgress, live: Reado
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
 
-export function renderProgress(p: LineageProgress, live: ReadonlyMap<string, LiveStage>): string {
-  return renderProgressView(progressView('', p, live));
-}
-
 /**
  * The one-shot `status` table. Short step lists are listed; a stage with more than LIST_LIMIT
  * checkpoints or evaluations shows them as runs instead ("100–6000 every 100 (60)" and "evaluated
