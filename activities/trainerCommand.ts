@@ -11,14 +11,14 @@
  * cannot fix → non-retryable failure; any other exit, or an executable that cannot be started →
  * retryable failure with the stderr tail; cancellation → the activity's cancellation.
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, createWriteStream, type WriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
-import { scrubSecrets, workerEnv } from './env';
+import { scrubSecrets, secretValues, workerEnv } from './env';
 import { accelerateLauncher, gpuPool } from './gpus';
 import { freePort } from './net';
 import { lastLines, spawnTrainer, TrainerSpawnError, type TrainerExit, type TrainerRun } from './trainerProcess';
@@ -56,6 +56,66 @@ export interface TrainerCommandInput {
    * the activity was cancelled.
    */
   afterExit?: () => Promise<void>;
+  /**
+   * A file that gets the trainer's whole stdout and stderr, line by line as they arrive (credential
+   * values redacted, at most `TRAINER_LOG_MAX_BYTES`); closed before `afterExit` runs.
+   */
+  logFile?: string;
+  /** Extra environment for the trainer (beside the lease's GPU settings). */
+  env?: Record<string, string>;
+}
+
+/** Where a trainer log stops growing (the rest is counted, not kept): bounds disk and upload. */
+export const TRAINER_LOG_MAX_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The trainer's output as a file, written as it arrives: memory stays bounded whatever the trainer
+ * prints. Each line is `stdout| …` or `stderr| …`. A write error (disk full) stops the log, never the run.
+ */
+export class TrainerLog {
+  private readonly out: WriteStream;
+  private readonly secrets = secretValues();
+  private bytes = 0;
+  private dropped = 0;
+  private failed: Error | undefined;
+
+  constructor(
+    readonly file: string,
+    header: readonly string[],
+    private readonly maxBytes = TRAINER_LOG_MAX_BYTES,
+  ) {
+    this.out = createWriteStream(file, { flags: 'w' });
+    this.out.on('error', (err) => {
+      this.failed ??= err;
+    });
+    for (const h of header) this.write(`# ${h}\n`);
+  }
+
+  line(stream: 'stdout' | 'stderr', text: string): void {
+    this.write(`${stream}| ${scrubSecrets(text, this.secrets)}\n`);
+  }
+
+  private write(text: string): void {
+    if (this.failed) return;
+    const size = Buffer.byteLength(text);
+    if (this.bytes + size > this.maxBytes) {
+      this.dropped++;
+      return;
+    }
+    this.bytes += size;
+    this.out.write(text);
+  }
+
+  /** Flushes and closes; the error that stopped the log, if one did. */
+  async close(): Promise<Error | undefined> {
+    if (this.dropped > 0 && !this.failed) this.out.write(`# ${this.dropped} more line(s) not kept: the log reached ${this.maxBytes} bytes\n`);
+    await new Promise<void>((resolve) => {
+      if (this.out.closed) return resolve();
+      this.out.end(() => resolve());
+      this.out.once('error', () => resolve());
+    });
+    return this.failed;
+  }
 }
 
 /** Turns a trainer failure into the right Temporal failure. */
@@ -111,6 +171,16 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
 
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'valuedrift-cmd-'));
   const timer = setInterval(beat, HEARTBEAT_EVERY_MS);
+  const log = input.logFile
+    ? new TrainerLog(input.logFile, [`valuedrift trainer log: ${input.what}`, `started ${new Date().toISOString()}, command ${input.command}`])
+    : undefined;
+  let logClosed = false;
+  const closeLog = async () => {
+    if (!log || logClosed) return;
+    logClosed = true;
+    const err = await log.close();
+    if (err) console.warn(`trainer log ${log.file}: ${err.message}; the rest of the output was not kept`);
+  };
   try {
     const cfg = path.join(dir, 'config.json');
     await fs.writeFile(cfg, JSON.stringify(input.config, null, 2));
@@ -129,7 +199,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
           python: env.python,
           args: [input.command, '--config', cfg],
           launcher,
-          env: lease.env,
+          env: { ...input.env, ...lease.env },
           onEvent: (e, pid) => {
             last = e;
             if (e.event === 'done') done = e;
@@ -137,6 +207,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
             input.onEvent?.(e, pid);
           },
           onStrayLine: (l) => stray.push(l),
+          onLine: log ? (stream, line) => log.line(stream, line) : undefined,
         });
       } catch (err) {
         throw err instanceof TrainerSpawnError ? spawnFailure(input.what, err) : err;
@@ -154,6 +225,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
       }
     }
 
+    await closeLog();
     let settleFailed = false;
     let settleError: unknown;
     try {
@@ -169,6 +241,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
     throw trainerFailure(input.what, error, exit, run.stderrTail() + extra);
   } finally {
     clearInterval(timer);
+    await closeLog();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }

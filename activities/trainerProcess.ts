@@ -53,6 +53,43 @@ export interface SpawnTrainerOptions {
   /** Lines on stdout that are not valid events (a protocol breach, kept for the failure message). */
   onStrayLine?: (line: string) => void;
   onStderr?: (chunk: string) => void;
+  /**
+   * Every line of stdout (events included) and of stderr, in the order they arrive, without the
+   * newline; a stderr line longer than `MAX_LINE_CHARS` comes in pieces (memory stays bounded).
+   */
+  onLine?: (stream: 'stdout' | 'stderr', line: string) => void;
+}
+
+/** Longest stderr piece held before it is passed on without its newline. */
+export const MAX_LINE_CHARS = 64 * 1024;
+
+/** Splits a stream of text chunks into lines, never holding more than `max` characters. */
+export class LineSplitter {
+  private buffer = '';
+  constructor(
+    private readonly emit: (line: string) => void,
+    private readonly max = MAX_LINE_CHARS,
+  ) {}
+  push(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      this.emitPieces(this.buffer.slice(0, nl).replace(/\r$/, ''));
+      this.buffer = this.buffer.slice(nl + 1);
+    }
+    while (this.buffer.length > this.max) {
+      this.emit(this.buffer.slice(0, this.max));
+      this.buffer = this.buffer.slice(this.max);
+    }
+  }
+  /** The unterminated rest, if any. */
+  end(): void {
+    if (this.buffer !== '') this.emitPieces(this.buffer);
+    this.buffer = '';
+  }
+  private emitPieces(line: string): void {
+    for (let i = 0; i < line.length || i === 0; i += this.max) this.emit(line.slice(i, i + this.max));
+  }
 }
 
 /**
@@ -69,13 +106,18 @@ export function spawnTrainer(opts: SpawnTrainerOptions): Promise<TrainerRun> {
     shell: false,
   });
   let tail = '';
+  const onLine = opts.onLine;
+  const stderrLines = onLine ? new LineSplitter((l) => onLine('stderr', l)) : undefined;
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
     tail = (tail + chunk).slice(-TAIL_BYTES);
+    stderrLines?.push(chunk);
     opts.onStderr?.(chunk);
   });
+  child.stderr.on('end', () => stderrLines?.end());
   const rl = readline.createInterface({ input: child.stdout });
   rl.on('line', (line) => {
+    onLine?.('stdout', line);
     const trimmed = line.trim();
     if (!trimmed) return;
     let parsed: unknown;

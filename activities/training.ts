@@ -7,7 +7,12 @@
  *   stage workflow (a signal; the workflow dedupes by step), and removes the local copy;
  * - on a retry, finds the checkpoints already complete in the store, re-announces them, downloads the
  *   newest and resumes from it with optimizer and scheduler state (the step counter continues);
- * - on cancellation kills the trainer's whole process group.
+ * - on cancellation kills the trainer's whole process group;
+ * - keeps each attempt's training curves and output: the trainer writes TensorBoard event files (and
+ *   scalars.jsonl) into `out/tensorboard/attempt-<n>` and its stdout/stderr go to a local log file;
+ *   both are copied to `storeKeys.tensorboard` / `storeKeys.trainerLog` of attempt n at every
+ *   checkpoint and when the trainer has exited, whether it succeeded or not. n counts this stage's
+ *   attempts in the store (1 + the highest there), so an attempt never writes over another's files.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -20,7 +25,7 @@ import type { StageSpec } from '../common/spec';
 import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './datasets';
 import { workerEnv } from './env';
 import { localModel } from './models';
-import { downloadDir, getBytes, listKeys, MANIFEST_NAME, sha256Hex, uploadDir, uriOf } from './store';
+import { downloadDir, getBytes, listKeys, MANIFEST_NAME, putBytes, putFile, sha256Hex, uploadDir, uriOf } from './store';
 import { killGroup, waitForGroupExit } from './processGroup';
 import { runTrainerCommand, type DoneEvent } from './trainerCommand';
 
@@ -44,6 +49,8 @@ export interface TrainStageResult {
   resumedFrom: number;
 }
 
+const LOG_TYPE = 'text/plain; charset=utf-8';
+
 export const TrainHeartbeat = z.object({
   step: z.number().int(),
   total: z.number().int(),
@@ -66,6 +73,8 @@ export function trainerConfig(input: {
   rewardModel?: string;
   trainFile: string;
   outputDir: string;
+  /** Where the trainer writes this attempt's TensorBoard event files (default: under outputDir). */
+  tensorboardDir?: string;
   resumeFrom?: string;
   seed: number;
 }): Record<string, unknown> {
@@ -80,7 +89,9 @@ export function trainerConfig(input: {
     seed: s.seed ?? input.seed,
     bf16: 'auto',
     hyperparameters: s.hyperparameters,
+    report_to: s.reportTo ?? [],
   };
+  if (input.tensorboardDir) config.tensorboard_dir = input.tensorboardDir;
   if (input.resumeFrom) config.resume_from = input.resumeFrom;
   if (s.kind === 'ppo') {
     if (!input.rewardModel) throw ApplicationFailure.nonRetryable('ppo stage without a reward model', 'InvalidLineageSpec');
@@ -100,6 +111,66 @@ export async function uploadedCheckpoints(lineage: string, stageId: string): Pro
     out.set(Number(m[1]), { uri: uriOf(key), sha256: sha256Hex(body), bytes: body.length });
   }
   return out;
+}
+
+/** The attempt number this run of a stage takes: one more than any attempt with files in the store. */
+export async function nextAttempt(lineage: string, stageId: string): Promise<number> {
+  let highest = 0;
+  for (const prefix of [storeKeys.tensorboardPrefix(lineage, stageId), storeKeys.trainerLogsPrefix(lineage, stageId)]) {
+    for (const key of await listKeys(prefix)) {
+      const m = /^attempt-(\d+)(?:\.log$|\/)/.exec(key.slice(prefix.length));
+      if (m) highest = Math.max(highest, Number(m[1]));
+    }
+  }
+  return highest + 1;
+}
+
+/** Environment the trainer needs for the stage's `reportTo` integrations (their own settings, credentials included). */
+export function integrationEnv(stage: StageSpec, from: NodeJS.ProcessEnv = { ...process.env }): Record<string, string> {
+  const prefixes = (stage.reportTo ?? []).flatMap((x) => (x === 'wandb' ? ['WANDB_'] : x === 'mlflow' ? ['MLFLOW_'] : []));
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(from)) if (value !== undefined && prefixes.some((p) => name.startsWith(p))) env[name] = value;
+  return env;
+}
+
+/**
+ * Uploads a copy of `file` taken now (the trainer may still be appending to it, and an object's
+ * recorded sha256 must match its bytes). Nothing when the file does not exist (yet).
+ */
+async function putSnapshot(key: string, file: string, contentType: string): Promise<void> {
+  const copy = `${file}.upload`;
+  try {
+    await fs.copyFile(file, copy);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  try {
+    await putFile(key, copy, contentType);
+  } finally {
+    await fs.rm(copy, { force: true });
+  }
+}
+
+/** Copies every file under `dir` to `prefix/<relative path>` (a snapshot of each). */
+async function putTree(prefix: string, dir: string): Promise<void> {
+  const entries: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) {
+      if (e.isDirectory()) await walk(path.join(d, e.name));
+      else if (e.isFile() && !e.name.endsWith('.upload')) entries.push(path.relative(dir, path.join(d, e.name)));
+    }
+  };
+  try {
+    await walk(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const rel of entries.sort()) {
+    const type = rel.endsWith('.jsonl') ? 'application/x-ndjson' : 'application/octet-stream';
+    await putSnapshot(`${prefix}/${rel.split(path.sep).join('/')}`, path.join(dir, rel), type);
+  }
 }
 
 /** Kills the process group recorded in `pidFile` if it is still a trainer. */
@@ -165,7 +236,20 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   await fs.writeFile(trainFile, toJsonl(rows));
   const model = await localModel(input.parent);
   const rewardModel = input.rewardModel ? await localModel(input.rewardModel) : undefined;
-  const config = trainerConfig({ stage, model, rewardModel, trainFile, outputDir, resumeFrom, seed: input.seed });
+  // This attempt's curves and log: local files, copied to the store under its own attempt number
+  // (claimed at once with a first version of the log, so a later attempt counts past it).
+  const attempt = await nextAttempt(lineage, stage.id);
+  const tensorboardDir = path.join(outputDir, 'tensorboard', `attempt-${attempt}`);
+  const logFile = path.join(work, 'logs', `attempt-${attempt}.log`);
+  await fs.rm(tensorboardDir, { recursive: true, force: true });
+  await fs.mkdir(path.dirname(logFile), { recursive: true });
+  const logKey = storeKeys.trainerLog(lineage, stage.id, attempt);
+  await putBytes(logKey, `# attempt ${attempt} of stage "${stage.id}" started (activity attempt ${ctx?.info.attempt ?? 1}); the full log follows at each checkpoint and at the end\n`, LOG_TYPE);
+  const saveAttempt = async () => {
+    await putTree(storeKeys.tensorboard(lineage, stage.id, attempt), tensorboardDir);
+    await putSnapshot(logKey, logFile, LOG_TYPE);
+  };
+  const config = trainerConfig({ stage, model, rewardModel, trainFile, outputDir, tensorboardDir, resumeFrom, seed: input.seed });
 
   // 3. Run, uploading checkpoints in order as they appear.
   const checkpoints = new Map<number, ArtifactRef>(done);
@@ -187,6 +271,8 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
         await announce({ stageId: stage.id, step, totalSteps: state.total, ref: manifest, loss: state.loss });
         // Uploaded and announced: the local copy is no longer needed (keeps disk bounded).
         await fs.rm(dir, { recursive: true, force: true });
+        // The curves and the log so far, beside the checkpoint.
+        await saveAttempt();
         if (resumeFrom) await fs.rm(path.dirname(resumeFrom), { recursive: true, force: true });
       } catch (err) {
         uploadError = err;
@@ -196,30 +282,48 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
 
   // Lease, spawn (accelerate for several GPUs), heartbeats, cancellation, process-group cleanup and
   // failure classification are the supervisor's; this activity adds the checkpoint uploads.
-  const doneEvent: DoneEvent = await runTrainerCommand({
-    command: 'train',
-    config,
-    what: `training stage "${stage.id}"`,
-    gpus: stage.gpus,
-    distributed: true,
-    heartbeat: () => ({ ...state }),
-    onEvent: (e, pid) => {
-      hooks.onTrainerEvent?.(e, pid);
-      if (e.event === 'progress') {
-        state.step = e.step;
-        state.total = e.total;
-        state.loss = e.loss ?? state.loss;
-      } else if (e.event === 'checkpoint') {
-        onCheckpoint(e.step, e.path);
-      }
-    },
-    // Recorded so that an attempt started after this worker dies can kill a trainer left behind.
-    onSpawn: (pid) => fs.writeFile(pidFile, String(pid)),
-    afterExit: async () => {
-      await uploads;
-      if (uploadError) throw uploadError;
-    },
-  });
+  let doneEvent: DoneEvent;
+  try {
+    doneEvent = await runTrainerCommand({
+      command: 'train',
+      config,
+      what: `training stage "${stage.id}"`,
+      gpus: stage.gpus,
+      distributed: true,
+      logFile,
+      env: integrationEnv(stage),
+      heartbeat: () => ({ ...state }),
+      onEvent: (e, pid) => {
+        hooks.onTrainerEvent?.(e, pid);
+        if (e.event === 'progress') {
+          state.step = e.step;
+          state.total = e.total;
+          state.loss = e.loss ?? state.loss;
+        } else if (e.event === 'checkpoint') {
+          onCheckpoint(e.step, e.path);
+        }
+      },
+      // Recorded so that an attempt started after this worker dies can kill a trainer left behind.
+      onSpawn: (pid) => fs.writeFile(pidFile, String(pid)),
+      afterExit: async () => {
+        await uploads;
+        if (uploadError) throw uploadError;
+      },
+    });
+  } catch (err) {
+    // A failed, killed or cancelled attempt keeps its log and curves too (best effort: the
+    // attempt's own failure is what the retry policy must see).
+    await uploads;
+    try {
+      await saveAttempt();
+      await fs.rm(tensorboardDir, { recursive: true, force: true });
+      await fs.rm(logFile, { force: true });
+    } catch (saveErr) {
+      console.warn(`stage "${stage.id}" attempt ${attempt}: log and curves not saved: ${String(saveErr)}`);
+    }
+    throw err;
+  }
+  await saveAttempt();
   const finalStep = doneEvent.finalStep;
   const finalRef = checkpoints.get(finalStep);
   if (!finalRef) throw ApplicationFailure.retryable(`stage "${stage.id}": final checkpoint ${finalStep} was not uploaded`, 'MissingCheckpoint');

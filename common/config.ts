@@ -54,6 +54,15 @@ export const storeKeys = {
   checkpoint: (lineage: string, stageId: string, step: number) =>
     `lineages/${lineage}/${stageId}/checkpoints/step-${step}`,
   checkpointsPrefix: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/checkpoints/`,
+  /**
+   * One training attempt's TensorBoard event files and scalars.jsonl. Attempts are numbered per stage
+   * (1, 2, … across retries and re-runs), so an attempt only ever writes its own objects.
+   */
+  tensorboard: (lineage: string, stageId: string, attempt: number) => `lineages/${lineage}/${stageId}/tensorboard/attempt-${attempt}`,
+  tensorboardPrefix: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/tensorboard/`,
+  /** One training attempt's full trainer stdout and stderr. */
+  trainerLog: (lineage: string, stageId: string, attempt: number) => `lineages/${lineage}/${stageId}/logs/attempt-${attempt}.log`,
+  trainerLogsPrefix: (lineage: string, stageId: string) => `lineages/${lineage}/${stageId}/logs/`,
   evalDir: (lineage: string, stageId: string, step: number) => `lineages/${lineage}/${stageId}/evals/step-${step}`,
   /** Pointer to the content-addressed generations, judgments and summary of one checkpoint's evaluation. */
   evalPointer: (lineage: string, stageId: string, step: number) => `lineages/${lineage}/${stageId}/evals/step-${step}/evaluation.json`,

@@ -5,6 +5,7 @@
  */
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { z } from 'zod';
 import { STANCES, type StageDrift } from '../../common/contracts';
 
 /** The paper's stance colours (support green, neutral blue, oppose red). */
@@ -201,4 +202,53 @@ export function wrapText({ text, maxChars, maxLines }: { text: string; maxChars:
     out[out.length - 1] = last.endsWith('…') ? last : `${last.slice(0, maxChars - 1).trimEnd()}…`;
   }
   return out.length > 0 ? out : [''];
+}
+
+// ---- training curves
+
+const CurvePoint = z.object({ step: z.number().int().nonnegative(), value: z.number().finite() });
+/** A stage's loss and learning rate per optimizer step (from the trainer's scalars, all attempts merged). */
+export const TrainingCurves = z.object({ loss: z.array(CurvePoint), learningRate: z.array(CurvePoint) });
+export type TrainingCurves = z.infer<typeof TrainingCurves>;
+
+/** Renders a stage's loss and learning-rate curves side by side. Pure, like renderFigureSvg. */
+export async function renderCurvesSvg({
+  stageId,
+  curves,
+  width = 250,
+  height = 120,
+  idPrefix,
+}: {
+  stageId: string;
+  curves: TrainingCurves;
+  width?: number;
+  height?: number;
+  idPrefix?: string;
+}): Promise<ReportFigure> {
+  const panel = (title: string, field: string, points: TrainingCurves['loss'], colour: string, format: string) => ({
+    width,
+    height,
+    title: { text: title, anchor: 'start' as const, fontSize: 12 },
+    data: { values: points.map((p) => ({ step: p.step, [field]: p.value })) },
+    mark: { type: 'line' as const, strokeWidth: 1.6, color: colour, point: points.length <= 40 ? { size: 14, filled: true, color: colour } : false },
+    encoding: {
+      x: { field: 'step', type: 'quantitative' as const, title: 'training step', axis: { tickCount: 5, format: 'd' } },
+      y: { field, type: 'quantitative' as const, title: field, scale: { zero: false }, axis: { format } },
+    },
+  });
+  const spec: TopLevelSpec = {
+    background: 'white',
+    padding: 6,
+    hconcat: [
+      panel('training loss', 'loss', curves.loss, '#444', '~g'),
+      panel('learning rate', 'learning_rate', curves.learningRate, '#9467bd', '.1e'),
+    ],
+    config: {
+      font: 'sans-serif',
+      axis: { labelFontSize: 9, titleFontSize: 10, titleFontWeight: 'normal', gridColor: '#eee' },
+      view: { stroke: '#ccc' },
+    },
+  };
+  const name = `${slug(stageId)}.training`;
+  return { name, svg: renumberSvgIds(await toSvg(spec), idPrefix ?? `${name}-`) };
 }
