@@ -24,6 +24,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,6 +60,7 @@ describe('local S3 server keeps objects across restarts', () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'valuedrift-s3-'));
   let env: NodeJS.ProcessEnv;
   let s3: S3Client;
+  let clientConfig: S3ClientConfig;
   let bucket: string;
 
   async function dev(...args: string[]): Promise<string> {
@@ -99,13 +101,13 @@ describe('local S3 server keeps objects across restarts', () => {
     await dev('up', '--no-workers', '--no-judge');
     const stackEnv = loadStackEnv(dataPaths(dataDir).stackEnvFile);
     bucket = stackEnv.VALUEDRIFT_S3_BUCKET!;
-    s3 = new S3Client({
+    clientConfig = {
       endpoint: stackEnv.VALUEDRIFT_S3_ENDPOINT,
       region: stackEnv.VALUEDRIFT_S3_REGION,
       forcePathStyle: true,
       credentials: { accessKeyId: stackEnv.AWS_ACCESS_KEY_ID!, secretAccessKey: stackEnv.AWS_SECRET_ACCESS_KEY! },
-      maxAttempts: 5,
-    });
+    };
+    s3 = new S3Client({ ...clientConfig, maxAttempts: 5 });
   }, 600_000);
 
   afterAll(async () => {
@@ -193,4 +195,35 @@ describe('local S3 server keeps objects across restarts', () => {
     expect(now.sha256).toBe(sha(replaced));
     expect(now.meta).toEqual({});
   }, 600_000);
+
+  it('a server killed in the middle of a PUT keeps no partial object and no stray file', async () => {
+    const key = 'q/interrupted.bin';
+    const records = new StackRecord(dataPaths(dataDir).stackFile);
+    const server = records.find(SERVICE.s3)!;
+    let sent = 0;
+    async function* slowBody(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < 40; i++) {
+        if (i === 8) process.kill(-server.pgid, 'SIGKILL'); // 8 MiB in: the server is gone
+        sent += 1;
+        yield randomBytes(1024 * 1024);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    const oneShot = new S3Client({ ...clientConfig, maxAttempts: 1 });
+    try {
+      await expect(oneShot.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: Readable.from(slowBody()), ContentLength: 40 * 1024 * 1024 }))).rejects.toThrow();
+    } finally {
+      oneShot.destroy();
+    }
+    expect(sent).toBeGreaterThanOrEqual(8);
+    expect(await dev('up', '--no-workers', '--no-judge')).toMatch(/started \[[^\]]*s3/);
+
+    await expect(s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).rejects.toMatchObject({ $metadata: { httpStatusCode: 404 } });
+    // On disk: the write in progress is gone, and every data file belongs to a listed object.
+    const root = path.join(dataDir, 's3');
+    expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
+    const listed = (await s3.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [];
+    expect(fs.readdirSync(path.join(root, 'buckets', bucket, 'data'))).toHaveLength(listed.length);
+    expect(fs.readdirSync(path.join(root, 'buckets', bucket, 'objects'))).toHaveLength(listed.length);
+  }, 300_000);
 });
