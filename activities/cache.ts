@@ -32,8 +32,12 @@ export type StageCacheRecord = z.infer<typeof StageCacheRecord>;
 const StageMarker = z.object({ stageKey: z.string() });
 
 /** A stage's training configuration: everything but its names (id, parent, dataset name) and seed. */
+/**
+ * The settings that shape a stage's weights. `reportTo` is left out: where the curves are also
+ * sent (W&B, MLflow) does not change what is trained, so adding it reuses the cached stage.
+ */
 function stageConfig(stage: StageSpec): Record<string, unknown> {
-  const { id: _id, parent: _parent, dataset: _dataset, seed: _seed, ...config } = stage;
+  const { id: _id, parent: _parent, dataset: _dataset, seed: _seed, reportTo: _reportTo, ...config } = stage;
   return config;
 }
 

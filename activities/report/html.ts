@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { STANCES, StageDrift } from '../../common/contracts';
 import { formatSigned } from '../../common/drift';
 import { DerivedFrom } from '../../common/spec';
-import { renderFigureSvg, slug, STANCE_COLOURS, type ReportFigure } from './figure';
+import { renderCurvesSvg, renderFigureSvg, slug, STANCE_COLOURS, TrainingCurves, type ReportFigure } from './figure';
 
 export const ReportStage = z.object({
   stageId: z.string().min(1),
@@ -16,6 +16,8 @@ export const ReportStage = z.object({
   /** The parent stage id, or the base model for a first stage; null when there is none to name. */
   parentId: z.string().nullable(),
   drift: StageDrift,
+  /** The stage's loss and learning rate over training (absent or empty: no curves section). */
+  curves: TrainingCurves.optional(),
 });
 export type ReportStage = z.infer<typeof ReportStage>;
 
@@ -79,7 +81,14 @@ export async function renderLineageReport(input: RenderLineageReportInput): Prom
         `<figure class="panel" data-stage="${esc(stage.stageId)}" data-topic="${esc(category)}" aria-label="${esc(`${category}: ${topic.topic}`)}">${figure.svg}</figure>`,
       );
     }
-    sections.push(renderStageSection({ stage, anchor: anchors.get(stage.stageId) ?? '', anchors, panels, categories }));
+    let curves = '';
+    if (stage.curves && (stage.curves.loss.length > 0 || stage.curves.learningRate.length > 0)) {
+      const figure = await renderCurvesSvg({ stageId: stage.stageId, curves: stage.curves, idPrefix: `f${figures.length}-` });
+      figure.name = uniqueName(figure.name, usedNames);
+      figures.push(figure);
+      curves = `<h3>Training curves</h3><figure class="curves" data-stage="${esc(stage.stageId)}" aria-label="${esc(`${stage.stageId}: training loss and learning rate`)}">${figure.svg}</figure>`;
+    }
+    sections.push(renderStageSection({ stage, anchor: anchors.get(stage.stageId) ?? '', anchors, panels, categories }).replace(/<\/section>$/, `${curves}\n</section>`));
   }
 
   const html = `<!doctype html>
@@ -219,7 +228,9 @@ nav ol { margin: 6px 0 0; padding-left: 20px; font-size: 13px; }
 .stage { background: #fff; border: 1px solid #e2e2e2; border-radius: 6px; padding: 14px 16px; margin: 18px 0; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(265px, 1fr)); gap: 8px 12px; }
 figure.panel { margin: 0; }
-figure.panel svg { max-width: 100%; height: auto; }
+figure.panel svg, figure.curves svg { max-width: 100%; height: auto; }
+figure.curves { margin: 0; }
+h3 { font-size: 14px; margin: 14px 0 4px; }
 table.drift { border-collapse: collapse; margin-top: 14px; font-size: 13px; }
 table.drift th, table.drift td { border: 1px solid #ddd; padding: 3px 9px; }
 table.drift thead th { background: #f3f3f3; font-weight: 600; }

