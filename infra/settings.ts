@@ -10,7 +10,7 @@
  *   VALUEDRIFT_DATA_DIR=/tmp/stack2 VALUEDRIFT_TEMPORAL_PORT=7300 VALUEDRIFT_TEMPORAL_UI_PORT=8300 \
  *   VALUEDRIFT_S3_PORT=9300 VALUEDRIFT_JUDGE_PORT=8388 npx tsx infra/dev.ts up
  *
- * The S3 credentials are not secrets: the local S3 server (moto) accepts any key pair; these fixed
+ * The S3 credentials are not secrets: the local S3 server (infra/s3server) accepts any key pair; these fixed
  * ones only make the local stack look like a real endpoint to the AWS SDK.
  */
 import path from 'node:path';
