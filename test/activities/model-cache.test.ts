@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelHandle } from '../../common/contracts';
-import { REPO_ROOT, resetWorkerEnv } from '../../activities/env';
+import { parseWorkerEnv, REPO_ROOT, resetWorkerEnv } from '../../activities/env';
 import { cacheEntries, cacheLog } from '../../activities/modelCache';
 import { localModel, type LocalModel } from '../../activities/models';
 import { sha256Hex, uploadDir } from '../../activities/store';
@@ -92,6 +92,14 @@ async function cacheState(root: string): Promise<{ keys: string[]; total: number
   const entries = await cacheEntries(root);
   return { keys: entries.map((e) => e.key).sort(), total: entries.reduce((a, e) => a + e.bytes, 0) };
 }
+
+describe('VALUEDRIFT_MODEL_CACHE_BYTES', () => {
+  it('defaults to 200 GiB, takes a whole number of bytes and refuses anything else', () => {
+    expect(parseWorkerEnv({}).VALUEDRIFT_MODEL_CACHE_BYTES).toBe(200 * 1024 ** 3);
+    expect(parseWorkerEnv({ VALUEDRIFT_MODEL_CACHE_BYTES: '1048576' }).VALUEDRIFT_MODEL_CACHE_BYTES).toBe(1048576);
+    for (const bad of ['0', '-1', '1.5', '200GiB']) expect(() => parseWorkerEnv({ VALUEDRIFT_MODEL_CACHE_BYTES: bad })).toThrow(/VALUEDRIFT_MODEL_CACHE_BYTES/);
+  });
+});
 
 describe('model cache eviction (least recently used, byte limit)', () => {
   it('measures one cached model', async () => {
@@ -207,6 +215,26 @@ describe('model cache eviction (least recently used, byte limit)', () => {
     expect(repaired.downloaded).toBe(true);
     await verify(a, repaired.path);
     await repaired.release();
+  });
+
+  it('ignores a lease and a lock left by a worker process that died', async () => {
+    const root = await useWorkDir('dead', Math.floor(modelBytes * 1.5));
+    const [a, b] = models as [StoredModel, StoredModel];
+    await (await localModel(a.handle)).release();
+    // A process that has exited: its pid names the lease it "held" on a, and the cache's lock.
+    const dead = await execFileAsync(process.execPath, ['-e', 'console.log(process.pid)']);
+    const pid = dead.stdout.trim();
+    const holder = `${encodeURIComponent(os.hostname())}~${pid}~crashed`;
+    await fs.mkdir(path.join(root, '.leases', a.key), { recursive: true });
+    await fs.writeFile(path.join(root, '.leases', a.key, holder), '');
+    await fs.mkdir(path.join(root, '.lock'));
+    await fs.writeFile(path.join(root, '.lock', 'owner'), holder);
+    const got = await localModel(b.handle);
+    expect((await cacheState(root)).keys).toEqual([b.key]);
+    expect(logs.some((l) => l.level === 'warn' && l.msg.includes('removed a lock') && l.msg.includes(`pid ${pid}`))).toBe(true);
+    expect(logs.some((l) => l.level === 'warn' && l.msg.includes(`lease on ${a.key}`) && l.msg.includes(pid))).toBe(true);
+    await verify(b, got.path);
+    await got.release();
   });
 
   it('many requests at once, from two worker processes sharing the work dir, all get complete models', async () => {
