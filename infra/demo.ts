@@ -16,6 +16,7 @@ import { downloadReport, getProgress, progressView, readSpecFile, renderDriftRow
 import { progressPrinter } from '../worker/progress';
 import { DATA } from './paths';
 import { ensurePythonEnv } from './python';
+import { ensureS3Server } from './services/s3';
 import { REPO_ROOT, quietAwsSdkNodeWarning } from './settings';
 import { stackUp } from './stack';
 
@@ -29,7 +30,8 @@ async function main(): Promise<void> {
   const specFile = process.argv[2] ?? path.join(REPO_ROOT, 'specs', 'demo.json');
   const spec = await readSpecFile(specFile);
   log('preparing the Python environment (first run: several minutes)');
-  await ensurePythonEnv({ log });
+  // The local S3 server's Go build runs while pip works (both are no-ops once done).
+  await Promise.all([ensurePythonEnv({ log }), ensureS3Server({ log })]);
   log('starting the local stack: Temporal dev server, S3 server, judge, workers');
   const up = await stackUp({ workers: true, judge: true, log });
   // This process is the stack's client: its CLI settings (Temporal) and worker settings (the store,

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { DATA } from './paths';
 import type { LogFn } from './proc';
 import { ensurePythonEnv, writeLock } from './python';
+import { ensureS3Server } from './services/s3';
 import { REPO_ROOT, quietAwsSdkNodeWarning, settings } from './settings';
 import { stackDown, stackStatus, stackUp } from './stack';
 
@@ -24,7 +25,8 @@ async function up(flags: readonly string[]): Promise<void> {
   const known = new Set(['--no-workers', '--no-judge']);
   const unknown = flags.filter((f) => !known.has(f));
   if (unknown.length > 0) throw new Error(`unknown option(s) ${unknown.join(' ')}\n${USAGE}`);
-  await ensurePythonEnv({ log });
+  // The local S3 server's Go build runs while pip works (both are no-ops once done).
+  await Promise.all([ensurePythonEnv({ log }), ensureS3Server({ log })]);
   const result = await stackUp({ workers: !flags.includes('--no-workers'), judge: !flags.includes('--no-judge'), log });
   const rel = (p: string) => path.relative(REPO_ROOT, p) || '.';
   log('');
