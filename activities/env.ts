@@ -52,6 +52,18 @@ const Env = z.object({
   VALUEDRIFT_DATA_ROOT: z.string().optional(),
   /** Scratch space for checkpoints in flight and downloaded models; default: .data/work. */
   VALUEDRIFT_WORK_DIR: z.string().optional(),
+  /**
+   * Bytes the GPU node's model cache (`<work dir>/models`) may hold; past it the least recently used
+   * models not in use are evicted after each download (activities/modelCache.ts). Default 200 GiB.
+   */
+  VALUEDRIFT_MODEL_CACHE_BYTES: wholeNumber().positive().default(200 * 1024 ** 3),
+  /**
+   * A training stage whose trainer prints no event (progress, checkpoint) for this many seconds is
+   * taken as hung: its process group is killed and the attempt fails retryably (`TrainerStalled`),
+   * so the retry resumes from the last uploaded checkpoint. It covers model loading before the first
+   * step too, and the trainer reports every step, so it must exceed the slowest step. Default 30 min.
+   */
+  VALUEDRIFT_TRAINER_STALL_SECONDS: wholeNumber().positive().default(30 * 60),
   /** Which task queues this worker serves: `cpu` (workflows, judge, store, reports), `gpu` (training, generation) or both. */
   VALUEDRIFT_WORKER_ROLE: z.enum(WORKER_ROLES).default('all'),
   /** Concurrent activities on the cpu queue. */

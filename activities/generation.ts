@@ -83,12 +83,13 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
   await fs.writeFile(promptsFile, prompts.map((p) => JSON.stringify(p)).join('\n') + '\n');
   const outFile = path.join(work, 'generations.jsonl');
   const model = await localModel(input.model);
+  // The model's folder stays in the worker's model cache (not evicted) until generation has exited.
   await runTrainerCommand({
     command: 'generate',
     what: `generation for ${input.stageId} step ${input.step}`,
     gpus: 1, // on a GPU node; vLLM or transformers on one device
     config: {
-      model,
+      model: model.path,
       prompts_file: promptsFile,
       output_file: outFile,
       n: ev.generationsPerPrompt,
@@ -100,7 +101,7 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
       batch_size: ev.batchSize,
       backend: 'auto',
     },
-  });
+  }).finally(() => model.release());
   // Check the trainer's output before it becomes an artifact others rely on.
   const lines = (await fs.readFile(outFile, 'utf8')).split('\n').filter((l) => l.trim());
   lines.forEach((l) => GenerationRow.parse(JSON.parse(l)));
