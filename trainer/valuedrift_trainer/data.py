@@ -144,3 +144,67 @@ def truncate_prompts(rows: list[dict[str, Any]], tokenizer: Any, max_prompt_leng
 def _prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of `messages` rendered by the model's chat template, exactly as TRL's trainers tokenize
+    conversational rows (apply_chat_template with tokenize=True)."""
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt)
+    return list(out["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def assistant_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> dict[str, list[int]]:
+    """`input_ids` of a conversation and `assistant_masks` (1 on the tokens of assistant turns).
+
+    The paper's SFT objective is −log π(y|x): only the response carries loss. TRL's own
+    `assistant_only_loss` needs a chat template with `{% generation %}` markers, which SmolLM2's and most
+    models' templates lack (TRL 1.16 patches only a fixed list of known templates). So the mask is found
+    from the template itself, for any template: assistant turn i starts where the conversation up to it,
+    rendered with the generation prompt (`<|im_start|>assistant\\n` and the like), stops being a prefix of
+    the whole conversation, and ends where the conversation up to and including turn i stops being one.
+    The turn's end-of-turn token (e.g. `<|im_end|>`) is inside the mask, so the model learns to stop; the
+    system prompt, user turns and the assistant header are not. Every assistant turn of a multi-turn row
+    is learnt, not only the last (which a prompt/completion split would do).
+    """
+    ids = _chat_ids(tokenizer, messages)
+    mask = [0] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = _common_prefix(_chat_ids(tokenizer, messages[:i], add_generation_prompt=True), ids) if i else 0
+        end = len(ids) if i == len(messages) - 1 else _common_prefix(_chat_ids(tokenizer, messages[: i + 1]), ids)
+        for t in range(start, end):
+            mask[t] = 1
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def cap_completion(example: dict[str, Any], max_completion_length: int) -> dict[str, Any]:
+    """A DPO row as TRL's DPOTrainer tokenizes it (`prompt_ids`, `chosen_ids`, `rejected_ids`), each
+    response cut to its first `max_completion_length` tokens (TRL 1.16's DPOConfig caps only the total)."""
+    return {"chosen_ids": example["chosen_ids"][:max_completion_length],
+            "rejected_ids": example["rejected_ids"][:max_completion_length]}
+
+
+def cap_cpo_completion(row: dict[str, Any], max_completion_length: int) -> dict[str, Any]:
+    """A row as TRL's CPOTrainer tokenizes it (`chosen_input_ids` = prompt + response, `chosen_labels`
+    -100 over the prompt, ...), each response cut to its first `max_completion_length` tokens. TRL's
+    CPOConfig.max_completion_length only applies to encoder-decoder models."""
+    out = dict(row)
+    for side in ("chosen", "rejected"):
+        labels = row[f"{side}_labels"]
+        prompt = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+        keep = prompt + max_completion_length
+        for key in ("input_ids", "attention_mask", "labels"):
+            name = f"{side}_{key}"
+            if name in out:
+                out[name] = out[name][:keep]
+    return out

@@ -5,8 +5,10 @@ Hyperparameters (`beta`, `loss_type`, ...) go to TRL's `DPOConfig` by name; thei
 paper's (lr 1e-5, β 0.1, sigmoid loss, global batch 32, 3 epochs, cosine with 10 % warm-up, 2048
 tokens; see specs/lineage.schema.json). The
 reference policy is a second, frozen copy of `model` (also on resume: the reference stays the
-stage's starting model). TRL 1.16 has no `max_prompt_length`, so prompts are left-truncated to
-`max_prompt_length` tokens here before TRL sees them (responses keep the rest of `max_length`).
+stage's starting model). TRL 1.16's DPOConfig has neither `max_prompt_length` nor
+`max_completion_length`, so prompts are left-truncated to `max_prompt_length` tokens here before TRL
+sees them, and each tokenized response is cut to its first `max_completion_length` tokens after (the
+paper: ≤ 1024 response tokens within 2048); `max_length` still caps the whole sequence.
 
     printf '%s\\n' '{"prompt": [{"role": "user", "content": "Is art important?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}' > /tmp/pref.jsonl
     cat > /tmp/dpo.json <<'JSON'
@@ -22,21 +24,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hftrain, models
+from . import data, hftrain, models
 from .config import TrainConfig
+
+
+def trainer_class(max_completion_length: int) -> type:
+    """TRL's DPOTrainer whose tokenized dataset has every response capped at `max_completion_length`
+    tokens (the collator then only applies `max_length` to prompt + response)."""
+    from trl import DPOTrainer
+
+    class CappedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return dataset.map(data.cap_completion, fn_kwargs={"max_completion_length": max_completion_length})
+
+    return CappedDPOTrainer
 
 
 def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
     import torch
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
 
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
     ref_model = models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
     args = TRLDPOConfig(**hftrain.training_args(cfg, bf16))
-    return DPOTrainer(
+    return trainer_class(cfg.hyperparameters["max_completion_length"])(
         model=model,
         ref_model=ref_model,
         args=args,

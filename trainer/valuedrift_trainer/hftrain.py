@@ -59,7 +59,10 @@ def check_devices(cfg: TrainConfig) -> bool:
 # Hyperparameters without a TRL argument of that name: the trainer applies them itself.
 #   global_batch_size -> gradient_accumulation_steps (see TrainConfig.gradient_accumulation_steps)
 #   max_prompt_length -> prompts left-truncated before TRL sees them (TRL 1.16's DPO/CPO configs lack it)
-APPLIED_HERE = frozenset({"global_batch_size", "max_prompt_length"})
+#   max_completion_length -> responses cut to it after TRL tokenizes them (DPOConfig lacks it; CPOConfig's
+#                            applies to encoder-decoder models only)
+#   assistant_only_loss -> SFT rows tokenized with their assistant mask here (TRL's needs {% generation %})
+APPLIED_HERE = frozenset({"global_batch_size", "max_prompt_length", "max_completion_length", "assistant_only_loss"})
 
 
 def trl_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:

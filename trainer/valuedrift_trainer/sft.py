@@ -1,7 +1,9 @@
 """Supervised fine-tuning with TRL's `SFTTrainer` on chat data (paper App. B.2).
 
 Rows: {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}; the
-model's chat template renders them and the loss covers the whole rendered conversation (TRL's
+model's chat template renders them. The loss is the paper's −log π(y|x): with `assistant_only_loss`
+(the default) only the assistant turns' tokens carry it (see `data.assistant_tokens` for how they are
+found without `{% generation %}` markers); with it false, the whole rendered conversation does (TRL's
 default for conversational data). Defaults: lr 2e-5, global batch 128, 2048 tokens, cosine with
 3 % warmup, 3 epochs, Adam without weight decay.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hftrain, models
+from . import data, hftrain, models
 from .config import TrainConfig
 
 
@@ -31,10 +33,17 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
     tokenizer = models.load_tokenizer(ref)
     model = models.load_causal_lm(ref)
     args = TRLSFTConfig(**hftrain.training_args(cfg, bf16), packing=False)
+    if cfg.hyperparameters["assistant_only_loss"]:
+        # Pre-tokenized rows with an `assistant_masks` column: TRL turns the mask into labels (-100 elsewhere),
+        # truncates to max_length and drops rows left without a label. TRL's own assistant_only_loss stays off:
+        # it would swap in a `{% generation %}` template, which it only has for a fixed list of models.
+        dataset = Dataset.from_list([data.assistant_tokens(tokenizer, r["messages"]) for r in rows])
+    else:
+        dataset = Dataset.from_list(rows)
     return SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )

@@ -4,7 +4,9 @@
 
 Rows as for DPO. Default hyperparameters (the spec's): lr 5e-7, `beta` 2.0, `simpo_gamma` 0.5,
 `cpo_alpha` 0, global batch 32, 3 epochs, cosine with 10 % warm-up, 2048 tokens; prompts
-left-truncated to `max_prompt_length` here (TRL's CPOConfig has no such field).
+left-truncated to `max_prompt_length` here (TRL's CPOConfig has no such field) and each tokenized
+response cut to `max_completion_length` (1024; CPOConfig's field of that name only applies to
+encoder-decoder models).
 
     printf '%s\\n' '{"prompt": [{"role": "user", "content": "Is art important?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}' > /tmp/pref.jsonl
     cat > /tmp/simpo.json <<'JSON'
@@ -20,18 +22,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hftrain
+from . import data, hftrain
 from .config import TrainConfig
+
+
+def trainer_class(max_completion_length: int) -> type:
+    """TRL's CPOTrainer whose tokenized rows have every response capped at `max_completion_length` tokens."""
+    from trl.experimental.cpo import CPOTrainer
+
+    class CappedCPOTrainer(CPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            row = super().tokenize_row(feature, model)
+            return row if self.is_encoder_decoder else data.cap_cpo_completion(row, max_completion_length)
+
+    return CappedCPOTrainer
 
 
 def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
     from datasets import Dataset
-    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    from trl.experimental.cpo import CPOConfig
 
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # beta, simpo_gamma and cpo_alpha (0: pure SimPO) arrive by name with the other hyperparameters
     args = CPOConfig(**hftrain.training_args(cfg, bf16), loss_type="simpo")
-    return CPOTrainer(
+    return trainer_class(cfg.hyperparameters["max_completion_length"])(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
