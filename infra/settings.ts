@@ -59,6 +59,10 @@ const InfraEnv = z.object({
   VALUEDRIFT_BOOTSTRAP_PYTHON: z.string().optional(),
   /** The Chromium the browser test drives. */
   VALUEDRIFT_CHROMIUM: z.string().default(DEFAULT_CHROMIUM),
+  /** pip's index settings: uv (infra/python.ts) does not read pip's configuration, so they are handed to it. */
+  PIP_INDEX_URL: z.string().optional(),
+  PIP_EXTRA_INDEX_URL: z.string().optional(),
+  PIP_FIND_LINKS: z.string().optional(),
 });
 
 export interface InfraSettings {
@@ -86,6 +90,8 @@ export interface InfraSettings {
   judgeApiKey: string | undefined;
   bootstrapPython: string | undefined;
   chromium: string;
+  /** pip's index URL, extra index URLs and find-links locations, as set in the environment. */
+  pipIndex: { indexUrl: string | undefined; extraIndexUrls: string[]; findLinks: string[] };
 }
 
 /** Parses an environment (empty values count as unset). Throws naming the variable and the value. */
@@ -124,6 +130,11 @@ export function parseInfraSettings(env: Readonly<Record<string, string | undefin
     judgeApiKey: e.VALUEDRIFT_JUDGE_API_KEY,
     bootstrapPython: e.VALUEDRIFT_BOOTSTRAP_PYTHON,
     chromium: e.VALUEDRIFT_CHROMIUM,
+    pipIndex: {
+      indexUrl: e.PIP_INDEX_URL,
+      extraIndexUrls: (e.PIP_EXTRA_INDEX_URL ?? '').split(/\s+/).filter(Boolean),
+      findLinks: (e.PIP_FIND_LINKS ?? '').split(/\s+/).filter(Boolean),
+    },
   };
 }
 
