@@ -5,8 +5,12 @@
  *
  * Directories (checkpoints) are uploaded file by file, multipart and in parallel, and a manifest with
  * every file's sha256 is written last: a directory without its manifest is never treated as complete.
+ * The manifest is published with a conditional write (If-None-Match: *): the first writer of a
+ * directory's manifest wins, and a later one (an attempt cut off from Temporal that is still
+ * uploading) can never replace it.
  */
 import {
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -104,6 +108,41 @@ export async function putBytes(key: string, body: string | Uint8Array, contentTy
     new PutObjectCommand({ Bucket: bucket(), Key: key, Body: buf, ContentType: contentType, Metadata: { sha256 } }),
   );
   return { uri: uriOf(key), sha256, bytes: buf.length };
+}
+
+/** Whether an S3 error is a refused precondition (412: the key already exists under If-None-Match: *). */
+function isPreconditionFailed(err: unknown): boolean {
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'PreconditionFailed' || e?.Code === 'PreconditionFailed' || e?.$metadata?.httpStatusCode === 412;
+}
+
+/** 409 ConditionalRequestConflict: another conditional write to the key was in flight (AWS: retry it). */
+function isConditionalConflict(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'ConditionalRequestConflict' || e?.$metadata?.httpStatusCode === 409;
+}
+
+/**
+ * Writes an object only if its key holds none (PutObject with If-None-Match: *, atomic on the
+ * server: AWS S3, R2, MinIO and the local server). Its ref when written; undefined when the key
+ * already held an object, which is left as it was.
+ */
+export async function putBytesIfAbsent(key: string, body: string | Uint8Array, contentType = 'application/octet-stream', c: S3Client = s3()): Promise<ArtifactRef | undefined> {
+  const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body);
+  const sha256 = sha256Hex(buf);
+  for (let conflicts = 0; ; conflicts++) {
+    try {
+      await c.send(new PutObjectCommand({ Bucket: bucket(), Key: key, Body: buf, ContentType: contentType, Metadata: { sha256 }, IfNoneMatch: '*' }));
+      return { uri: uriOf(key), sha256, bytes: buf.length };
+    } catch (err) {
+      if (isPreconditionFailed(err)) return undefined;
+      if (isConditionalConflict(err) && conflicts < 5) {
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** conflicts));
+        continue;
+      }
+      throw err;
+    }
+  }
 }
 
 export async function putJson(key: string, value: unknown): Promise<ArtifactRef> {
@@ -258,6 +297,11 @@ export const ManifestPath = z.string().superRefine((p, ctx) => {
 
 export const Manifest = z.object({
   kind: z.literal('valuedrift.dir/v1'),
+  /**
+   * The folder, relative to the manifest's, that holds the files (`attempt-3`: the training attempt
+   * that uploaded them); absent: the manifest's own folder.
+   */
+  base: ManifestPath.optional(),
   files: z.array(z.object({ path: ManifestPath, sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() })),
 });
 export type Manifest = z.infer<typeof Manifest>;
@@ -289,37 +333,59 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R
   return results;
 }
 
+/** The published manifest at `manifestKey` as an upload result. */
+function published(manifestKey: string, body: Buffer): { manifest: ArtifactRef; reused: true; files: number; bytes: number } {
+  const m = Manifest.parse(JSON.parse(body.toString('utf8')));
+  return {
+    manifest: { uri: uriOf(manifestKey), sha256: sha256Hex(body), bytes: body.length },
+    reused: true,
+    files: m.files.length,
+    bytes: m.files.reduce((a, f) => a + f.bytes, 0),
+  };
+}
+
 /**
- * Uploads a directory under `prefix` and writes the manifest last. Safe to repeat: if a manifest is
- * already there the directory is complete and nothing is uploaded again; otherwise files are
- * (re)written with identical content. The manifest is deterministic (sorted, no timestamps), so its
- * sha256 is the directory's content hash.
+ * Uploads a directory under `prefix` and publishes its manifest last, with a conditional write:
+ * whoever publishes first owns the directory. Safe to repeat: if a manifest is already there the
+ * directory is complete and nothing is uploaded; if another writer publishes while this one uploads,
+ * that manifest is kept and returned (`reused`), never replaced.
+ *
+ * `attempt` (one path segment, e.g. `attempt-3`) puts the files under `prefix/<attempt>/` and records
+ * it as the manifest's `base`: writers that may overlap (a training attempt cut off from Temporal and
+ * its retry) then never write over each other's files, and a losing writer's files, referenced by no
+ * manifest, are removed. Without it the files go under `prefix/` and the manifest is deterministic
+ * (sorted, no timestamps), so its sha256 is the directory's content hash.
  */
 export async function uploadDir(
   prefix: string,
   dir: string,
-  opts: { concurrency?: number; onFile?: (rel: string, bytes: number) => void } = {},
+  opts: { concurrency?: number; onFile?: (rel: string, bytes: number) => void | Promise<void>; attempt?: string } = {},
 ): Promise<{ manifest: ArtifactRef; reused: boolean; files: number; bytes: number }> {
+  if (opts.attempt !== undefined && (unsafeManifestPath(opts.attempt) !== null || opts.attempt.includes('/') || opts.attempt === MANIFEST_NAME)) {
+    throw new Error(`uploadDir: attempt ${JSON.stringify(opts.attempt)} is not a single folder name`);
+  }
   const manifestKey = `${prefix}/${MANIFEST_NAME}`;
   const existing = await getBytesIfExists(uriOf(manifestKey));
-  if (existing) {
-    const m = Manifest.parse(JSON.parse(existing.toString('utf8')));
-    return {
-      manifest: { uri: uriOf(manifestKey), sha256: sha256Hex(existing), bytes: existing.length },
-      reused: true,
-      files: m.files.length,
-      bytes: m.files.reduce((a, f) => a + f.bytes, 0),
-    };
-  }
+  if (existing) return published(manifestKey, existing);
+  const base = opts.attempt;
+  const filesPrefix = base === undefined ? prefix : `${prefix}/${base}`;
   const rels = await listFiles(dir);
   const files = await mapLimit(rels, opts.concurrency ?? 4, async (rel) => {
-    const ref = await putFile(`${prefix}/${rel.split(path.sep).join('/')}`, path.join(dir, rel));
-    opts.onFile?.(rel, ref.bytes);
+    const ref = await putFile(`${filesPrefix}/${rel.split(path.sep).join('/')}`, path.join(dir, rel));
+    await opts.onFile?.(rel, ref.bytes);
     return { path: rel.split(path.sep).join('/'), sha256: ref.sha256, bytes: ref.bytes };
   });
-  const manifest: Manifest = { kind: 'valuedrift.dir/v1', files };
-  const ref = await putBytes(manifestKey, JSON.stringify(manifest, null, 2) + '\n', 'application/json');
-  return { manifest: ref, reused: false, files: files.length, bytes: files.reduce((a, f) => a + f.bytes, 0) };
+  const manifest: Manifest = { kind: 'valuedrift.dir/v1', ...(base === undefined ? {} : { base }), files };
+  const ref = await putBytesIfAbsent(manifestKey, JSON.stringify(manifest, null, 2) + '\n', 'application/json');
+  if (ref) return { manifest: ref, reused: false, files: files.length, bytes: files.reduce((a, f) => a + f.bytes, 0) };
+  // Another writer published first: its manifest is the directory. This writer's own files are
+  // referenced by nothing (best effort: a leftover only costs space).
+  if (base !== undefined) {
+    await mapLimit(files, opts.concurrency ?? 4, (f) => s3().send(new DeleteObjectCommand({ Bucket: bucket(), Key: `${filesPrefix}/${f.path}` })).catch(() => undefined));
+  }
+  const winner = await getBytesIfExists(uriOf(manifestKey));
+  if (!winner) throw new Error(`${uriOf(manifestKey)}: the conditional publish was refused but no manifest is there`);
+  return published(manifestKey, winner);
 }
 
 /** The object's bytes, or undefined when it does not exist. */
@@ -357,7 +423,7 @@ export async function downloadDir(
   } catch {
     /* not downloaded yet */
   }
-  const base = checkpointDirUri(manifest.uri);
+  const base = m.base === undefined ? checkpointDirUri(manifest.uri) : `${checkpointDirUri(manifest.uri)}/${m.base}`;
   const root = path.resolve(dest);
   await mapLimit(wanted, opts.concurrency ?? 4, async (f) => {
     const target = path.resolve(root, ...f.path.split('/'));

@@ -10,6 +10,11 @@
  * Outcomes: the trainer's `done` event on exit code 0; a trainer `error` event whose kind a retry
  * cannot fix → non-retryable failure; any other exit, or an executable that cannot be started →
  * retryable failure with the stderr tail; cancellation → the activity's cancellation.
+ *
+ * Two more ways a run ends early, both by killing the process group and failing retryably: the
+ * trainer prints no event for `stall.ms` (a hung trainer: heartbeats come from a timer, so without
+ * this a deadlocked trainer would hold its GPUs until the activity's own timeout) → `TrainerStalled`;
+ * the caller aborts `stop` (e.g. a checkpoint could not be uploaded) → the abort's reason.
  */
 import { accessSync, constants, createWriteStream, type WriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -30,8 +35,15 @@ export type ErrorEvent = Extract<TrainerEvent, { event: 'error' }>;
 export const HEARTBEAT_EVERY_MS = 5_000;
 /** SIGTERM → SIGKILL grace on cancellation (the trainer may be writing a checkpoint). */
 const CANCEL_GRACE_MS = 10_000;
-/** Grace for stragglers left in the group after the trainer itself has exited. */
+/** Grace for stragglers left in the group after the trainer itself has exited, and on a caller's stop. */
 const CLEANUP_GRACE_MS = 2_000;
+
+/** How long a trainer may print no event before it is killed as hung. */
+export interface StallBound {
+  ms: number;
+  /** The setting that sets it, for the failure message (`VALUEDRIFT_TRAINER_STALL_SECONDS=1800`). */
+  setting: string;
+}
 
 export interface TrainerCommandInput {
   /** The trainer's subcommand: `train`, `generate`, `export-dataset`, … */
@@ -63,6 +75,16 @@ export interface TrainerCommandInput {
   logFile?: string;
   /** Extra environment for the trainer (beside the lease's GPU settings). */
   env?: Record<string, string>;
+  /**
+   * Kill the trainer when it prints no protocol event (progress, checkpoint, …) for this long, and
+   * fail retryably with type `TrainerStalled`. Unset: no bound (e.g. generation, whose events are sparse).
+   */
+  stall?: StallBound;
+  /**
+   * Aborting it stops the trainer at once (its group is killed) and fails the run with the abort's
+   * reason (an ApplicationFailure as it is; anything else as a retryable `TrainerStopped`).
+   */
+  stop?: AbortSignal;
 }
 
 /** Where a trainer log stops growing (the rest is counted, not kept): bounds disk and upload. */
@@ -158,6 +180,22 @@ export function trainerPythonProblem(): string | null {
   }
 }
 
+/** The failure of a trainer that printed nothing for longer than its bound (retryable: a retry resumes). */
+export function stallFailure(what: string, stall: StallBound, last: TrainerEvent | undefined): ApplicationFailure {
+  const seen = last ? `the last was ${scrubSecrets(JSON.stringify(last))}` : 'it printed none since it started';
+  return ApplicationFailure.retryable(
+    `${what}: no event from the trainer for ${Math.round(stall.ms / 1000)} s (${stall.setting}); ${seen}; its process group was killed`,
+    'TrainerStalled',
+    { stallSeconds: stall.ms / 1000, lastEvent: last ?? null },
+  );
+}
+
+function stopFailure(what: string, reason: unknown): ApplicationFailure {
+  if (reason instanceof ApplicationFailure) return reason;
+  const message = reason instanceof Error ? reason.message : String(reason);
+  return ApplicationFailure.retryable(`${what}: stopped: ${scrubSecrets(message)}`, 'TrainerStopped');
+}
+
 export async function runTrainerCommand(input: TrainerCommandInput): Promise<DoneEvent> {
   const env = workerEnv();
   const ctx = activityContext();
@@ -191,6 +229,23 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
     let exit: TrainerExit;
     const onCancel = () => void run?.kill(CANCEL_GRACE_MS);
     signal?.addEventListener('abort', onCancel);
+    // Why the run was ended early (a stall or the caller's stop), the first one only.
+    let ended: ApplicationFailure | undefined;
+    const end = (failure: ApplicationFailure, graceMs: number) => {
+      if (ended) return;
+      ended = failure;
+      void run?.kill(graceMs);
+    };
+    const onStop = () => end(stopFailure(input.what, input.stop?.reason), CLEANUP_GRACE_MS);
+    input.stop?.addEventListener('abort', onStop);
+    if (input.stop?.aborted) onStop();
+    let watchdog: NodeJS.Timeout | undefined;
+    const stall = input.stall;
+    const resetWatchdog = () => {
+      if (!stall) return;
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => end(stallFailure(input.what, stall, last), CANCEL_GRACE_MS), stall.ms);
+    };
     try {
       signal?.throwIfAborted();
       const launcher = input.distributed && gpus > 1 ? accelerateLauncher(gpus, await freePort()) : undefined;
@@ -202,6 +257,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
           env: { ...input.env, ...lease.env },
           onEvent: (e, pid) => {
             last = e;
+            resetWatchdog();
             if (e.event === 'done') done = e;
             if (e.event === 'error') error = e;
             input.onEvent?.(e, pid);
@@ -213,10 +269,14 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
         throw err instanceof TrainerSpawnError ? spawnFailure(input.what, err) : err;
       }
       signal?.throwIfAborted(); // cancelled while it was starting
+      if (ended) void run.kill(CLEANUP_GRACE_MS); // stopped while it was starting
+      resetWatchdog(); // the bound counts from the start (model loading included)
       await input.onSpawn?.(run.pid);
       exit = await run.exit;
     } finally {
+      clearTimeout(watchdog);
       signal?.removeEventListener('abort', onCancel);
+      input.stop?.removeEventListener('abort', onStop);
       try {
         // Nothing the trainer started outlives the run (a no-op when the group is already gone).
         await run?.kill(CLEANUP_GRACE_MS);
@@ -235,6 +295,8 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
       settleError = err;
     }
     signal?.throwIfAborted();
+    // A stall or a stop is the cause; what afterExit reports then (uploads cut short) follows from it.
+    if (ended) throw ended;
     if (settleFailed) throw settleError;
     if (exit.code === 0 && done) return done;
     const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';

@@ -8,6 +8,15 @@
  * - on a retry, finds the checkpoints already complete in the store, re-announces them, downloads the
  *   newest and resumes from it with optimizer and scheduler state (the step counter continues);
  * - on cancellation kills the trainer's whole process group;
+ * - kills a trainer that prints no event for VALUEDRIFT_TRAINER_STALL_SECONDS (a hung trainer would
+ *   otherwise hold its GPUs while the heartbeat timer keeps the activity alive): `TrainerStalled`;
+ * - stops the trainer at once when a checkpoint cannot be uploaded or announced (`CheckpointUploadFailed`,
+ *   `CheckpointAnnounceFailed`, retryable): training on would only make checkpoints that are never
+ *   uploaded, and the retry resumes from the last uploaded one;
+ * - fences attempts: a checkpoint's files go under `step-N/attempt-<n>/` and its manifest is published
+ *   at `step-N/manifest.json` only if none is there (a conditional write), so an attempt cut off from
+ *   Temporal that goes on uploading can neither overwrite the files of the retry's checkpoint nor
+ *   replace its manifest (RELIABILITY.md);
  * - keeps each attempt's training curves and output: the trainer writes TensorBoard event files (and
  *   scalars.jsonl) into `out/tensorboard/attempt-<n>` and its stdout/stderr go to a local log file;
  *   both are copied to `storeKeys.tensorboard` / `storeKeys.trainerLog` of attempt n at every
@@ -23,7 +32,7 @@ import { type ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type Mo
 import { storeKeys } from '../common/config';
 import type { StageSpec } from '../common/spec';
 import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './datasets';
-import { workerEnv } from './env';
+import { scrubSecrets, workerEnv } from './env';
 import { localModel } from './models';
 import { downloadDir, getBytes, listKeys, MANIFEST_NAME, putBytes, putFile, sha256Hex, uploadDir, uriOf } from './store';
 import { killGroup, waitForGroupExit } from './processGroup';
@@ -194,6 +203,23 @@ export async function killStaleTrainer(pidFile: string): Promise<boolean> {
 }
 
 
+/** A checkpoint that could not be uploaded or announced: retryable, naming the cause and where a retry resumes. */
+export type CheckpointStep = 'upload' | 'announce' | 'tidy up after';
+const CHECKPOINT_FAILURE: Record<CheckpointStep, string> = {
+  upload: 'CheckpointUploadFailed',
+  announce: 'CheckpointAnnounceFailed',
+  // Saving the log and curves beside it, removing the local copy.
+  'tidy up after': 'CheckpointUploadFailed',
+};
+export function checkpointFailure(stageId: string, step: number, doing: CheckpointStep, lastUploadedStep: number, err: unknown): ApplicationFailure {
+  const cause = scrubSecrets(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+  const type = CHECKPOINT_FAILURE[doing];
+  return ApplicationFailure.retryable(
+    `training stage "${stageId}": could not ${doing} checkpoint ${step}: ${cause}; the trainer was stopped, a retry resumes from step ${lastUploadedStep}`,
+    type,
+  );
+}
+
 /** Observation points for tests (e.g. kill the trainer right after a given event). */
 export interface TrainStageHooks {
   onTrainerEvent?: (e: TrainerEvent, pid: number) => void;
@@ -234,8 +260,9 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   );
   const trainFile = path.join(work, 'train.jsonl');
   await fs.writeFile(trainFile, toJsonl(rows));
-  const model = await localModel(input.parent);
-  const rewardModel = input.rewardModel ? await localModel(input.rewardModel) : undefined;
+  // Held in the worker's model cache (not evicted) until the trainer has exited.
+  const models = [await localModel(input.parent), ...(input.rewardModel ? [await localModel(input.rewardModel)] : [])];
+  const [model, rewardModel] = models.map((m) => m.path) as [string, string | undefined];
   // This attempt's curves and log: local files, copied to the store under its own attempt number
   // (claimed at once with a first version of the log, so a later attempt counts past it).
   const attempt = await nextAttempt(lineage, stage.id);
@@ -254,7 +281,9 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   // 3. Run, uploading checkpoints in order as they appear.
   const checkpoints = new Map<number, ArtifactRef>(done);
   let uploads: Promise<void> = Promise.resolve();
-  let uploadError: unknown;
+  let uploadError: ApplicationFailure | undefined;
+  // Aborted on an upload or announcement failure: the supervisor kills the trainer at once.
+  const stop = new AbortController();
   const beat = () => ctx?.heartbeat({ ...state });
   for (const s of steps) {
     await announce({ stageId: stage.id, step: s, totalSteps: state.total, ref: done.get(s) as ArtifactRef, loss: null });
@@ -263,19 +292,27 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   const onCheckpoint = (step: number, dir: string) => {
     uploads = uploads.then(async () => {
       if (uploadError) return;
+      let doing: CheckpointStep = 'upload';
       try {
-        const { manifest } = await uploadDir(storeKeys.checkpoint(lineage, stage.id, step), dir, { onFile: () => beat() });
+        // This attempt's own folder for the files; the manifest is published only if no other
+        // attempt has published this step (then that one is the checkpoint, and is what is announced).
+        const { manifest } = await uploadDir(storeKeys.checkpoint(lineage, stage.id, step), dir, { attempt: `attempt-${attempt}`, onFile: () => beat() });
         checkpoints.set(step, manifest);
         state.lastUploadedStep = Math.max(state.lastUploadedStep, step);
         beat();
+        doing = 'announce';
         await announce({ stageId: stage.id, step, totalSteps: state.total, ref: manifest, loss: state.loss });
+        doing = 'tidy up after';
         // Uploaded and announced: the local copy is no longer needed (keeps disk bounded).
         await fs.rm(dir, { recursive: true, force: true });
         // The curves and the log so far, beside the checkpoint.
         await saveAttempt();
         if (resumeFrom) await fs.rm(path.dirname(resumeFrom), { recursive: true, force: true });
       } catch (err) {
-        uploadError = err;
+        // Stop the trainer now; the retry resumes from the last checkpoint uploaded (and announces
+        // again whatever was uploaded but not announced).
+        uploadError = checkpointFailure(stage.id, step, doing, state.lastUploadedStep, err);
+        stop.abort(uploadError);
       }
     });
   };
@@ -293,6 +330,8 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
       logFile,
       env: integrationEnv(stage),
       heartbeat: () => ({ ...state }),
+      stall: { ms: env.VALUEDRIFT_TRAINER_STALL_SECONDS * 1000, setting: `VALUEDRIFT_TRAINER_STALL_SECONDS=${env.VALUEDRIFT_TRAINER_STALL_SECONDS}` },
+      stop: stop.signal,
       onEvent: (e, pid) => {
         hooks.onTrainerEvent?.(e, pid);
         if (e.event === 'progress') {
@@ -322,6 +361,8 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
       console.warn(`stage "${stage.id}" attempt ${attempt}: log and curves not saved: ${String(saveErr)}`);
     }
     throw err;
+  } finally {
+    await Promise.all(models.map((m) => m.release()));
   }
   await saveAttempt();
   const finalStep = doneEvent.finalStep;

@@ -10,6 +10,12 @@ reach stderr, so `guard_stdout()` moves file descriptor 1 onto stderr and keeps 
 of the original stdout for events. Under a multi-process launcher only rank 0 reports progress,
 checkpoints and completion; any rank may report an error (the activity keeps the first).
 
+Test-only fault: with VALUEDRIFT_TRAINER_TEST_HANG_AT_STEP=N set, the trainer reports progress at
+step N and then blocks for good, printing nothing more (as a deadlocked collective would), so tests
+can show that the activity kills a silent trainer (VALUEDRIFT_TRAINER_STALL_SECONDS). It reaches the
+trainer only when the worker's environment sets it (the VALUEDRIFT_ prefix is allow-listed); never set
+it outside tests.
+
 Error kinds: `bad_config`, `dataset_schema`, `model_not_found` and `out_of_memory` are refusals a
 retry would compute again with the same config, data and model; `transient` is everything else.
 """
@@ -79,6 +85,16 @@ def emit(event: dict[str, Any], *, all_ranks: bool = False) -> None:
 
 def progress(step: int, total: int, loss: float | None = None, lr: float | None = None) -> None:
     emit({"event": "progress", "step": int(step), "total": int(total), "loss": _finite(loss), "lr": _finite(lr)})
+    _test_hang(int(step))
+
+
+def _test_hang(step: int) -> None:
+    """The test-only fault above: block forever once step N has been reported (every rank)."""
+    at = os.environ.get("VALUEDRIFT_TRAINER_TEST_HANG_AT_STEP", "")
+    if not at or step < int(at):
+        return
+    log(f"VALUEDRIFT_TRAINER_TEST_HANG_AT_STEP={at}: hanging at step {step} (test-only fault)")
+    threading.Event().wait()
 
 
 def checkpoint(step: int, path: str) -> None:
