@@ -199,7 +199,7 @@ async function pipInstall(env: PythonEnv, log: LogFn): Promise<void> {
   const requirements = effectiveRequirements(log);
   const uv = await ensureUv(env, log);
   if (uv) {
-    const common = ['pip', 'install', '--python', env.python, '--native-tls', ...uvIndexArgs()];
+    const common = ['pip', 'install', '--python', env.python, '--system-certs', ...uvIndexArgs()];
     await runInstaller(uv, [...common, '-r', requirements, '-c', REQUIREMENTS_LOCK_FILE], 'uv', UV_PROGRESS, log);
     await runInstaller(uv, [...common, '--no-deps', '-r', MODEL_REQUIREMENTS_FILE], 'uv', UV_PROGRESS, log);
     return;
