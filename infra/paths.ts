@@ -16,7 +16,7 @@ export interface DataPaths {
   temporalDataDir: string;
   /** Temporal's SQLite store: workflow histories survive a stack restart. */
   temporalDbFile: string;
-  /** moto spools large objects here. */
+  /** The local S3 server's buckets (infra/s3server): objects survive a stack restart. */
   s3DataDir: string;
   /** What runs: `infra/stackRecord.ts`. */
   stackFile: string;

@@ -20,6 +20,7 @@ import { ensureChromium } from './chromium';
 import { DATA_DIR, TRAINER_DIR, VITEST_BIN } from './paths';
 import { type LogFn, runCommand } from './proc';
 import { ensurePythonEnv } from './python';
+import { ensureS3Server } from './services/s3';
 import { type Counts, pytestCounts, vitestCounts } from './results';
 import { REPO_ROOT, quietAwsSdkNodeWarning } from './settings';
 import { stackDown, stackUp } from './stack';
@@ -64,7 +65,8 @@ async function main(): Promise<number> {
   const filters = vitestArgs.filter((a) => !a.startsWith('-'));
   const filtered = filters.length > 0;
 
-  const py = await ensurePythonEnv({ log });
+  // The local S3 server's Go build runs while pip works (both are no-ops once done).
+  const [py] = await Promise.all([ensurePythonEnv({ log }), ensureS3Server({ log })]);
   if (runsBrowserTest(filters)) await ensureChromium(log);
   let stopAtEnd: string[] = [];
   const totals: Counts = { passed: 0, failed: 0, skipped: 0 };
