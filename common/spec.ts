@@ -133,11 +133,26 @@ const maxPromptLength = z
   .positive()
   .max(131_072)
   .default(1024)
-  .describe('prompt tokens kept (left-truncated by the trainer) so the response keeps the rest of max_length');
+  .describe('prompt tokens kept (left-truncated by the trainer); max_length still caps prompt + response');
 
-/** App. B.2: lr 2e-5, global batch 128, max length 2048, cosine with 3 % warm-up, 3 epochs, Adam without weight decay. */
+/** App. B.3: responses are capped at 1024 tokens within the 2048 of max_length. */
+const maxCompletionLength = z
+  .number()
+  .int()
+  .positive()
+  .max(131_072)
+  .default(1024)
+  .describe('response tokens kept (each of chosen and rejected, cut at the end by the trainer); max_length still caps prompt + response');
+
+/** App. B.2: lr 2e-5, global batch 128, max length 2048, cosine with 3 % warm-up, 3 epochs, Adam without weight decay; loss on the response only. */
 export const SftHyperparameters = z
-  .strictObject(trainerFields({ learning_rate: 2e-5, num_train_epochs: 3, global_batch_size: 128, warmup_steps: 0.03 }))
+  .strictObject({
+    ...trainerFields({ learning_rate: 2e-5, num_train_epochs: 3, global_batch_size: 128, warmup_steps: 0.03 }),
+    assistant_only_loss: z
+      .boolean()
+      .default(true)
+      .describe("loss on the assistant turns' tokens only, the paper's −log π(y|x); false: on the whole conversation, user turns included"),
+  })
   .meta({ id: 'SftHyperparameters', description: "SFT: TRL's SFTConfig" });
 
 /** App. B.3 (PPO): reward model lr 1e-5, batch 128, one epoch. Warm-up is not given; 3 % as for SFT. */
@@ -181,10 +196,11 @@ export const DpoHyperparameters = z
       .default(['sigmoid'])
       .describe('DPO loss(es); the paper uses sigmoid'),
     max_prompt_length: maxPromptLength,
+    max_completion_length: maxCompletionLength,
   })
   .meta({ id: 'DpoHyperparameters', description: "DPO: TRL's DPOConfig" });
 
-/** App. B.3: lr 5e-7, β 2.0, γ 0.5, batch 32, 3 epochs, cosine with 10 % warm-up (TRL's CPO trainer with the SimPO loss). */
+/** App. B.3: lr 5e-7, β 2.0, γ 0.5, batch 32, 3 epochs, cosine with 10 % warm-up, response 1024 (TRL's CPO trainer with the SimPO loss). */
 export const SimpoHyperparameters = z
   .strictObject({
     ...trainerFields({ learning_rate: 5e-7, num_train_epochs: 3, global_batch_size: 32, warmup_steps: 0.1 }),
@@ -192,6 +208,7 @@ export const SimpoHyperparameters = z
     simpo_gamma: z.number().min(0).max(100).default(0.5).describe('target reward margin (γ)'),
     cpo_alpha: z.number().min(0).max(100).default(0).describe('weight of the behaviour-cloning term; 0 is pure SimPO'),
     max_prompt_length: maxPromptLength,
+    max_completion_length: maxCompletionLength,
   })
   .meta({ id: 'SimpoHyperparameters', description: "SimPO: TRL's CPOConfig with loss_type simpo" });
 

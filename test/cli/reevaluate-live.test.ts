@@ -21,7 +21,7 @@ import { ROOT, useLiveCli, type Run } from './fixtures/liveCli';
 
 const cli = useLiveCli('vd-cli-reeval-');
 
-async function demoSpec(name: string): Promise<Record<string, any>> {
+async function demoSpec(name: string): Promise<Record<string, any> & { name: string }> {
   const demo = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as Record<string, unknown>;
   return { ...demo, name };
 }
