@@ -9,7 +9,7 @@ import { getVerified, s3ClientFor } from '../activities/store';
 import { TASK_QUEUES, workflowIds } from '../common/config';
 import { formatSigned } from '../common/drift';
 import { searchAttributePairs } from '../common/searchAttributes';
-import { formatSpecIssues, validateLineageSpec, type LineageSpec } from '../common/spec';
+import { validateLineageSpec, type LineageSpec } from '../common/spec';
 import { lineageProgressQuery, lineageWorkflow, stageProgressQuery, type LineageProgress, type LineageResult, type StageProgress } from '../workflows';
 import { CliError } from './cliArgs';
 import { cliSettings, type CliSettings } from './cliSettings';
@@ -23,23 +23,7 @@ export function uiLink(
   return `${settings.TEMPORAL_UI_URL.replace(/\/$/, '')}/namespaces/${encodeURIComponent(settings.TEMPORAL_NAMESPACE)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
-export async function readSpecFile(file: string): Promise<LineageSpec> {
-  let raw: string;
-  try {
-    raw = await fs.readFile(file, 'utf8');
-  } catch {
-    throw new CliError(`cannot read spec file ${file}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(raw);
-  } catch (err) {
-    throw new CliError(`${file} is not valid JSON: ${(err as Error).message}`);
-  }
-  const v = validateLineageSpec(json);
-  if (!v.ok) throw new CliError(`invalid lineage spec ${file}: ${formatSpecIssues(v.issues)}`);
-  return v.spec;
-}
+export { readSpecFile } from './specFile';
 
 /**
  * Starts a lineage. When its workflow is already running, the running one's spec (the input of its

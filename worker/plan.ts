@@ -21,7 +21,7 @@ import {
   ThroughputOverride,
   ThroughputTable,
 } from '../common/plan';
-import { formatPath, formatSpecIssues, validateLineageSpec, type DatasetSpec, type LineageSpec } from '../common/spec';
+import { formatPath, type DatasetSpec, type LineageSpec } from '../common/spec';
 import { CliError } from './cliArgs';
 
 /** The repository root: file: datasets resolve against it, as on a worker with the default data root. */
@@ -31,27 +31,8 @@ export const DEFAULT_PRICES_FILE = path.join(REPO_ROOT, 'data', 'plan', 'prices.
 /** An s3: dataset that does not answer within this time is "unknown". */
 const S3_COUNT_TIMEOUT_MS = 10_000;
 
-/**
- * Reads and validates a spec file, with the messages of `validate` (worker/lineageClient.ts), but
- * without loading the Temporal and AWS SDKs that module needs: plan answers without any service.
- */
-export async function readPlanSpec(file: string): Promise<LineageSpec> {
-  let raw: string;
-  try {
-    raw = await fs.readFile(file, 'utf8');
-  } catch {
-    throw new CliError(`cannot read spec file ${file}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(raw);
-  } catch (err) {
-    throw new CliError(`${file} is not valid JSON: ${(err as Error).message}`);
-  }
-  const v = validateLineageSpec(json);
-  if (!v.ok) throw new CliError(`invalid lineage spec ${file}: ${formatSpecIssues(v.issues)}`);
-  return v.spec;
-}
+/** The spec, read as `validate` reads it (worker/specFile.ts: no Temporal or AWS SDK is loaded). */
+export { readSpecFile as readPlanSpec } from './specFile';
 
 /** Reads a JSON table and checks it; the error names the option, the file, the field and the problem. */
 export async function readTable<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T> {
