@@ -100,7 +100,7 @@ export interface FakeTrainingPlan {
  * it by signal, as the real one does; the fake generator and judge write under the same content keys
  * as the real ones.
  */
-export function fakeActivities(env: TestWorkflowEnvironment, rec: Recorder, plan: (stageId: string) => FakeTrainingPlan): Activities {
+export function fakeActivities(env: Pick<TestWorkflowEnvironment, 'client'>, rec: Recorder, plan: (stageId: string) => FakeTrainingPlan): Activities {
   const real = createActivities({ client: env.client });
   const trainStage: Activities['trainStage'] = async (input: TrainStageInput) => {
     const { stage, lineage } = input;
