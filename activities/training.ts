@@ -6,7 +6,13 @@
  * - uploads each checkpoint while training goes on (manifest last) and only then announces it to the
  *   stage workflow (a signal; the workflow dedupes by step), and removes the local copy;
  * - on a retry, finds the checkpoints already complete in the store, re-announces them, downloads the
- *   newest and resumes from it with optimizer and scheduler state (the step counter continues);
+ *   newest resume state and resumes from it with optimizer and scheduler state (the step counter continues);
+ * - bounds storage (the stage's `retention`): what is announced and kept of every checkpoint is its
+ *   evaluation copy (`step-N/manifest.json`: weights as bf16 safetensors by default, config, tokenizer;
+ *   the trainer writes it as `evaluation-N`); the trainer's whole checkpoint (full-precision weights,
+ *   optimizer, scheduler, RNG, trainer state) goes to `step-N/resume/` and, with `optimizerState:
+ *   "newest"` (the default), the resume state of every older step is deleted once step N's is
+ *   complete (never before: a retry resumes from the newest complete resume state);
  * - on cancellation kills the trainer's whole process group;
  * - kills a trainer that prints no event for VALUEDRIFT_TRAINER_STALL_SECONDS (a hung trainer would
  *   otherwise hold its GPUs while the heartbeat timer keeps the activity alive): `TrainerStalled`;
@@ -31,10 +37,11 @@ import { z } from 'zod';
 import { type ArtifactRef, type CheckpointAnnouncement, type Checkpoint, type ModelHandle, type TrainerEvent } from '../common/contracts';
 import { storeKeys } from '../common/config';
 import type { StageSpec } from '../common/spec';
-import { parseRows, toJsonl, trainerRows, type PreparedDataset } from './datasets';
+import { writeTrainerFile, type PreparedDataset } from './datasets';
 import { scrubSecrets, workerEnv } from './env';
 import { localModel } from './models';
-import { downloadDir, getBytes, listKeys, MANIFEST_NAME, putBytes, putFile, sha256Hex, uploadDir, uriOf } from './store';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { bucket, downloadDir, getBytes, listKeys, Manifest, MANIFEST_NAME, putBytes, putFile, s3, sha256Hex, uploadDir, uriOf } from './store';
 import { killGroup, waitForGroupExit } from './processGroup';
 import { runTrainerCommand, type DoneEvent } from './trainerCommand';
 
@@ -97,6 +104,7 @@ export function trainerConfig(input: {
     num_gpus: s.gpus,
     seed: s.seed ?? input.seed,
     bf16: 'auto',
+    weights_dtype: retentionOf(s).weightsDtype,
     hyperparameters: s.hyperparameters,
     report_to: s.reportTo ?? [],
   };
@@ -107,6 +115,67 @@ export function trainerConfig(input: {
     config.reward_model = input.rewardModel;
   }
   return config;
+}
+
+/** The stage's retention with its defaults (common/spec.ts `Retention`). */
+export function retentionOf(stage: StageSpec): { optimizerState: 'newest' | 'all'; weightsDtype: 'bf16' | 'fp32' } {
+  return { optimizerState: stage.retention?.optimizerState ?? 'newest', weightsDtype: stage.retention?.weightsDtype ?? 'bf16' };
+}
+
+/** Where checkpoint N's resume state lives: the trainer's whole checkpoint folder, under its own manifest. */
+export function resumeStateKey(lineage: string, stageId: string, step: number): string {
+  return `${storeKeys.checkpoint(lineage, stageId, step)}/resume`;
+}
+
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Checkpoints of this stage that a retry can resume from: those whose resume state is complete in the
+ * store (`step-N/resume/manifest.json`), and those stored before resume state had its own folder
+ * (their one manifest lists trainer_state.json).
+ */
+export async function resumableCheckpoints(lineage: string, stageId: string, evaluated?: Map<number, ArtifactRef>): Promise<Map<number, ArtifactRef>> {
+  const prefix = storeKeys.checkpointsPrefix(lineage, stageId);
+  const out = new Map<number, ArtifactRef>();
+  const re = new RegExp(`^${escapeRe(prefix)}step-(\\d+)/resume/${escapeRe(MANIFEST_NAME)}$`);
+  for (const key of await listKeys(prefix)) {
+    const m = re.exec(key);
+    if (!m) continue;
+    const body = await getBytes(uriOf(key));
+    out.set(Number(m[1]), { uri: uriOf(key), sha256: sha256Hex(body), bytes: body.length });
+  }
+  for (const [step, ref] of evaluated ?? []) {
+    if (out.has(step)) continue;
+    const legacy = Manifest.safeParse(JSON.parse((await getBytes(ref.uri)).toString('utf8')));
+    if (legacy.success && legacy.data.files.some((f) => f.path === 'trainer_state.json')) out.set(step, ref);
+  }
+  return out;
+}
+
+/**
+ * Deletes the resume state (optimizer, scheduler, full-precision weights) of every checkpoint of the
+ * stage before `newest`, whose own resume state must already be complete in the store. Each folder's
+ * manifest goes first, so a folder half deleted is never taken for complete. Idempotent (deleting
+ * what is gone is a no-op); evaluation copies are never touched. Returns the steps it pruned.
+ */
+export async function pruneResumeState(lineage: string, stageId: string, newest: number): Promise<number[]> {
+  const prefix = storeKeys.checkpointsPrefix(lineage, stageId);
+  const re = new RegExp(`^${escapeRe(prefix)}step-(\\d+)/resume/`);
+  const byStep = new Map<number, string[]>();
+  for (const key of await listKeys(prefix)) {
+    const m = re.exec(key);
+    if (!m || Number(m[1]) >= newest) continue;
+    const keys = byStep.get(Number(m[1])) ?? [];
+    keys.push(key);
+    byStep.set(Number(m[1]), keys);
+  }
+  const del = (Key: string) => s3().send(new DeleteObjectCommand({ Bucket: bucket(), Key }));
+  for (const keys of byStep.values()) {
+    const manifest = keys.filter((k) => k.endsWith(`/resume/${MANIFEST_NAME}`));
+    for (const k of manifest) await del(k);
+    for (const k of keys) if (!manifest.includes(k)) await del(k);
+  }
+  return [...byStep.keys()].sort((a, b) => a - b);
 }
 
 /** Checkpoints of this stage that are complete in the store (their manifest exists). */
@@ -238,28 +307,27 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   await killStaleTrainer(pidFile);
 
   // 1. What an earlier attempt already finished: announce it again (idempotent by step) and resume.
+  const retention = retentionOf(stage);
   const done = await uploadedCheckpoints(lineage, stage.id);
   const steps = [...done.keys()].sort((a, b) => a - b);
-  const resumeStep = steps.length ? (steps[steps.length - 1] as number) : 0;
+  const resumable = await resumableCheckpoints(lineage, stage.id, done);
+  const resumeStep = Math.max(0, ...resumable.keys());
+  // An attempt that died between publishing a resume state and pruning the older ones.
+  if (retention.optimizerState === 'newest' && resumeStep > 0) await pruneResumeState(lineage, stage.id, resumeStep);
   const state: TrainHeartbeat = { step: resumeStep, total: 0, loss: null, lastUploadedStep: resumeStep };
   const prior = TrainHeartbeat.safeParse(ctx?.info.heartbeatDetails);
   if (prior.success) state.total = prior.data.total;
   let resumeFrom: string | undefined;
   if (resumeStep > 0) {
-    const ref = done.get(resumeStep) as ArtifactRef;
+    const ref = resumable.get(resumeStep) as ArtifactRef;
     resumeFrom = path.join(work, 'resume', `checkpoint-${resumeStep}`);
     await downloadDir(ref, resumeFrom);
   }
 
   // 2. Inputs: the stage's training rows, the starting model, the reward model.
-  const rows = trainerRows(
-    stage.kind,
-    input.dataset.format,
-    'alignment' in stage ? stage.alignment : 'as-is',
-    parseRows(input.dataset.name, input.dataset.format, (await getBytes(input.dataset.ref.uri)).toString('utf8')),
-  );
+  // Row by row (download, check, shape, write): no whole-dataset string in the worker.
   const trainFile = path.join(work, 'train.jsonl');
-  await fs.writeFile(trainFile, toJsonl(rows));
+  await writeTrainerFile(input.dataset, stage.kind, 'alignment' in stage ? stage.alignment : 'as-is', trainFile);
   // Held in the worker's model cache (not evicted) until the trainer has exited.
   const models = [await localModel(input.parent), ...(input.rewardModel ? [await localModel(input.rewardModel)] : [])];
   const [model, rewardModel] = models.map((m) => m.path) as [string, string | undefined];
@@ -294,17 +362,26 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
       if (uploadError) return;
       let doing: CheckpointStep = 'upload';
       try {
+        // The trainer writes the evaluation copy (retention dtype, no resume state) beside the
+        // checkpoint before announcing it: `evaluation-N` for `checkpoint-N`.
+        const evalDir = path.join(path.dirname(dir), `evaluation-${step}`);
         // This attempt's own folder for the files; the manifest is published only if no other
         // attempt has published this step (then that one is the checkpoint, and is what is announced).
-        const { manifest } = await uploadDir(storeKeys.checkpoint(lineage, stage.id, step), dir, { attempt: `attempt-${attempt}`, onFile: () => beat() });
+        const { manifest } = await uploadDir(storeKeys.checkpoint(lineage, stage.id, step), evalDir, { attempt: `attempt-${attempt}`, onFile: () => beat() });
         checkpoints.set(step, manifest);
+        // Then what a retry resumes from (published the same way), before the announcement: an
+        // announced checkpoint can always be resumed from. Only once it is complete are the older
+        // steps' resume states deleted.
+        await uploadDir(resumeStateKey(lineage, stage.id, step), dir, { attempt: `attempt-${attempt}`, onFile: () => beat() });
         state.lastUploadedStep = Math.max(state.lastUploadedStep, step);
         beat();
         doing = 'announce';
         await announce({ stageId: stage.id, step, totalSteps: state.total, ref: manifest, loss: state.loss });
         doing = 'tidy up after';
-        // Uploaded and announced: the local copy is no longer needed (keeps disk bounded).
+        if (retention.optimizerState === 'newest') await pruneResumeState(lineage, stage.id, step);
+        // Uploaded and announced: the local copies are no longer needed (keeps disk bounded).
         await fs.rm(dir, { recursive: true, force: true });
+        await fs.rm(evalDir, { recursive: true, force: true });
         // The curves and the log so far, beside the checkpoint.
         await saveAttempt();
         if (resumeFrom) await fs.rm(path.dirname(resumeFrom), { recursive: true, force: true });

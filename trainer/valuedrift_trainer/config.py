@@ -37,6 +37,7 @@ from . import curves
 from .events import TrainerError
 
 BACKENDS = ("auto", "vllm", "transformers")
+WEIGHTS_DTYPES = ("bf16", "fp32")
 
 # Editable install or a checkout on PYTHONPATH: the package sits at <repo>/trainer/valuedrift_trainer.
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "specs" / "lineage.schema.json"
@@ -178,6 +179,11 @@ class TrainConfig:
     num_gpus: int = _help("GPUs to train on; 0 = CPU", default=0)
     seed: int = _help("seed for data order, initialisation and sampling", default=42)
     bf16: Union[bool, str] = _help('"auto" (on when CUDA supports it), true or false', default="auto")
+    weights_dtype: str = _help(
+        '"bf16" | "fp32": the dtype of the weights in each checkpoint\'s evaluation copy (evaluation-<N> beside '
+        "checkpoint-<N>), which is what is kept and evaluated; checkpoint-<N> itself stays full precision for resuming",
+        default="bf16",
+    )
     save_checkpoints: bool = _help(
         "false: write no checkpoint at all (throughput measurements only; `done` then has an empty path)",
         default=True,
@@ -221,6 +227,7 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         _require(self.num_gpus >= 0, "num_gpus", "must be >= 0")
         _require(self.bf16 in (True, False, "auto"), "bf16", 'must be "auto", true or false')
+        _require(self.weights_dtype in WEIGHTS_DTYPES, "weights_dtype", f"must be one of {', '.join(WEIGHTS_DTYPES)}")
         if self.tensorboard_dir is not None:
             _require(os.path.isabs(self.tensorboard_dir), "tensorboard_dir", "must be an absolute path")
         # Unknown names, integrations the ppo loop lacks, and packages missing here: refused before any loading.

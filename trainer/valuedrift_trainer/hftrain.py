@@ -2,7 +2,9 @@
 our config, the callback that turns Trainer events into protocol events, and the run itself.
 
 Checkpoints are the Trainer's own ``output_dir/checkpoint-N`` directories (weights, tokenizer,
-optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json). The Trainer saves every
+optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json), each followed by its evaluation copy
+``output_dir/evaluation-N`` (models.write_evaluation_copy: weights in the retention dtype, no resume
+state), which is what the store keeps of every checkpoint. The Trainer saves every
 ``checkpoint_every`` steps and at the last step; ``resume_from`` is passed to
 ``Trainer.train(resume_from_checkpoint=...)``, which restores weights, optimizer, scheduler, RNG and
 the step counter, and skips the batches already seen.
@@ -114,7 +116,7 @@ def load_pairwise(cfg: TrainConfig, rows: list[dict[str, Any]]) -> tuple[Any, An
     return ref, tokenizer, models.load_causal_lm(ref)
 
 
-def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None) -> Any:
+def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None, weights_dtype: str = "bf16") -> Any:
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
@@ -141,7 +143,9 @@ def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None)
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
-                events.checkpoint(state.global_step, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+                path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                models.write_evaluation_copy(path, weights_dtype)
+                events.checkpoint(state.global_step, path)
 
     return EventCallback()
 
@@ -161,6 +165,8 @@ def run_trainer(cfg: TrainConfig, trainer: Any) -> None:
         # checkpoint is the contract, so write it rather than report a path that does not exist.
         trainer._save_checkpoint(trainer.model, trial=None)
         trainer.accelerator.wait_for_everyone()
+        if _is_main_rank():
+            models.write_evaluation_copy(final, cfg.weights_dtype)
         events.checkpoint(step, final)
     events.done(step, final)
 
@@ -193,6 +199,8 @@ def report_finished(cfg: TrainConfig, step: int, source: str) -> None:
         shutil.copytree(source, tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+    if _is_main_rank():
+        models.write_evaluation_copy(final, cfg.weights_dtype)
     events.log(f"{source} is already step {step} of {step}; nothing to train")
     events.checkpoint(step, final)
     events.done(step, final)
@@ -217,7 +225,7 @@ def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[...,
     os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir
     scalars = curves.ScalarLog(tb_dir) if _is_main_rank() else None
     try:
-        trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints, scalars)])
+        trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints, scalars, cfg.weights_dtype)])
         run_trainer(cfg, trainer)
     finally:
         if scalars is not None:

@@ -322,3 +322,87 @@ def local_dir(ref: ModelRef) -> str | None:
     if ref.kind == "pkg":
         return ensure_pkg(ref)
     return None
+
+
+# ---- evaluation copies of checkpoints (bounded storage)
+
+# Files of a Trainer checkpoint that only resuming needs; an evaluation copy leaves them out.
+_RESUME_ONLY = frozenset({"optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json", "scaler.pt"})
+
+
+def _resume_only(name: str) -> bool:
+    return name in _RESUME_ONLY or (name.startswith("rng_state") and name.endswith(".pth"))
+
+
+def evaluation_dir(checkpoint: str) -> str:
+    """`<output_dir>/evaluation-<N>` for `<output_dir>/checkpoint-<N>` (the activity finds it there)."""
+    checkpoint = os.path.normpath(os.path.abspath(checkpoint))
+    name = os.path.basename(checkpoint)
+    if not name.startswith("checkpoint-"):
+        raise TrainerError("transient", f"{checkpoint} is not a checkpoint-<N> directory")
+    return os.path.join(os.path.dirname(checkpoint), "evaluation-" + name[len("checkpoint-"):])
+
+
+def _bf16_safetensors(src: str, dst: str) -> int:
+    """Copy one safetensors file with its floating-point tensors as bfloat16; returns the new tensor bytes."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    with safe_open(src, framework="pt") as f:
+        metadata = f.metadata()
+        for key in f.keys():
+            t = f.get_tensor(key)
+            tensors[key] = t.to(torch.bfloat16).contiguous() if t.is_floating_point() else t
+    save_file(tensors, dst, metadata=metadata)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def write_evaluation_copy(checkpoint: str, weights_dtype: str) -> str:
+    """What is kept of `checkpoint` once a newer one can be resumed from, and what evaluation and a next
+    stage load: its top-level files less the resume-only state (optimizer, scheduler, RNG, trainer state),
+    weights as bfloat16 safetensors (`weights_dtype` "bf16", with config.json saying so) or as trained
+    ("fp32", hard links). Sub-folders (PPO's value model) are resume state too. Written to
+    `evaluation_dir(checkpoint)` through a temporary sibling, so it is complete or absent; idempotent."""
+    import json
+
+    out = evaluation_dir(checkpoint)
+    if os.path.isfile(os.path.join(out, "config.json")):
+        return out
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    sizes: dict[str, int] = {}
+    names = sorted(n for n in os.listdir(checkpoint) if os.path.isfile(os.path.join(checkpoint, n)) and not _resume_only(n))
+    for name in names:
+        src, dst = os.path.join(checkpoint, name), os.path.join(tmp, name)
+        if weights_dtype == "bf16" and name.endswith(".safetensors"):
+            sizes[name] = _bf16_safetensors(src, dst)
+        elif weights_dtype == "bf16" and name == "config.json":
+            with open(src, encoding="utf-8") as f:
+                cfg = json.load(f)
+            for key in ("dtype", "torch_dtype"):
+                if key in cfg:
+                    cfg[key] = "bfloat16"
+            with open(dst, "w", encoding="utf-8") as f:
+                json.dump(cfg, f, indent=2)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    index = os.path.join(tmp, "model.safetensors.index.json")
+    if weights_dtype == "bf16" and os.path.isfile(index):
+        # The index's total_size describes the weights it indexes: the halved ones now.
+        os.unlink(index)  # a hard link to the checkpoint's own index: never write through it
+        with open(os.path.join(checkpoint, "model.safetensors.index.json"), encoding="utf-8") as f:
+            doc = json.load(f)
+        doc.setdefault("metadata", {})["total_size"] = sum(sizes.values())
+        with open(index, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+    if not os.path.isfile(os.path.join(tmp, "config.json")):
+        raise TrainerError("transient", f"{checkpoint} has no config.json: not a model checkpoint")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
