@@ -14,10 +14,11 @@ import { scrubSecrets, workerEnv } from '../env';
 import { GenerationRow, loadEvalRows } from '../generation';
 import { cacheObjectKey, CachedJudgment, type JudgeCache } from '../judge/cache';
 import { createJudgeClient } from '../judge/client';
-import { judgeAll } from '../judge/judgeAll';
+import { judgeAll, type JudgeItem } from '../judge/judgeAll';
 import { JudgeRequestError, JudgeRetriesExhaustedError } from '../judge/retry';
 import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, uriOf } from '../store';
 import { judgeIdentity, judgmentKey } from './keys';
+import { NO_COUNTS, UsageTally, type JudgeUsage } from './usage';
 
 /** Judge cache in the store: one small JSON object per key (DESIGN §4). */
 export class StoreJudgeCache implements JudgeCache {
@@ -51,6 +52,8 @@ export interface JudgeResponsesResult {
   calls: number;
   cacheHits: number;
   unlabelled: number;
+  /** Tokens billed by this call (absent in results recorded before tokens were counted). */
+  usage?: JudgeUsage;
 }
 
 /** The API key for the configured endpoint: the judge's own, or OpenAI's only when the endpoint is OpenAI's. */
@@ -77,36 +80,58 @@ export function judgeFailure(err: unknown): unknown {
   return err;
 }
 
-export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeResponsesResult> {
+/** The judge endpoint this worker asks, or a non-retryable failure when none is configured. */
+export function judgeEndpoint(): { env: ReturnType<typeof workerEnv>; apiKey: string | undefined } {
   const env = workerEnv();
   const apiKey = judgeApiKey(env);
   if (!env.VALUEDRIFT_JUDGE_BASE_URL && !apiKey) {
     // A worker without a judge endpoint cannot judge until it is reconfigured.
     throw ApplicationFailure.nonRetryable('no judge endpoint: set VALUEDRIFT_JUDGE_BASE_URL (and VALUEDRIFT_JUDGE_API_KEY), or OPENAI_API_KEY, on the cpu worker', 'JudgeNotConfigured');
   }
+  return { env, apiKey };
+}
+
+/** The judgment key of a judging request, checking that the generations lie under their key. */
+export function judgingKeys(input: JudgeResponsesInput, env: ReturnType<typeof workerEnv>): { judge: ReturnType<typeof judgeIdentity>; key: string; outKey: string } {
   if (input.generations.uri !== uriOf(storeKeys.generations(input.generationKey))) {
     throw ApplicationFailure.nonRetryable(`generations ${input.generations.uri} are not stored under their key ${input.generationKey}`, 'EvaluationKeyMismatch');
   }
   const judge = judgeIdentity(env, input.judge);
   const key = judgmentKey({ generationKey: input.generationKey, judge, topics: input.topics });
-  const outKey = storeKeys.judgments(key);
-  const existing = await getRefIfExists(outKey);
-  if (existing) return { judgmentKey: key, judgments: existing, judgeModel: judge.judgeModel, calls: 0, cacheHits: 0, unlabelled: 0 };
+  return { judge, key, outKey: storeKeys.judgments(key) };
+}
 
+/** One judge item per stored generation, in file order. */
+export async function loadJudgeItems(input: JudgeResponsesInput): Promise<JudgeItem[]> {
   const questions = new Map((await loadEvalRows(input.evalSet)).map((r) => [r.id, r] as const));
   const rows = (await getVerified(input.generations))
     .toString('utf8')
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => GenerationRow.parse(JSON.parse(l)));
-  const items = rows.map((r) => {
+  return rows.map((r) => {
     const q = questions.get(r.prompt_id);
     const topic = input.topics[r.category];
     if (!q || !topic) throw ApplicationFailure.nonRetryable(`generation for ${r.prompt_id} (${r.category}) has no question or topic`, 'EvalSetMismatch');
     return { promptId: r.prompt_id, category: r.category, sample: r.sample, question: q.question, response: r.text, topic };
   });
+}
+
+export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeResponsesResult> {
+  const { env, apiKey } = judgeEndpoint();
+  const { judge, key, outKey } = judgingKeys(input, env);
+  const mode = input.judge.mode;
+  const existing = await getRefIfExists(outKey);
+  if (existing) {
+    const usage: JudgeUsage = { judgeModel: judge.judgeModel, mode, online: NO_COUNTS, batch: NO_COUNTS, batchIds: [] };
+    return { judgmentKey: key, judgments: existing, judgeModel: judge.judgeModel, calls: 0, cacheHits: 0, unlabelled: 0, usage };
+  }
+
+  const items = await loadJudgeItems(input);
   const c = activityContext();
-  const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
+  // Every online call's `usage` is counted as its response arrives (usage.ts).
+  const tally = new UsageTally();
+  const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' }).withOptions({ fetch: tally.fetch });
   let done = 0;
   let total = items.length;
   const beat = setInterval(() => c?.heartbeat({ done, total }), 10_000);
@@ -139,5 +164,6 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     calls: result.calls,
     cacheHits: result.cacheHits,
     unlabelled: result.judgments.filter((j) => j.probs === null).length,
+    usage: { judgeModel: judge.judgeModel, mode, online: await tally.counts(), batch: NO_COUNTS, batchIds: [] },
   };
 }

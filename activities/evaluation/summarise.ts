@@ -10,7 +10,9 @@ import { storeKeys } from '../../common/config';
 import { summariseCheckpoint } from '../../common/drift';
 import { JUDGE_PROMPT_VERSION } from '../judge/prompt';
 import { getVerified, putBytesOnce, sha256Hex, uriOf } from '../store';
+import { workerEnv } from '../env';
 import { evaluationKey } from './keys';
+import { costOf, JudgeUsage, loadPriceTable, type JudgeUsageRecord } from './usage';
 import { loadEvaluationSummary, placeEvaluation, recordEvaluation, type EvaluationPlace } from './lookup';
 
 export interface SummariseEvaluationInput extends EvaluationPlace {
@@ -20,6 +22,8 @@ export interface SummariseEvaluationInput extends EvaluationPlace {
   judgments: ArtifactRef;
   judgeModel: string;
   topics: Record<string, string>;
+  /** The tokens judging billed (written into the summary with their cost; absent in old histories). */
+  judgeUsage?: JudgeUsage;
 }
 export interface SummariseEvaluationResult {
   evalKey: string;
@@ -47,7 +51,14 @@ export async function summariseEvaluation(input: SummariseEvaluationInput): Prom
     topics: input.topics,
     judgments,
   });
-  const content: EvaluationSummary = { evalKey, judgeModel: placed.judgeModel, promptVersion: placed.promptVersion, topics: placed.topics };
+  const content: EvaluationSummary & { judgeUsage?: JudgeUsageRecord } = { evalKey, judgeModel: placed.judgeModel, promptVersion: placed.promptVersion, topics: placed.topics };
+  if (input.judgeUsage) {
+    const usage = JudgeUsage.parse(input.judgeUsage);
+    const prices = await loadPriceTable(workerEnv().VALUEDRIFT_PRICES_FILE).catch((err: unknown) => {
+      throw ApplicationFailure.nonRetryable((err as Error).message, 'BadPriceTable');
+    });
+    content.judgeUsage = { ...usage, cost: costOf(usage.judgeModel, usage.online, usage.batch, prices) };
+  }
   const body = JSON.stringify(content, null, 2) + '\n';
   const summary = await putBytesOnce(storeKeys.summary(evalKey), body, 'application/json');
   // A summary already there (written by an earlier attempt or another lineage) is the one recorded;

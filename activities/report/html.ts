@@ -9,6 +9,7 @@ import { STANCES, StageDrift } from '../../common/contracts';
 import { formatSigned } from '../../common/drift';
 import { DerivedFrom } from '../../common/spec';
 import { renderCurvesSvg, renderFigureSvg, slug, STANCE_COLOURS, TrainingCurves, type ReportFigure } from './figure';
+import { LineageJudgeUsage } from './usage';
 
 export const ReportStage = z.object({
   stageId: z.string().min(1),
@@ -28,6 +29,8 @@ export const RenderLineageReportInput = z.object({
   generatedAt: z.string(),
   /** A re-evaluation's original lineage and what changed (`lineage reevaluate`): linked in the header. */
   derivedFrom: DerivedFrom.optional(),
+  /** Judge tokens and cost summed over the lineage's evaluations (report/usage.ts); absent: no section. */
+  judgeUsage: LineageJudgeUsage.optional(),
 });
 export type RenderLineageReportInput = z.infer<typeof RenderLineageReportInput>;
 
@@ -48,7 +51,7 @@ export async function renderLineageReport(input: RenderLineageReportInput): Prom
     const problems = parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
     throw ApplicationFailure.nonRetryable(`invalid report input: ${problems}`, 'BadReportInput');
   }
-  const { lineage, stages, generatedAt, derivedFrom } = parsed.data;
+  const { lineage, stages, generatedAt, derivedFrom, judgeUsage } = parsed.data;
   const seenStages = new Set<string>();
   for (const stage of stages) {
     if (stage.drift.stageId !== stage.stageId || stage.drift.lineage !== lineage) {
@@ -105,6 +108,7 @@ ${stages.length > 1 ? `<nav><ol>${stages.map((s) => `<li><a href="#${esc(anchors
 </header>
 <main>
 ${sections.join('\n')}
+${judgeUsage && judgeUsage.rows.length > 0 ? judgeUsageHtml(judgeUsage) : ''}
 </main>
 </body>
 </html>
@@ -147,6 +151,25 @@ ${body}
  * The original lineage of a re-evaluation, linked where its report lies in the store's layout
  * (`lineages/<name>/report/index.html`, two folders up from this page), and what changed.
  */
+const fmtInt = (n: number): string => n.toLocaleString('en-US');
+
+/** The lineage's judge bill: per judge model, online and Batch API calls and tokens, and the cost. */
+function judgeUsageHtml(u: LineageJudgeUsage): string {
+  const rows = u.rows.map(
+    (r) =>
+      `<tr data-judge="${esc(r.judgeModel)}"><td><code>${esc(r.judgeModel)}</code></td><td>${fmtInt(r.evaluations)}</td>` +
+      `<td>${fmtInt(r.online.calls)}</td><td data-k="online-input">${fmtInt(r.online.promptTokens)}</td><td data-k="online-output">${fmtInt(r.online.completionTokens)}</td>` +
+      `<td>${fmtInt(r.batch.calls)}</td><td data-k="batch-input">${fmtInt(r.batch.promptTokens)}</td><td data-k="batch-output">${fmtInt(r.batch.completionTokens)}</td>` +
+      `<td data-k="cost">${r.cost === null ? 'no price' : `${esc(r.currency)} ${r.cost.toFixed(4)}`}</td></tr>`,
+  );
+  return `<section class="judge-usage" id="judge-usage">
+<h2>Judge tokens and cost</h2>
+<p class="defs">What computing each of this lineage's evaluations was billed, from the endpoint's <code>usage</code>; batch tokens are priced at the Batch API discount (price table: data/plan/prices.json, overridable with VALUEDRIFT_PRICES_FILE).${u.unknown > 0 ? ` ${u.unknown} evaluation${u.unknown === 1 ? '' : 's'} predate token counting and are not included.` : ''}</p>
+<table><thead><tr><th>judge</th><th>evaluations</th><th>online calls</th><th>input tokens</th><th>output tokens</th><th>batch calls</th><th>input tokens</th><th>output tokens</th><th>cost</th></tr></thead>
+<tbody>${rows.join('')}</tbody></table>
+</section>`;
+}
+
 function derivedFromHtml(d: DerivedFrom): string {
   const changes = d.changes.map((c) => `<li><code>${esc(c.field)}</code>: ${esc(String(c.from))} → ${esc(String(c.to))}</li>`).join('');
   const href = `../../${encodeURIComponent(d.lineage)}/report/index.html`;

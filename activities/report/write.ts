@@ -12,6 +12,7 @@ import type { DerivedFrom } from '../../common/spec';
 import { getBytes, getVerified, listKeys, putBytes, uriOf } from '../store';
 import type { TrainingCurves } from './figure';
 import { renderLineageReport } from './html';
+import { lineageJudgeUsage } from './usage';
 
 /** Points per curve in the report (evenly thinned beyond this; the event files keep every step). */
 export const MAX_CURVE_POINTS = 1000;
@@ -89,6 +90,7 @@ export async function writeReport(input: WriteReportInput): Promise<WriteReportR
     stages,
     generatedAt: input.generatedAt,
     ...(input.derivedFrom && { derivedFrom: input.derivedFrom }),
+    judgeUsage: await lineageJudgeUsage(input.lineage),
   });
   await Promise.all(out.figures.map((f) => putBytes(storeKeys.reportFigure(input.lineage, f.name), f.svg, 'image/svg+xml')));
   const report = await putBytes(storeKeys.reportPage(input.lineage), out.html, 'text/html; charset=utf-8');

@@ -16,7 +16,10 @@ Two backends answer the same endpoints:
   limit, with per-token log-probabilities and top alternatives; any messages, not only the judge
   prompt. It decodes greedily only, so a temperature other than 0 is refused.
 
-Endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions.
+Endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, and
+OpenAI's Files and Batches shapes for the Batch API mode (batch_api.py): POST /v1/files,
+GET /v1/files/{id}, GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches/{id},
+POST /v1/batches/{id}/cancel. /health counts the requests served (`api_requests`).
 Concurrent requests are served together: whatever is waiting when the model frees up goes in one
 batch (no added delay for a lone request).
 """
@@ -38,6 +41,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lm_judge  # noqa: E402  (sets HF_HUB_OFFLINE before transformers is imported)
 import stance_model as sm  # noqa: E402
+import batch_api  # noqa: E402
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -310,7 +314,8 @@ class Served:
 
 
 def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None = None,
-               extra: dict[str, Callable[[], Backend]] | None = None) -> FastAPI:
+               extra: dict[str, Callable[[], Backend]] | None = None,
+               batch_options: "batch_api.BatchOptions | None" = None) -> FastAPI:
     """``backend`` answers at once; each ``extra`` model (name → loader) is loaded on its first request,
     so a stack can offer a second local judge without paying for it until someone asks for it."""
     created = int(time.time())
@@ -361,6 +366,7 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
             "load_seconds": load_seconds,
             "batches": primary.batcher.batches if primary.batcher else 0,
             "judgments": primary.batcher.items if primary.batcher else 0,
+            "api_requests": dict(counters),
             "models": {name: {"loaded": s.backend is not None, "load_seconds": s.load_seconds,
                               "judgments": s.batcher.items if s.batcher else 0} for name, s in served.items()},
         }
@@ -375,12 +381,10 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
             raise BadRequest(f"The model '{name}' does not exist", param="model", status=404, code="model_not_found")
         return card(name)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("request body must be JSON") from None
+    counters = {"chat_completions": 0, "files_created": 0, "batches_created": 0, "batch_requests": 0}
+
+    async def complete(body: Any) -> dict:
+        """One chat completion (the HTTP route's and each batch line's). Raises BadRequest."""
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         requested = body.get("model")
@@ -415,7 +419,7 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
         choice = {"message": {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []},
                   "logprobs": logprobs, "finish_reason": answer.finish}
         completion_tokens = len(answer.steps) * n
-        return JSONResponse({
+        return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -424,7 +428,18 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
             "choices": [{"index": i, **choice} for i in range(n)],
             "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": answer.prompt_tokens + completion_tokens},
-        })
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("request body must be JSON") from None
+        counters["chat_completions"] += 1
+        return JSONResponse(await complete(body))
+
+    batch_api.add_batch_routes(app, complete, counters, batch_options or batch_api.BatchOptions())
 
     return app
 
@@ -446,6 +461,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--batch-min-seconds", type=float, default=0.0,
+                    help="a batch stays in progress at least this long (a provider takes minutes to hours; tests use seconds)")
+    ap.add_argument("--batch-fail-every", type=int, default=0,
+                    help="answer every Nth batch request with a server error in the error file (0: none), to exercise partial failures")
     args = ap.parse_args()
     if args.host not in LOOPBACK:
         ap.error(f"--host must be a loopback address (no authentication here), got {args.host}")
@@ -485,7 +504,8 @@ def main() -> None:
 
         extra[sm.MODEL_ID] = load_minilm
     extra.pop(backend.model_id, None)  # the primary is served already
-    app = create_app(backend, max_batch=args.max_batch, load_seconds=load_seconds, extra=extra)
+    app = create_app(backend, max_batch=args.max_batch, load_seconds=load_seconds, extra=extra,
+                     batch_options=batch_api.BatchOptions(min_seconds=args.batch_min_seconds, fail_every=args.batch_fail_every))
 
     import uvicorn
 
