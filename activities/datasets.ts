@@ -4,16 +4,18 @@
  * exact bytes it trained on. Stage-specific shaping (chosen/rejected from a stance-pairs set) is a
  * pure function applied when the trainer's input file is written.
  */
+import { createReadStream, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ArtifactRef } from '../common/contracts';
 import { storeKeys } from '../common/config';
-import type { Alignment, DatasetFormat, DatasetSpec, StageSpec } from '../common/spec';
+import { DatasetFormat as DatasetFormatSchema, type Alignment, type DatasetFormat, type DatasetSpec, type StageSpec } from '../common/spec';
 import { activityContext } from './context';
 import { workerEnv } from './env';
-import { exists, getBytes, putBytes, sha256Hex, uriOf } from './store';
+import { downloadFile, exists, getJsonIfExists, putFileOnce, putJson, sha256File, sha256Hex, uriOf } from './store';
 
 const Turn = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 const TextOrTurns = z.union([z.string().min(1), z.array(Turn).min(1)]);
@@ -37,6 +39,10 @@ export interface PreparedDataset {
   format: DatasetFormat;
   ref: ArtifactRef;
   rows: number;
+  /** The store's manifest of how the rows were made (source revision, recipe, filters, seed, counts). */
+  manifest?: string;
+  /** The held-out split, when the recipe keeps one (WildChat, Alpaca: 10 %). */
+  validation?: { ref: ArtifactRef; rows: number };
 }
 
 export interface PrepareDatasetsInput {
@@ -87,50 +93,269 @@ export function seededSample<T>(rows: T[], limit: number | undefined, seed: numb
     .map((x) => x.r);
 }
 
-async function readSource(name: string, spec: DatasetSpec): Promise<string> {
+/** Raw-row recipes run in the trainer (recipes.py); bump when a recipe's output changes for the same inputs. */
+const RECIPE_VERSION = 1;
+
+/** What the store keeps per prepared dataset (`datasets/prepared/<key>.json`): the stage-like cache entry. */
+const PreparedSplit = z.object({ ref: z.object({ uri: z.string(), sha256: z.string(), bytes: z.number() }), rows: z.number().int() });
+export const DatasetManifest = z.object({
+  version: z.literal(RECIPE_VERSION),
+  key: z.string(),
+  name: z.string(),
+  uri: z.string(),
+  format: DatasetFormatSchema,
+  /** Where the rows came from and at which revision (hub commit, mirror or file sha256). */
+  source: z.record(z.string(), z.unknown()),
+  /** The recipe's settings (recipe, columns, filters, holdout, limit, seed) and its row counts. */
+  recipe: z.record(z.string(), z.unknown()).optional(),
+  rows: z.record(z.string(), z.unknown()),
+  train: PreparedSplit,
+  validation: PreparedSplit.optional(),
+});
+export type DatasetManifest = z.infer<typeof DatasetManifest>;
+
+const datasetsWork = (): string => path.join(workerEnv().workDir, 'datasets');
+
+/** A file: source as a checked local path: a regular file inside the data root, links included. */
+async function localFile(name: string, spec: DatasetSpec): Promise<string> {
   const env = workerEnv();
-  if (spec.uri.startsWith('file:')) {
-    const root = path.resolve(env.dataRoot);
-    const file = path.resolve(root, spec.uri.slice('file:'.length));
-    if (!file.startsWith(root + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} escapes the data root`);
-    try {
-      // What the name finally points at must be a regular file inside the root: not a folder (a retry
-      // reads the same folder), not a FIFO or device (a read that never ends), not a symlink out.
-      const real = await fs.realpath(file);
-      const realRoot = await fs.realpath(root);
-      if (!real.startsWith(realRoot + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} resolves (through a link) outside the data root`);
-      const st = await fs.stat(real);
-      if (st.isDirectory()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one JSONL file`, 'DatasetNotAFile');
-      if (!st.isFile()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is not a regular file`, 'DatasetNotAFile');
-      return await fs.readFile(real, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') {
-        throw ApplicationFailure.nonRetryable(`dataset "${name}": file not found: ${file}`, 'DatasetNotFound');
-      }
-      if (code === 'EISDIR') throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one JSONL file`, 'DatasetNotAFile');
-      throw err;
-    }
+  const root = path.resolve(env.dataRoot);
+  const file = path.resolve(root, spec.uri.slice('file:'.length));
+  if (!file.startsWith(root + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} escapes the data root`);
+  try {
+    // What the name finally points at must be a regular file inside the root: not a folder (a retry
+    // reads the same folder), not a FIFO or device (a read that never ends), not a symlink out.
+    const real = await fs.realpath(file);
+    const realRoot = await fs.realpath(root);
+    if (!real.startsWith(realRoot + path.sep)) throw datasetError(`dataset "${name}": ${spec.uri} resolves (through a link) outside the data root`);
+    const st = await fs.stat(real);
+    if (st.isDirectory()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one file`, 'DatasetNotAFile');
+    if (!st.isFile()) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is not a regular file`, 'DatasetNotAFile');
+    return real;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw ApplicationFailure.nonRetryable(`dataset "${name}": file not found: ${file}`, 'DatasetNotFound');
+    if (code === 'EISDIR') throw ApplicationFailure.nonRetryable(`dataset "${name}": ${file} is a directory; a file: dataset names one file`, 'DatasetNotAFile');
+    throw err;
   }
-  if (spec.uri.startsWith('s3://')) {
-    if (!(await exists(spec.uri))) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${spec.uri} does not exist`, 'DatasetNotFound');
-    return (await getBytes(spec.uri)).toString('utf8');
-  }
-  return exportHubDataset(name, spec);
 }
 
-/** hf: datasets go through the trainer's `export-dataset` command (the `datasets` library). */
-async function exportHubDataset(name: string, spec: DatasetSpec): Promise<string> {
+/** The source as a local file (s3: downloaded, streamed), or undefined for hf: (the trainer fetches it). */
+async function materialise(name: string, spec: DatasetSpec, work: string): Promise<string | undefined> {
+  if (spec.uri.startsWith('file:')) return localFile(name, spec);
+  if (spec.uri.startsWith('s3://')) {
+    if (!(await exists(spec.uri))) throw ApplicationFailure.nonRetryable(`dataset "${name}": ${spec.uri} does not exist`, 'DatasetNotFound');
+    const dest = path.join(work, 'source' + path.extname(spec.uri.replace(/\.gz$/, '')) + (spec.uri.endsWith('.gz') ? '.gz' : ''));
+    await downloadFile(spec.uri, dest);
+    return dest;
+  }
+  return undefined;
+}
+
+/** Whether the trainer converts the rows (a recipe, a column mapping, or any hub source). */
+export function needsRecipe(spec: DatasetSpec): boolean {
+  return spec.recipe !== undefined || spec.columns !== undefined || spec.uri.startsWith('hf:');
+}
+
+/** A hub source with no recipe is mapped column for column into the project's own schema. */
+function recipeConfig(spec: DatasetSpec): Record<string, unknown> {
+  const identity = spec.format === 'chat' ? { messages: 'messages' } : { prompt: 'prompt', chosen: 'chosen', rejected: 'rejected' };
+  return {
+    recipe: spec.recipe ?? 'columns',
+    format: spec.format,
+    columns: spec.columns ?? (spec.recipe === undefined || spec.recipe === 'columns' ? identity : null),
+    language: spec.language ?? null,
+    holdout: spec.holdout ?? null,
+    limit: spec.limit ?? null,
+  };
+}
+
+/** One trainer process for several datasets (importing `datasets` alone takes seconds). */
+async function runRecipes(names: string[], jobs: Record<string, unknown>[]): Promise<void> {
+  if (jobs.length === 0) return;
   const { runTrainerCommand } = await import('./trainerCommand');
-  const env = workerEnv();
-  const out = path.join(env.workDir, 'datasets', `${sha256Hex(spec.uri + spec.split)}.jsonl`);
-  await fs.mkdir(path.dirname(out), { recursive: true });
-  await runTrainerCommand({
-    command: 'export-dataset',
-    config: { uri: spec.uri, split: spec.split, format: spec.format, output_file: out },
-    what: `dataset "${name}"`,
-  });
-  return fs.readFile(out, 'utf8');
+  await runTrainerCommand({ command: 'prepare-dataset', config: { jobs }, what: `dataset${names.length > 1 ? 's' : ''} ${names.map((n) => `"${n}"`).join(', ')}` });
+}
+
+/**
+ * Reads a JSONL file line by line, checks every row against `format`, and writes the canonical
+ * rows to `dest` (with `limit`: the seeded sample, memory bounded by `limit`, not by the file).
+ * The error names the dataset, the file's line and the field.
+ */
+export async function normaliseFile(name: string, format: DatasetFormat, file: string, dest: string, limit?: number, seed = 0): Promise<number> {
+  const out = createWriteStream(dest);
+  const write = (line: string): Promise<void> =>
+    out.write(line) ? Promise.resolve() : new Promise((resolve) => out.once('drain', () => resolve()));
+  let rows = 0;
+  // A max-heap on the sample key keeps the `limit` rows with the smallest keys (seededSample's order).
+  const heap: { k: string; line: string }[] = [];
+  try {
+    for await (const row of streamRows(name, format, file)) {
+      const line = JSON.stringify(row) + '\n';
+      if (limit === undefined) await write(line);
+      else heapPush(heap, { k: sha256Hex(`${seed}:${rows}`), line }, limit);
+      rows++;
+      if (rows % 20_000 === 0) activityContext()?.heartbeat({ dataset: name, rows });
+    }
+    for (const e of heap.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0))) await write(e.line);
+  } finally {
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  }
+  if (rows === 0) throw datasetError(`dataset "${name}" is empty`);
+  return limit === undefined ? rows : Math.min(rows, limit);
+}
+
+function heapPush(heap: { k: string; line: string }[], e: { k: string; line: string }, cap: number): void {
+  const less = (i: number, j: number): boolean => heap[i]!.k < heap[j]!.k;
+  const swap = (i: number, j: number): void => void ([heap[i], heap[j]] = [heap[j]!, heap[i]!]);
+  if (heap.length >= cap) {
+    if (e.k >= heap[0]!.k) return;
+    heap[0] = e;
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < heap.length && less(m, l)) m = l;
+      if (r < heap.length && less(m, r)) m = r;
+      if (m === i) break;
+      swap(i, m);
+      i = m;
+    }
+    return;
+  }
+  heap.push(e);
+  for (let i = heap.length - 1; i > 0; ) {
+    const p = (i - 1) >> 1;
+    if (!less(p, i)) break;
+    swap(p, i);
+    i = p;
+  }
+}
+
+/** The rows of a project-schema JSONL file, one at a time, each checked (line numbers from 1). */
+export async function* streamRows(name: string, format: DatasetFormat, file: string): AsyncGenerator<unknown> {
+  const schema = RowSchemas[format];
+  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let n = 0;
+  for await (const line of lines) {
+    n++;
+    if (!line.trim()) continue;
+    yield checkRow(name, format, schema, line, n);
+  }
+}
+
+function checkRow(name: string, format: DatasetFormat, schema: z.ZodType, line: string, n: number): unknown {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    throw datasetError(`dataset "${name}" line ${n}: not valid JSON`);
+  }
+  const r = schema.safeParse(obj);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw datasetError(`dataset "${name}" line ${n}: ${issue?.path.join('.') || '(row)'}: ${issue?.message} (format ${format})`);
+  }
+  return r.data;
+}
+
+async function storeSplit(file: string): Promise<ArtifactRef> {
+  const { sha256 } = await sha256File(file);
+  return putFileOnce(storeKeys.dataset(sha256), file, 'application/x-ndjson');
+}
+
+interface Pending {
+  name: string;
+  spec: DatasetSpec;
+  work: string;
+  local: string | undefined;
+  recipe: boolean;
+  source: Record<string, unknown>;
+  settings: Record<string, unknown>;
+  key: string;
+  manifestUri: string;
+}
+
+/**
+ * Every dataset is cached like a stage: its key is the source's content (file sha256, hub commit or
+ * mirror sha256) and every setting that shapes the rows (recipe, columns, filters, split, holdout,
+ * limit, seed). A manifest under the key records them with the row counts; a later run with the
+ * same key reuses the stored rows without converting the source again. Three phases, so the trainer
+ * starts at most twice for all hub datasets: resolve every source (hub revisions in one trainer
+ * run), look the keys up, convert what is missing (one trainer run).
+ */
+async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): Promise<Record<string, PreparedDataset>> {
+  const out: Record<string, PreparedDataset> = {};
+  const pending: Pending[] = [];
+  try {
+    for (const [name, spec] of Object.entries(datasets)) {
+      activityContext()?.heartbeat({ dataset: name, phase: 'resolve' });
+      const work = path.join(datasetsWork(), sha256Hex(JSON.stringify([name, spec, seed])).slice(0, 24));
+      await fs.rm(work, { recursive: true, force: true });
+      await fs.mkdir(work, { recursive: true });
+      const local = await materialise(name, spec, work);
+      const source: Record<string, unknown> = local === undefined ? {} : { kind: spec.uri.startsWith('s3://') ? 's3' : 'file', revision: `sha256:${(await sha256File(local)).sha256}` };
+      const recipe = needsRecipe(spec);
+      const settings = recipe ? recipeConfig(spec) : { limit: spec.limit ?? null };
+      pending.push({ name, spec, work, local, recipe, source, settings, key: '', manifestUri: '' });
+    }
+    const hub = pending.filter((p) => p.local === undefined);
+    await runRecipes(hub.map((p) => p.name), hub.map((p) => ({ source: p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'fp'), fingerprint_only: true })));
+    for (const p of hub) Object.assign(p.source, JSON.parse(await fs.readFile(path.join(p.work, 'fp', 'fingerprint.json'), 'utf8')) as Record<string, unknown>);
+
+    const todo: Pending[] = [];
+    for (const p of pending) {
+      p.key = sha256Hex(JSON.stringify({ v: RECIPE_VERSION, revision: p.source.revision, split: p.spec.split, format: p.spec.format, settings: p.settings, seed }));
+      p.manifestUri = uriOf(`datasets/prepared/${p.key}.json`);
+      const cached = await getJsonIfExists(p.manifestUri, DatasetManifest);
+      if (cached) out[p.name] = { ...fromManifest(cached, p.manifestUri), name: p.name };
+      else todo.push(p);
+    }
+    const converted = todo.filter((p) => p.recipe);
+    await runRecipes(converted.map((p) => p.name), converted.map((p) => ({ source: p.local ?? p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'out'), ...p.settings })));
+    for (const p of todo) {
+      activityContext()?.heartbeat({ dataset: p.name, phase: 'store' });
+      const manifest = await store(p, seed);
+      await putJson(`datasets/prepared/${p.key}.json`, manifest);
+      out[p.name] = fromManifest(manifest, p.manifestUri);
+    }
+    return out;
+  } finally {
+    for (const p of pending) await fs.rm(p.work, { recursive: true, force: true });
+  }
+}
+
+/** Checks the converted (or own-schema) rows line by line, stores them and builds the manifest. */
+async function store(p: Pending, seed: number): Promise<DatasetManifest> {
+  const { name, spec, key } = p;
+  const trainOut = path.join(p.work, 'train.norm.jsonl');
+  const head = { version: RECIPE_VERSION, key, name, uri: spec.uri, format: spec.format } as const;
+  if (!p.recipe) {
+    const rows = await normaliseFile(name, spec.format, p.local!, trainOut, spec.limit, seed);
+    return { ...head, source: p.source, rows: { train: rows, limit: spec.limit ?? null, seed }, train: { ref: await storeSplit(trainOut), rows } };
+  }
+  const out = path.join(p.work, 'out');
+  const made = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8')) as Record<string, unknown> & { rows: Record<string, number>; source: object };
+  const trainRows = await normaliseFile(name, spec.format, path.join(out, 'train.jsonl'), trainOut);
+  const train = { ref: await storeSplit(trainOut), rows: trainRows };
+  let validation: DatasetManifest['validation'];
+  if ((made.rows.validation ?? 0) > 0) {
+    const valOut = path.join(p.work, 'validation.norm.jsonl');
+    const rows = await normaliseFile(`${name} (validation)`, spec.format, path.join(out, 'validation.jsonl'), valOut);
+    validation = { ref: await storeSplit(valOut), rows };
+  }
+  const { rows, source, version: _version, ...recipe } = made;
+  return { ...head, source: { ...source, ...(p.local ? p.source : {}) }, recipe, rows, train, ...(validation ? { validation } : {}) };
+}
+
+function fromManifest(m: DatasetManifest, manifestUri: string): PreparedDataset {
+  return {
+    name: m.name,
+    format: m.format,
+    ref: m.train.ref,
+    rows: m.train.rows,
+    manifest: manifestUri,
+    ...(m.validation ? { validation: { ref: m.validation.ref, rows: m.validation.rows } } : {}),
+  };
 }
 
 /** Normalised rows as canonical JSONL (stable key order from the schema parse). */
@@ -138,21 +363,31 @@ export function toJsonl(rows: unknown[]): string {
   return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
 }
 
-/** Reads, validates and stores every dataset of a lineage. Safe to retry: content-addressed writes. */
+/** Prepares (or finds in the store) every dataset of a lineage. Safe to retry: keyed, content-addressed writes. */
 export async function prepareDatasets(input: PrepareDatasetsInput): Promise<PrepareDatasetsResult> {
-  const out: Record<string, PreparedDataset> = {};
-  for (const [name, spec] of Object.entries(input.datasets)) {
-    activityContext()?.heartbeat({ dataset: name });
-    const rows = seededSample(parseRows(name, spec.format, await readSource(name, spec)), spec.limit, input.seed);
-    const body = toJsonl(rows);
-    const sha = sha256Hex(body);
-    const key = storeKeys.dataset(sha);
-    const ref: ArtifactRef = (await exists(uriOf(key)))
-      ? { uri: uriOf(key), sha256: sha, bytes: Buffer.byteLength(body) }
-      : await putBytes(key, body, 'application/x-ndjson');
-    out[name] = { name, format: spec.format, ref, rows: rows.length };
+  return { datasets: await prepareAll(input.datasets, input.seed) };
+}
+
+/**
+ * Writes a stage's trainer input file from a prepared dataset, row by row (download, check, shape,
+ * write): memory does not grow with the dataset.
+ */
+export async function writeTrainerFile(dataset: PreparedDataset, kind: StageSpec['kind'], alignment: Alignment, dest: string): Promise<number> {
+  const raw = `${dest}.source`;
+  await downloadFile(dataset.ref.uri, raw, dataset.ref.sha256);
+  const out = createWriteStream(dest);
+  let n = 0;
+  try {
+    for await (const row of streamRows(dataset.name, dataset.format, raw)) {
+      const [shaped] = trainerRows(kind, dataset.format, alignment, [row]);
+      if (!out.write(JSON.stringify(shaped) + '\n')) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      n++;
+    }
+  } finally {
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await fs.rm(raw, { force: true });
   }
-  return { datasets: out };
+  return n;
 }
 
 type TurnT = z.infer<typeof Turn>;

@@ -55,11 +55,13 @@ export function paperSpec(base: (typeof BASES)[number]): LineageSpecInput {
     datasets: {
       // `rows`: the paper's sizes (App. B.1: the 90/10 train splits of English WildChat and of Alpaca,
       // Argilla's UltraFeedback, HH-RLHF downsampled to the same size; §6.1: 9,453 synthetic prompts;
-      // §3: 50 V-PRISM questions × 11 categories), so `lineage plan` can size every stage.
-      wildchat: { uri: 'hf:allenai/WildChat-1M', format: 'chat', rows: 255_751 },
-      alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat', rows: 46_801 },
-      ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference', rows: 60_908 },
-      'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference', rows: 60_908 },
+      // §3: 50 V-PRISM questions × 11 categories), so `lineage plan` can size every stage. The hub
+      // corpora go through the trainer's recipes (English filter, 90/10 split, HH-RLHF's shared prefix
+      // as the prompt, downsampled to 60,908 of its 160,800 train pairs).
+      wildchat: { uri: 'hf:allenai/WildChat-1M', format: 'chat', recipe: 'wildchat', rows: 255_751 },
+      alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat', recipe: 'alpaca', rows: 46_801 },
+      ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference', recipe: 'ultrafeedback', rows: 60_908 },
+      'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference', recipe: 'hh-rlhf', limit: 60_908, rows: 60_908 },
       synthetic: { uri: 's3://valuedrift/datasets/synthetic-stance-pairs.jsonl', format: 'stance-pairs', rows: 9_453 },
       'v-prism': { uri: 's3://valuedrift/datasets/v-prism.jsonl', format: 'eval', rows: 550 },
     },

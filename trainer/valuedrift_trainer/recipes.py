@@ -2,7 +2,7 @@
 
     python -m valuedrift_trainer prepare-dataset --config cfg.json
 
-`cfg`:
+`cfg` (or {"jobs": [cfg, ...]}: several in one process):
 
     source      hf:<owner>/<name>[@revision][:split]  or  an absolute path to a JSONL/Parquet/CSV file
     split       hub split when the source names none (default "train")
