@@ -7,6 +7,7 @@
  * waits (heartbeating) for a lease to end. Jobs that need none are hidden from the GPUs on a GPU node.
  */
 import { spawnSync } from 'node:child_process';
+import type { ActivitySlotInfo, CustomSlotSupplier, SlotPermit } from '@temporalio/worker';
 import { workerEnv, type WorkerEnv } from './env';
 
 export interface GpuLease {
@@ -126,6 +127,17 @@ export function gpuPool(): GpuPool {
   return pool;
 }
 
+/**
+ * Why a job that needs `gpus` GPUs cannot run on a node with `pool`'s (more than it has; a node
+ * without GPUs runs any job on CPU), or null. A job only lands on such a node through the plain gpu
+ * queue (workflows from before per-size queues); refused retryably, so that a node that fits takes the
+ * retry.
+ */
+export function gpuShortfall(gpus: number, pool: GpuPool): string | null {
+  if (pool.size === 0 || gpus <= pool.size) return null;
+  return `needs ${gpus} GPUs but this worker has ${pool.size} ([${pool.devices.join(', ')}]); left to a worker with enough`;
+}
+
 /** For tests and for a worker that knows better than detection. */
 export function setGpuPool(p: GpuPool | undefined): void {
   pool = p;
@@ -144,4 +156,102 @@ export function accelerateLauncher(n: number, port: number): string[] {
     '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', String(port),
     '-m', 'valuedrift_trainer',
   ];
+}
+
+/**
+ * When a gpu worker polls its task queues (a Temporal worker tuner's activity slot supplier per
+ * queue). A gpu node polls the plain gpu queue (generation, base-model hashing, 0-GPU stages: one GPU
+ * each) and one queue per GPU count it can serve, `gpuTaskQueue(n)` for n = 1..its GPUs (stages that
+ * train on n GPUs): a job that needs more GPUs than a node has is never polled by it, and stays queued
+ * (its retries too) until a node that fits takes it.
+ *
+ * A queue's slot is reserved only while the GPUs of the jobs this node has started leave room for the
+ * queue's job size, and each queue holds at most one reservation that is still polling: so a node
+ * does not take work it has no GPUs for (it stays with the other nodes), small jobs go on taking free
+ * GPUs beside a big one (a 1-GPU evaluation runs beside training on the rest), and an idle poll for a
+ * big job never blocks the small ones (no GPUs are held by a poll). Two polls answered at the same time
+ * can take the node past its GPUs by at most one job per queue; that job waits, heartbeating, for its
+ * lease (GpuPool is first come first served, so no job starves).
+ */
+export class GpuSlots {
+  /** GPUs of the jobs started on this node (slots in use); a node without GPUs counts one per job. */
+  private promised = 0;
+  private nextId = 1;
+  private readonly permits = new Map<number, { cost: number; used: boolean }>();
+  private readonly outstanding = new Map<number, number>();
+  private readonly wake = new Set<() => void>();
+  /** GPUs a node's jobs share; one job at a time on a node without GPUs (the trainer then runs on CPU). */
+  readonly capacity: number;
+
+  constructor(readonly pool: GpuPool) {
+    this.capacity = Math.max(1, pool.size);
+  }
+
+  /** GPUs not taken by a started job. */
+  get room(): number {
+    return this.capacity - this.promised;
+  }
+
+  /**
+   * The slot supplier of one queue whose jobs need `cost` GPUs (clamped to the node's, for a
+   * 0-GPU job or a node without GPUs: one).
+   */
+  supplier(cost: number): CustomSlotSupplier<ActivitySlotInfo> {
+    const c = Math.min(Math.max(1, cost), this.capacity);
+    const queue = this.nextId++;
+    this.outstanding.set(queue, 0);
+    const free = () => (this.outstanding.get(queue) ?? 0) === 0 && this.room >= c;
+    const issue = (): SlotPermit => {
+      const id = this.nextId++;
+      this.permits.set(id, { cost: c, used: false });
+      this.outstanding.set(queue, (this.outstanding.get(queue) ?? 0) + 1);
+      return { id } as SlotPermit;
+    };
+    const entry = (permit: SlotPermit) => this.permits.get((permit as { id?: number }).id ?? -1);
+    return {
+      type: 'custom',
+      reserveSlot: (_ctx, signal) =>
+        new Promise<SlotPermit>((resolve, reject) => {
+          const check = () => {
+            if (!free()) return false;
+            this.wake.delete(check);
+            signal.removeEventListener('abort', onAbort);
+            resolve(issue());
+            return true;
+          };
+          const onAbort = () => {
+            this.wake.delete(check);
+            const err = new Error('slot reservation aborted');
+            err.name = 'AbortError';
+            reject(err);
+          };
+          if (signal.aborted) return onAbort();
+          if (check()) return;
+          this.wake.add(check);
+          signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      tryReserveSlot: () => (free() ? issue() : null),
+      markSlotUsed: ({ permit }) => {
+        const p = entry(permit);
+        if (!p || p.used) return;
+        p.used = true;
+        this.promised += p.cost;
+        this.outstanding.set(queue, Math.max(0, (this.outstanding.get(queue) ?? 0) - 1));
+        this.notify();
+      },
+      releaseSlot: ({ permit }) => {
+        const id = (permit as { id?: number }).id ?? -1;
+        const p = this.permits.get(id);
+        if (!p) return;
+        this.permits.delete(id);
+        if (p.used) this.promised -= p.cost;
+        else this.outstanding.set(queue, Math.max(0, (this.outstanding.get(queue) ?? 0) - 1));
+        this.notify();
+      },
+    };
+  }
+
+  private notify(): void {
+    for (const check of [...this.wake]) check();
+  }
 }

@@ -24,7 +24,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
 import { scrubSecrets, secretValues, workerEnv } from './env';
-import { accelerateLauncher, gpuPool } from './gpus';
+import { accelerateLauncher, gpuPool, gpuShortfall } from './gpus';
 import { freePort } from './net';
 import { lastLines, spawnTrainer, TrainerSpawnError, type TrainerExit, type TrainerRun } from './trainerProcess';
 
@@ -222,6 +222,10 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
   try {
     const cfg = path.join(dir, 'config.json');
     await fs.writeFile(cfg, JSON.stringify(input.config, null, 2));
+    // A node with fewer GPUs than the job needs (reached through the plain gpu queue): retryable, so
+    // that the retry goes to a node that fits, not a failed lineage.
+    const short = gpuShortfall(gpus, gpuPool());
+    if (short) throw ApplicationFailure.retryable(`${input.what}: ${short}`, 'NotEnoughGpus', { gpus, nodeGpus: gpuPool().size });
     // This node's GPUs are shared by concurrent jobs: lease this run's own, waiting (the timer keeps
     // heartbeating) while others hold them.
     const lease = await gpuPool().acquire(gpus, { signal });
