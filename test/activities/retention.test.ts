@@ -4,6 +4,7 @@
  * optimizer state; the resume state (optimizer, scheduler, fp32 weights) is kept for the newest
  * checkpoint only, also across a crash and the retry that resumes from it.
  */
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -127,4 +128,29 @@ describe('checkpoint retention', () => {
     expect((await resumeSteps(lineage)).complete).toEqual([1, 2]);
     for (const c of result.checkpoints) expect([...(await evaluatedCheckpoint(c.ref)).dtypes]).toEqual(['F32']);
   }, 600_000);
+});
+
+describe('lineage validate: retention', () => {
+  const ROOT = path.resolve(__dirname, '..', '..');
+  const validate = async (retention: unknown) => {
+    const spec = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as { stages: Array<Record<string, unknown>> };
+    (spec.stages[0] as Record<string, unknown>).retention = retention;
+    const file = path.join(workDir, `spec-${Math.random().toString(36).slice(2)}.json`);
+    await fs.writeFile(file, JSON.stringify(spec));
+    return new Promise<{ code: number; out: string }>((resolve) => {
+      execFile(path.join(ROOT, 'node_modules', '.bin', 'tsx'), ['worker/cli.ts', 'validate', file], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number(err.code ?? 1) : 0, out: stdout + stderr }),
+      );
+    });
+  };
+
+  it('accepts the two settings and refuses an unknown value or field, naming it', async () => {
+    expect((await validate({ optimizerState: 'all', weightsDtype: 'fp32' })).code).toBe(0);
+    const bad = await validate({ weightsDtype: 'fp16' });
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/stages\[0\]\.retention\.weightsDtype/);
+    const unknown = await validate({ keepEvery: 10 });
+    expect(unknown.code).toBe(1);
+    expect(unknown.out).toMatch(/keepEvery/);
+  }, 120_000);
 });
