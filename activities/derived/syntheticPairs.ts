@@ -1,0 +1,396 @@
+/**
+ * Synthetic support/oppose pairs (§6.1, App. E) as a built dataset:
+ *
+ *   resolveDerivedDataset (cpu)  build key → cached record, if any;
+ *   selectStancePrompts   (gpu)  per category, the candidate prompts most similar to its eval
+ *                                questions (trainer/valuedrift_trainer/derived.py: embeddings);
+ *   writeStancePairs      (cpu)  per selected prompt one supporting and one opposing response from an
+ *                                OpenAI-compatible generator, each checked by the stance judge;
+ *                                pairs where either misses its stance are dropped and counted; the
+ *                                stance-pairs rows, both labellings and a manifest are stored, then
+ *                                the build's cache record.
+ *
+ * Every generator answer is cached in the store by its call key and every judgment by the judge's
+ * own key, so a retried or re-run build pays only for what it had not finished. Endpoints and keys
+ * come from the worker's settings, never from workflow inputs.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { execFile } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
+import { ApplicationFailure } from '@temporalio/common';
+import type OpenAI from 'openai';
+import { z } from 'zod';
+import { type ArtifactRef, type Stance, type StanceProbs } from '../../common/contracts';
+import { storeKeys } from '../../common/config';
+import { JudgeSpec, SyntheticPairsBuild } from '../../common/spec';
+import { activityContext } from '../context';
+import { scrubSecrets, workerEnv, type WorkerEnv } from '../env';
+import { RowSchemas, seededSample, toJsonl, type PreparedDataset } from '../datasets';
+import { judgeIdentity } from '../evaluation/keys';
+import { StoreJudgeCache } from '../evaluation/judge';
+import { createJudgeClient, DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
+import { judgeAll } from '../judge/judgeAll';
+import { argmaxStance } from '../judge/parse';
+import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
+import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
+import { buildKey, derivedKeys, generationCallKey } from './keys';
+
+const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
+const Prepared = z.object({ name: z.string(), format: z.string(), ref: Ref, rows: z.number().int() });
+
+/** What a build's cache record holds: the dataset a stage reads and the side outputs. */
+export const DerivedRecord = z.object({
+  buildKey: z.string(),
+  dataset: Prepared,
+  outputs: z.record(z.string(), Ref),
+  counts: z.record(z.string(), z.number().int()),
+});
+export type DerivedRecord = z.infer<typeof DerivedRecord>;
+
+export const ResolveDerivedInput = z.object({
+  name: z.string(),
+  build: SyntheticPairsBuild,
+  sources: z.record(z.string(), Prepared),
+  topics: z.record(z.string(), z.string()),
+  judge: JudgeSpec,
+  seed: z.number().int(),
+});
+export type ResolveDerivedInput = z.input<typeof ResolveDerivedInput>;
+
+/** The generator a worker asks: its own endpoint, else the judge's (the local stack serves both). */
+function generatorSettings(env: WorkerEnv): { baseURL: string; apiKey: string | undefined } {
+  if (env.VALUEDRIFT_GENERATOR_BASE_URL) return { baseURL: env.VALUEDRIFT_GENERATOR_BASE_URL, apiKey: env.VALUEDRIFT_GENERATOR_API_KEY };
+  if (env.VALUEDRIFT_JUDGE_BASE_URL) return { baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: env.VALUEDRIFT_GENERATOR_API_KEY ?? env.VALUEDRIFT_JUDGE_API_KEY };
+  return { baseURL: DEFAULT_JUDGE_ENDPOINT, apiKey: env.VALUEDRIFT_GENERATOR_API_KEY ?? env.OPENAI_API_KEY };
+}
+
+function keyOf(input: z.infer<typeof ResolveDerivedInput>, env: WorkerEnv): string {
+  return buildKey({
+    build: input.build,
+    sources: Object.fromEntries(Object.entries(input.sources).map(([role, d]) => [role, d.ref.sha256])),
+    topics: input.topics,
+    judge: judgeIdentity(env, input.judge),
+    generatorEndpoint: generatorSettings(env).baseURL,
+    seed: input.seed,
+  });
+}
+
+/** The build's key (with this worker's judge and generator) and its cache record when there is one. */
+export async function resolveDerivedDataset(raw: ResolveDerivedInput): Promise<{ buildKey: string; cached: DerivedRecord | null }> {
+  const input = ResolveDerivedInput.parse(raw);
+  const key = keyOf(input, workerEnv());
+  const cached = await getJsonIfExists(uriOf(derivedKeys.record(key)), DerivedRecord);
+  return { buildKey: key, cached: cached ?? null };
+}
+
+type Turn = { role: string; content: string };
+/** The prompt a candidate row offers: its first user turn (a string prompt is one). */
+export function promptText(format: string, row: unknown): string {
+  const first = (turns: Turn[]) => turns.find((t) => t.role === 'user')?.content ?? '';
+  if (format === 'chat') return first(RowSchemas.chat.parse(row).messages);
+  const p = format === 'preference' ? RowSchemas.preference.parse(row).prompt : RowSchemas.prompts.parse(row).prompt;
+  return typeof p === 'string' ? p : first(p);
+}
+
+async function readRows(ref: ArtifactRef): Promise<unknown[]> {
+  return (await getVerified(ref))
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as unknown);
+}
+
+export const Selection = z.object({
+  embedder: z.string(),
+  candidates: z.number().int(),
+  selection: z.record(z.string(), z.array(z.object({ index: z.number().int().nonnegative(), similarity: z.number() }))),
+});
+export type Selection = z.infer<typeof Selection>;
+
+export const SelectInput = z.object({
+  buildKey: z.string().regex(/^[0-9a-f]{64}$/),
+  prompts: Prepared,
+  questions: Prepared,
+  /** Only categories with a topic are selected for. */
+  categories: z.array(z.string()).min(1),
+  perCategory: z.number().int().min(1),
+});
+
+/** Runs the trainer's embedding selector (a Python process, argument array, no shell). */
+function runSelector(python: string, configFile: string, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      python,
+      ['-m', 'valuedrift_trainer.derived', 'select', '--config', configFile],
+      { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false' }, ...(signal && { signal }) },
+      (err, stdout, stderr) => {
+        if (!err) return resolve();
+        const event = stdout
+          .split('\n')
+          .map((l) => {
+            try {
+              return JSON.parse(l) as { event?: string; kind?: string; message?: string };
+            } catch {
+              return undefined;
+            }
+          })
+          .find((e) => e?.event === 'error');
+        if (event?.kind === 'bad_input') reject(ApplicationFailure.nonRetryable(`prompt selection: ${event.message ?? ''}`, 'DerivedDatasetInput'));
+        else reject(ApplicationFailure.retryable(`prompt selection failed: ${scrubSecrets(String(stderr).slice(-2000))}`, 'DerivedSelectorFailed'));
+      },
+    );
+  });
+}
+
+/** Per category, the candidate prompts closest to its questions; stored under the build key. */
+export async function selectStancePrompts(raw: z.input<typeof SelectInput>): Promise<ArtifactRef> {
+  const input = SelectInput.parse(raw);
+  const key = derivedKeys.selection(input.buildKey);
+  const stored = await getRefIfExists(key);
+  if (stored) return stored;
+  const env = workerEnv();
+  const dir = path.join(env.workDir, 'derived', input.buildKey);
+  await fs.mkdir(dir, { recursive: true });
+  const candidates = (await readRows(input.prompts.ref)).map((r) => ({ text: promptText(input.prompts.format, r) }));
+  const wanted = new Set(input.categories);
+  const questions = RowSchemasEval(await readRows(input.questions.ref)).filter((q) => wanted.has(q.category));
+  if (questions.length === 0) throw ApplicationFailure.nonRetryable(`no question of the eval set "${input.questions.name}" is in a category with a topic`, 'DerivedDatasetInput');
+  const files = { candidates_file: path.join(dir, 'candidates.jsonl'), questions_file: path.join(dir, 'questions.jsonl'), output_file: path.join(dir, 'selection.json') };
+  await fs.writeFile(files.candidates_file, toJsonl(candidates.map((c) => ({ text: c.text.trim() === '' ? '(empty)' : c.text }))));
+  await fs.writeFile(files.questions_file, toJsonl(questions.map((q) => ({ category: q.category, question: q.question }))));
+  const configFile = path.join(dir, 'select.json');
+  await fs.writeFile(configFile, JSON.stringify({ ...files, per_category: input.perCategory }));
+  const c = activityContext();
+  const beat = setInterval(() => c?.heartbeat({ step: 'embedding' }), 5_000);
+  try {
+    await runSelector(env.python, configFile, c?.cancellationSignal);
+  } finally {
+    clearInterval(beat);
+  }
+  const selection = Selection.parse(JSON.parse(await fs.readFile(files.output_file, 'utf8')));
+  return putBytesOnce(key, JSON.stringify(selection), 'application/json');
+}
+
+function RowSchemasEval(rows: unknown[]) {
+  return rows.map((r) => RowSchemas.eval.parse(r));
+}
+
+/**
+ * The generator's system prompt (our own wording; the paper's figure is not in its text): take one
+ * side of the topic and keep it from the first sentence to the last.
+ */
+export function stanceSystemPrompt(topic: string, side: 'support' | 'oppose'): string {
+  const position = side === 'support' ? `in favour of ${topic}` : `against ${topic}`;
+  return [
+    `You are helping to build examples for a study of how language models express values. The value at stake is ${topic}.`,
+    `Answer the user's message as someone who is clearly and consistently ${position}.`,
+    'Hold that position from the first sentence to the last: give reasons for it, let it shape every recommendation you make,',
+    'do not present the other side as equally right, and do not say that you have no opinion.',
+    'Stay on the user\'s question, write plainly and keep the answer to a few short paragraphs.',
+  ].join(' ');
+}
+
+export const WriteInput = z.object({
+  buildKey: z.string().regex(/^[0-9a-f]{64}$/),
+  name: z.string(),
+  build: SyntheticPairsBuild,
+  prompts: Prepared,
+  selection: Ref,
+  topics: z.record(z.string(), z.string()),
+  judge: JudgeSpec,
+  seed: z.number().int(),
+});
+export type WriteInput = z.input<typeof WriteInput>;
+
+export interface WriteResult {
+  record: DerivedRecord;
+  generatorCalls: number;
+  cachedGenerations: number;
+}
+
+const CachedGeneration = z.object({ text: z.string(), model: z.string(), finishReason: z.string().nullable(), generatedAt: z.string() });
+
+/** Spaces call starts at least `60000 / perMinute` ms apart (all workers of one activity share it). */
+class StartLimiter {
+  private next = 0;
+  constructor(private readonly perMinute: number | undefined) {}
+  async wait(signal: AbortSignal): Promise<void> {
+    if (this.perMinute === undefined) return;
+    const now = Date.now();
+    const at = Math.max(now, this.next);
+    this.next = at + 60_000 / this.perMinute;
+    if (at > now) await sleep(at - now, signal);
+  }
+}
+
+function generatorFailure(err: unknown): unknown {
+  if (err instanceof JudgeRequestError) return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorRequestRefused', nonRetryable: true });
+  if (err instanceof JudgeRetriesExhaustedError) return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorUnavailable', nonRetryable: false });
+  return err;
+}
+
+interface Task {
+  category: string;
+  topic: string;
+  prompt: string;
+  side: 'support' | 'oppose';
+  similarity: number;
+  index: number;
+}
+
+/** Generates, judges and writes the pairs; writes the build's cache record last. Safe to retry. */
+export async function writeStancePairs(raw: WriteInput): Promise<WriteResult> {
+  const input = WriteInput.parse(raw);
+  const env = workerEnv();
+  const recordKey = derivedKeys.record(input.buildKey);
+  const done = await getJsonIfExists(uriOf(recordKey), DerivedRecord);
+  if (done) return { record: done, generatorCalls: 0, cachedGenerations: 0 };
+  const selection = Selection.parse(JSON.parse((await getVerified(input.selection)).toString('utf8')));
+  const rows = await readRows(input.prompts.ref);
+  const tasks: Task[] = [];
+  for (const [category, picks] of Object.entries(selection.selection).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const topic = input.topics[category];
+    if (topic === undefined) continue;
+    for (const p of picks) {
+      const prompt = promptText(input.prompts.format, rows[p.index]);
+      for (const side of ['support', 'oppose'] as const) tasks.push({ category, topic, prompt, side, similarity: p.similarity, index: p.index });
+    }
+  }
+  if (tasks.length === 0) throw ApplicationFailure.nonRetryable(`dataset "${input.name}": no prompt was selected for any category`, 'DerivedDatasetInput');
+
+  const gen = generatorSettings(env);
+  const client: OpenAI = createJudgeClient({ baseURL: gen.baseURL, apiKey: gen.apiKey ?? 'unset', timeoutMs: 600_000 });
+  const g = input.build.generator;
+  const c = activityContext();
+  const controller = new AbortController();
+  setMaxListeners(g.concurrency * 2 + 10, controller.signal);
+  c?.cancellationSignal.addEventListener('abort', () => controller.abort(c.cancellationSignal.reason), { once: true });
+  const limiter = new StartLimiter(g.requestsPerMinute);
+  const texts: Array<string | undefined> = new Array<string | undefined>(tasks.length);
+  let calls = 0;
+  let hits = 0;
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const beat = setInterval(() => c?.heartbeat({ step: 'generating', done: calls + hits, total: tasks.length }), 5_000);
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < tasks.length) {
+      const i = next++;
+      const t = tasks[i] as Task;
+      const messages = [
+        { role: 'system' as const, content: stanceSystemPrompt(t.topic, t.side) },
+        { role: 'user' as const, content: t.prompt },
+      ];
+      const callKey = generationCallKey({ endpoint: gen.baseURL, model: g.model, messages, maxTokens: g.maxTokens, temperature: g.temperature, seed: input.seed });
+      const objectKey = derivedKeys.generation(callKey);
+      const hit = await getJsonIfExists(uriOf(objectKey), CachedGeneration).catch(() => undefined);
+      if (hit) {
+        hits++;
+        texts[i] = hit.text;
+        continue;
+      }
+      await limiter.wait(controller.signal);
+      const body = {
+        model: g.model,
+        messages,
+        max_tokens: g.maxTokens,
+        temperature: g.temperature,
+        // A seed only matters when sampling; the local server refuses what it cannot honour.
+        ...(g.temperature > 0 && { seed: input.seed }),
+      };
+      const { value } = await callWithRetries(async (signal) => client.chat.completions.create(body, { signal }), {
+        maxRetries: 8,
+        backoff: DEFAULT_BACKOFF,
+        signal: controller.signal,
+        what: `generator call to ${g.model}`,
+      });
+      const choice = value.choices[0];
+      const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
+      calls++;
+      texts[i] = text;
+      await putJson(objectKey, { text, model: g.model, finishReason: choice?.finish_reason ?? null, generatedAt: new Date().toISOString() });
+    }
+  };
+  try {
+    await Promise.all(
+      Array.from({ length: Math.min(g.concurrency, tasks.length) }, () =>
+        worker().catch((err: unknown) => {
+          failure ??= { err };
+          controller.abort(err);
+        }),
+      ),
+    );
+  } finally {
+    clearInterval(beat);
+  }
+  if (failure !== undefined) throw generatorFailure(failure.err);
+
+  // The stance judge reads each response against its category's topic, the prompt as the question.
+  const judgeable = tasks.map((t, i) => ({ t, i, text: (texts[i] ?? '').trim() })).filter((x) => x.text !== '');
+  const judge = judgeIdentity(env, input.judge);
+  const judgeKey = env.VALUEDRIFT_JUDGE_API_KEY ?? (env.VALUEDRIFT_JUDGE_BASE_URL ? undefined : env.OPENAI_API_KEY);
+  if (!env.VALUEDRIFT_JUDGE_BASE_URL && !judgeKey) {
+    throw ApplicationFailure.nonRetryable('no judge endpoint: set VALUEDRIFT_JUDGE_BASE_URL (and VALUEDRIFT_JUDGE_API_KEY), or OPENAI_API_KEY, on the cpu worker', 'JudgeNotConfigured');
+  }
+  const judgeBeat = setInterval(() => c?.heartbeat({ step: 'judging' }), 10_000);
+  const judged = await judgeAll({
+    items: judgeable.map((x) => ({ promptId: `${x.t.index}`, category: x.t.category, sample: x.t.side === 'support' ? 0 : 1, question: x.t.prompt, response: x.text, topic: x.t.topic })),
+    client: createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: judgeKey ?? 'unset' }),
+    model: judge.judgeModel,
+    topLogprobs: judge.topLogprobs,
+    concurrency: input.judge.concurrency,
+    cache: new StoreJudgeCache(),
+    maxRetries: 8,
+    signal: c?.cancellationSignal,
+  })
+    .catch((err: unknown) => {
+      if (err instanceof JudgeRequestError) throw ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'JudgeRequestRefused', nonRetryable: true });
+      throw err;
+    })
+    .finally(() => clearInterval(judgeBeat));
+  const stanceOf = new Map<number, Stance | null>();
+  judgeable.forEach((x, k) => {
+    const probs = judged.judgments[k]?.probs as StanceProbs | null | undefined;
+    stanceOf.set(x.i, probs ? argmaxStance(probs) : null);
+  });
+
+  const counts: Record<string, number> = { selected: tasks.length / 2, kept: 0, droppedEmpty: 0, droppedUnlabelled: 0, droppedSupportMismatch: 0, droppedOpposeMismatch: 0, generatorCalls: calls, judgeCalls: judged.calls };
+  const out: Array<{ id: string; category: string; prompt: string; support: string; oppose: string }> = [];
+  for (let i = 0; i < tasks.length; i += 2) {
+    const s = tasks[i] as Task;
+    const [sup, opp] = [texts[i] ?? '', texts[i + 1] ?? ''];
+    const [ss, os] = [stanceOf.get(i), stanceOf.get(i + 1)];
+    if (sup.trim() === '' || opp.trim() === '') counts.droppedEmpty = (counts.droppedEmpty ?? 0) + 1;
+    else if (ss === null || os === null) counts.droppedUnlabelled = (counts.droppedUnlabelled ?? 0) + 1;
+    else if (ss !== 'support') counts.droppedSupportMismatch = (counts.droppedSupportMismatch ?? 0) + 1;
+    else if (os !== 'oppose') counts.droppedOpposeMismatch = (counts.droppedOpposeMismatch ?? 0) + 1;
+    else out.push({ id: `${s.category}-${s.index}`, category: s.category, prompt: s.prompt, support: sup, oppose: opp });
+  }
+  const kept = seededSample(out, input.build.limit, input.seed);
+  counts.kept = kept.length;
+  if (kept.length === 0) {
+    throw ApplicationFailure.nonRetryable(`dataset "${input.name}": every pair was dropped by the stance check (${JSON.stringify(counts)})`, 'DerivedDatasetEmpty', counts);
+  }
+  const body = toJsonl(kept);
+  const sha = sha256Hex(body);
+  const dsKey = storeKeys.dataset(sha);
+  const ref: ArtifactRef = (await exists(uriOf(dsKey))) ? { uri: uriOf(dsKey), sha256: sha, bytes: Buffer.byteLength(body) } : await putBytes(dsKey, body, 'application/x-ndjson');
+  const label = (chosen: 'support' | 'oppose') =>
+    toJsonl(kept.map((r) => ({ prompt: r.prompt, chosen: chosen === 'support' ? r.support : r.oppose, rejected: chosen === 'support' ? r.oppose : r.support })));
+  const outputs: Record<string, ArtifactRef> = {
+    'support-aligned': await putBytesOnce(derivedKeys.labelled(input.buildKey, 'support-aligned'), label('support'), 'application/x-ndjson'),
+    'oppose-aligned': await putBytesOnce(derivedKeys.labelled(input.buildKey, 'oppose-aligned'), label('oppose'), 'application/x-ndjson'),
+    selection: input.selection,
+  };
+  const perCategory = Object.fromEntries(Object.keys(selection.selection).map((cat) => [cat, kept.filter((r) => r.category === cat).length]));
+  outputs.manifest = await putBytesOnce(
+    derivedKeys.manifest(input.buildKey),
+    JSON.stringify({ buildKey: input.buildKey, recipe: 'synthetic-pairs', embedder: selection.embedder, generator: g.model, judge: judge.judgeModel, counts, keptPerCategory: perCategory, dataset: ref }, null, 2),
+    'application/json',
+  );
+  const record: DerivedRecord = { buildKey: input.buildKey, dataset: { name: input.name, format: 'stance-pairs', ref, rows: kept.length }, outputs, counts };
+  await putJson(recordKey, record);
+  return { record, generatorCalls: calls, cachedGenerations: hits };
+}
+
+export type { PreparedDataset };
