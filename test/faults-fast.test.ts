@@ -65,5 +65,5 @@ describe('fault injection (fast subset)', () => {
     await checkTrial(a, kill.lineage, result as never, undefined, again);
     expect(again.failures.join('\n')).toMatch(/does not verify/);
     expect(again.failures.join('\n')).toMatch(/judgments missing/);
-  }, 900_000);
+  }, 1_200_000);
 });

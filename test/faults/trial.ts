@@ -52,6 +52,8 @@ export interface Fault {
   what: string;
   /** Lane-level environment the fault needs for its workers (applied by restarting them). */
   gpuEnv?: Record<string, string>;
+  /** Paid judge calls that may be repeated (default: the flush size plus the calls in flight). */
+  maxJudgeRepeated?: number;
   /** Waits for the moment, injects, and says when; throws if the lineage finished first. */
   inject(ctx: FaultContext): Promise<Injected>;
 }
@@ -91,11 +93,13 @@ export async function until<T>(finished: Promise<unknown>, probe: () => Promise<
 }
 
 /** Resolves with the first request/answer a one-shot proxy hook fired on. */
-export function once<T>(): { fire(v: T): void; fired: () => boolean; promise: Promise<T> } {
+export function once<T>(): { claim(): boolean; fire(v: T): void; fired: () => boolean; promise: Promise<T> } {
   let fire!: (v: T) => void;
   let fired = false;
   const promise = new Promise<T>((r) => (fire = r));
-  return { fire: (v) => ((fired = true), fire(v)), fired: () => fired, promise };
+  // `claim` is synchronous: of concurrent requests (a checkpoint's files are uploaded 4 at a time)
+  // exactly one injects the fault, even when it awaits something before firing.
+  return { claim: () => (fired ? false : (fired = true)), fire: (v) => fire(v), fired: () => fired, promise };
 }
 
 function raceFinished<T>(finished: Promise<unknown>, p: Promise<T>): Promise<T> {
@@ -132,7 +136,7 @@ async function sftCheckpointSeen(ctx: FaultContext, step: number): Promise<void>
 function killOnRequest(ctx: FaultContext, role: 'cpu' | 'gpu', match: (r: ProxyRequest) => boolean, detail: string): Promise<Injected> {
   const hit = once<Injected>();
   ctx.lane.s3Proxy.hooks.onRequest = async (r): Promise<RequestAction> => {
-    if (hit.fired() || !match(r)) return { kind: 'forward' };
+    if (!match(r) || !hit.claim()) return { kind: 'forward' };
     const at = Date.now();
     const orphanPid = role === 'gpu' ? await trainerPid(ctx.lane, ctx.name) : undefined;
     hit.fire({ at, detail: `${detail}: ${r.method} ${decodeURIComponent(r.url.split('?')[0] ?? '')}`, ...(orphanPid === undefined ? {} : { orphanPid }) });
@@ -168,7 +172,7 @@ export const FAULTS: Fault[] = [
     inject(ctx) {
       const hit = once<Injected>();
       ctx.lane.s3Proxy.hooks.onResponse = async (r, status) => {
-        if (hit.fired() || r.method !== 'PUT' || status !== 200 || !r.url.startsWith(`${sftKey(ctx)}step-4/manifest.json`)) return 'pass';
+        if (r.method !== 'PUT' || status !== 200 || !r.url.startsWith(`${sftKey(ctx)}step-4/manifest.json`) || !hit.claim()) return 'pass';
         const orphanPid = await trainerPid(ctx.lane, ctx.name);
         hit.fire({ at: Date.now(), detail: 'manifest of step 4 stored, its answer held', ...(orphanPid === undefined ? {} : { orphanPid }) });
         await ctx.lane.killWorker('gpu');
@@ -198,7 +202,7 @@ export const FAULTS: Fault[] = [
       const hit = once<Injected>();
       let n = 0;
       ctx.lane.judgeProxy.hooks.onRequest = async (r): Promise<RequestAction> => {
-        if (hit.fired() || !r.url.includes('/chat/completions') || ++n < 7) return { kind: 'forward' };
+        if (hit.fired() || !r.url.includes('/chat/completions') || ++n < 7 || !hit.claim()) return { kind: 'forward' };
         hit.fire({ at: Date.now(), detail: `judge call ${n}` });
         await ctx.lane.killWorker('cpu');
         return { kind: 'drop' };
@@ -243,6 +247,8 @@ export const FAULTS: Fault[] = [
   {
     id: 'judge-flaky-30pct',
     what: 'judge answers 429 (Retry-After 1) / 500 / 503 / hangs for 30 % of calls',
+    // No worker dies: every answer that was paid for is in the cache, none is paid twice.
+    maxJudgeRepeated: 0,
     inject(ctx) {
       let n = 0;
       const counts = { '429': 0, '500': 0, '503': 0, hang: 0 };
@@ -407,13 +413,13 @@ export async function runTrial(lane: Lane, fault: Fault, index: number): Promise
     fault: fault.id, lane: lane.id, lineage: name, ok: false, failures, wallS: 0, detail: injected?.detail ?? '',
     detectionS: null, lostSteps: 0, trainAttempts: 0, resumedFrom: 0, judgeCalls: 0, judgeRepeated: 0,
   };
-  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps).catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
+  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps, fault.maxJudgeRepeated).catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
   out.wallS = Math.round((Date.now() - t0) / 1000);
   out.ok = failures.length === 0;
   return out;
 }
 
-export async function checkTrial(lane: Lane, name: string, result: LineageResult, injected: Injected | undefined, out: TrialResult, trainerSteps = new Map<number, number>()): Promise<void> {
+export async function checkTrial(lane: Lane, name: string, result: LineageResult, injected: Injected | undefined, out: TrialResult, trainerSteps = new Map<number, number>(), maxJudgeRepeated = JUDGE_FLUSH_EVERY + JUDGE_CONCURRENCY): Promise<void> {
   const f = out.failures;
   const sft = result.stages.find((s) => s.stageId === 'sft');
   if (sft?.totalSteps !== STEPS[STEPS.length - 1]) f.push(`sft totalSteps ${sft?.totalSteps}`);
@@ -494,7 +500,7 @@ export async function checkTrial(lane: Lane, name: string, result: LineageResult
     seen.add(r.bodySha);
   }
   out.judgeCalls = paid.length;
-  if (out.judgeRepeated > JUDGE_FLUSH_EVERY + JUDGE_CONCURRENCY) f.push(`${out.judgeRepeated} paid judge calls repeated (> flush ${JUDGE_FLUSH_EVERY} + in flight ${JUDGE_CONCURRENCY})`);
+  if (out.judgeRepeated > maxJudgeRepeated) f.push(`${out.judgeRepeated} paid judge calls repeated (> ${maxJudgeRepeated}: flush ${JUDGE_FLUSH_EVERY} + in flight ${JUDGE_CONCURRENCY} after a kill, 0 otherwise)`);
 
   // Detection: from the fault to the first retried attempt of any of the lineage's activities.
   if (injected) {
