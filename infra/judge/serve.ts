@@ -33,9 +33,11 @@ export const STANCE_SERVER_SCRIPT = join(__dirname, 'stance_server.py');
 export const STANCE_MODEL_DIR = join(__dirname, 'stance-model');
 /**
  * Dequantising the 100 MB GGUF once takes tens of seconds (cached after), the MiniLM encoder ~4 s; a
- * cold Python import of fastapi and torch on a slow disk can take tens.
+ * cold Python import of fastapi and torch on a slow disk can take tens, and on 2 cores at load 20-30
+ * (a test suite beside the demo) importing torch and loading MiniLM took over 120 s. A server that
+ * dies is noticed at once, so the bound only matters for one that hangs.
  */
-const DEFAULT_STARTUP_TIMEOUT_MS = 120_000;
+const DEFAULT_STARTUP_TIMEOUT_MS = 600_000;
 /** SIGTERM lets uvicorn close its socket; past this we SIGKILL so a stuck server never outlives its owner. */
 const STOP_GRACE_MS = 5_000;
 

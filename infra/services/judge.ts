@@ -17,8 +17,12 @@ import { REPO_ROOT } from '../settings';
 import { stackEnvironment } from '../stackEnv';
 import { DEFAULT_STOP_GRACE_MS, type LocalService, PROBE_TIMEOUT_MS, SERVICE, SERVICE_DEFAULTS, type ServiceContext, childEnv } from './service';
 
-/** The judge loads its model (MiniLM encoder ~4 s; SmolLM2 tens of seconds the first time, while its GGUF is dequantised) before it answers. */
-const READY_TIMEOUT_MS = 180_000;
+/**
+ * The judge loads its model (MiniLM encoder ~4 s on an idle machine) before it answers; on 2 cores at
+ * load 20-30 that took over 120 s. A judge process that exits ends the wait at once; this bounds a
+ * hang, and sits above startLocalJudge's own bound (infra/judge/serve.ts) so that its message wins.
+ */
+const READY_TIMEOUT_MS = 660_000;
 const JUDGE_PROCESS_FILE = path.join(REPO_ROOT, 'infra', 'judge-process.ts');
 
 const JudgeModelList = z.object({ data: z.array(z.object({ id: z.string() })).optional() });

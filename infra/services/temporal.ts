@@ -9,8 +9,8 @@ import { SEARCH_ATTRIBUTES } from '../../common/config';
 import { type TemporalCliTarget, temporalCli } from '../temporalCli';
 import { type LocalService, PROBE_TIMEOUT_MS, SERVICE, SERVICE_DEFAULTS, type ServiceContext, childEnv } from './service';
 
-/** First start creates the SQLite schema; on 2 busy cores that has taken ~10 s. */
-const READY_TIMEOUT_MS = 90_000;
+/** First start creates the SQLite schema; on 2 busy cores that has taken ~10 s, far more at load 30 (an exit ends the wait at once). */
+const READY_TIMEOUT_MS = 300_000;
 
 /** The CLI aimed at this stack's server. */
 export function temporalTarget(ctx: Pick<ServiceContext, 'settings' | 'py'>): TemporalCliTarget {

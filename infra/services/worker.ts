@@ -21,8 +21,8 @@ import { temporalTarget } from './temporal';
 export const STACK_WORKER_ROLES = ['cpu', 'gpu'] as const;
 export type StackWorkerRole = (typeof STACK_WORKER_ROLES)[number];
 
-/** A worker bundles the workflow code (webpack) before it polls: ~10 s on 2 busy cores. */
-const READY_TIMEOUT_MS = 120_000;
+/** A worker bundles the workflow code (webpack) before it polls: ~10 s on 2 busy cores, minutes at load 30 (an exit ends the wait at once). */
+const READY_TIMEOUT_MS = 600_000;
 export const WORKER_MAIN_FILE = path.join(REPO_ROOT, 'worker', 'main.ts');
 
 /** A queue each role polls, and the kind of task it polls there (see worker/main.ts). */
