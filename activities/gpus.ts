@@ -1,7 +1,7 @@
 /**
  * Which GPUs of this node a training or generation job may use.
  *
- * A gpu worker runs GPUs ÷ GPUs-per-job jobs at once; without this pool every job would see every GPU
+ * A gpu worker runs as many jobs at once as its GPUs fit (GpuSlots below); without this pool every job would see every GPU
  * and start on cuda:0. Each job leases the devices it needs and gets them through
  * `CUDA_VISIBLE_DEVICES`, so concurrent jobs never share a GPU; a job that needs more than are free
  * waits (heartbeating) for a lease to end. Jobs that need none are hidden from the GPUs on a GPU node.
@@ -42,7 +42,8 @@ export class GpuPool {
   /**
    * Leases `n` devices, first come first served. On a node without GPUs the lease is empty and leaves
    * the environment alone (the trainer refuses a job that asks for GPUs, naming the count). A job that
-   * asks for more than the node has gets every device, and the trainer refuses it the same way.
+   * asks for more than the node has gets every device (runTrainerCommand refuses such a job first,
+   * retryably: `gpuShortfall`).
    * While it waits, `whileWaiting` runs every `pollMs` (heartbeats); `signal` aborts the wait.
    */
   async acquire(n: number, opts: { whileWaiting?: () => void; signal?: AbortSignal; pollMs?: number } = {}): Promise<GpuLease> {
