@@ -211,7 +211,11 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
     await Worker.create({ ...base, taskQueue: TASK_QUEUES.cpu, activities, maxConcurrentActivityTaskExecutions: cpuSlots }),
     await Worker.create({ ...base, taskQueue: TASK_QUEUES.gpu, activities, maxConcurrentActivityTaskExecutions: opts.gpuSlots }),
   ];
-  const runs = workers.map((w) => w.run());
+  // A worker that stops on its own (a fatal error) ends the run at once instead of at the timeout.
+  let workerFailure: ((err: unknown) => void) | undefined;
+  const workerFailed = new Promise<never>((_, reject) => (workerFailure = reject));
+  workerFailed.catch(() => undefined); // observed by the race below; never an unhandled rejection
+  const runs = workers.map((w) => w.run().catch((err: unknown) => workerFailure?.(err)));
 
   const loadBefore = os.loadavg();
   const startRss = process.memoryUsage().rss;
@@ -240,12 +244,19 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
       ]);
     } finally {
       clearTimeout(timer);
+        workerFailed,
       clearInterval(progress);
     }
     wallSeconds = (performance.now() - t0) / 1000;
   } finally {
+    } catch (err) {
+      // Nothing of an abandoned run is left on the queues for the next run's workers to pick up.
+      await handle.terminate('scale bench stopped').catch(() => undefined);
+      throw err;
     clearInterval(sampler);
-    workers.forEach((w) => w.shutdown());
+    workers.forEach((w) => {
+      if (w.getState() === 'RUNNING') w.shutdown();
+    });
     await Promise.all(runs);
   }
   const loadAfter = os.loadavg();
