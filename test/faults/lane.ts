@@ -76,6 +76,9 @@ export class Lane {
   s3!: S3Client;
   private connection?: Connection;
   private workerCount = 0;
+  /** Every worker process this lane started (a stray one would serve tasks a fault meant to take away). */
+  private started: ChildProcess[] = [];
+  private killing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly id: string,
@@ -206,6 +209,7 @@ export class Lane {
     });
     closeSync(fd);
     this.workers[role] = child;
+    this.started.push(child);
     return child;
   }
 
@@ -213,18 +217,22 @@ export class Lane {
    * SIGKILLs the worker of `role` (the worker's own process only: a trainer it started runs in a
    * group of its own and is orphaned, as on a crashed node) and starts a fresh one.
    */
-  async killWorker(role: Role): Promise<void> {
-    const w = this.workers[role];
-    if (w?.pid && w.exitCode === null && w.signalCode === null) {
-      const done = exited(w);
-      process.kill(w.pid, 'SIGKILL');
-      await done;
-    }
-    await this.startWorker(role);
+  killWorker(role: Role): Promise<void> {
+    // One at a time: two overlapping calls must not leave two workers of a role running.
+    this.killing = this.killing.then(async () => {
+      const w = this.workers[role];
+      if (w?.pid && w.exitCode === null && w.signalCode === null) {
+        const done = exited(w);
+        process.kill(w.pid, 'SIGKILL');
+        await done;
+      }
+      await this.startWorker(role);
+    });
+    return this.killing;
   }
 
   async stop(): Promise<void> {
-    for (const role of ['cpu', 'gpu'] as const) await killGroup(this.workers[role]);
+    for (const w of this.started) await killGroup(w);
     await this.connection?.close().catch(() => undefined);
     await this.stopTemporal();
     await this.stopS3();

@@ -80,6 +80,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<TrialResult[]> {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-faults-'));
   const results: TrialResult[] = [];
   const lanes = Array.from({ length: Math.max(1, Math.min(opts.lanes, queue.length)) }, (_, i) => new Lane(String(i + 1), path.join(base, `lane-${i + 1}`), new URL(judge).origin));
+  // Interrupted: stop every lane's servers and workers (they run in process groups of their own).
+  const onSignal = () => void Promise.all(lanes.map((l) => l.stop().catch(() => undefined))).finally(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     await Promise.all(
       lanes.map(async (lane) => {

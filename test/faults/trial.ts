@@ -52,6 +52,8 @@ export interface Fault {
   what: string;
   /** Lane-level environment the fault needs for its workers (applied by restarting them). */
   gpuEnv?: Record<string, string>;
+  /** The fault takes work away from a worker: some activity must have been retried, or the fault hit nothing. */
+  expectRetry?: boolean;
   /** Paid judge calls that may be repeated (default: the flush size plus the calls in flight). */
   maxJudgeRepeated?: number;
   /** Waits for the moment, injects, and says when; throws if the lineage finished first. */
@@ -151,6 +153,7 @@ const sftKey = (ctx: FaultContext) => `/${BUCKET}/lineages/${ctx.name}/sft/check
 export const FAULTS: Fault[] = [
   {
     id: 'gpu-kill-training',
+    expectRetry: true,
     what: 'gpu worker SIGKILLed while training (after checkpoint 2 was announced)',
     async inject(ctx) {
       await sftCheckpointSeen(ctx, 2);
@@ -163,11 +166,13 @@ export const FAULTS: Fault[] = [
   },
   {
     id: 'gpu-kill-upload',
+    expectRetry: true,
     what: 'gpu worker SIGKILLed during the upload of checkpoint 4 (its first file PUT held)',
     inject: (ctx) => killOnRequest(ctx, 'gpu', (r) => r.method === 'PUT' && r.url.startsWith(`${sftKey(ctx)}step-4/attempt-`), 'held'),
   },
   {
     id: 'gpu-kill-announce',
+    expectRetry: true,
     what: 'gpu worker SIGKILLed between publishing checkpoint 4 and announcing it (the publish answer held)',
     inject(ctx) {
       const hit = once<Injected>();
@@ -183,6 +188,7 @@ export const FAULTS: Fault[] = [
   },
   {
     id: 'gpu-kill-generation',
+    expectRetry: true,
     what: 'gpu worker SIGKILLed while generating the answers of checkpoint 2',
     async inject(ctx) {
       await until(ctx.finished, async () => {
@@ -197,6 +203,7 @@ export const FAULTS: Fault[] = [
   },
   {
     id: 'cpu-kill-judging',
+    expectRetry: true,
     what: 'cpu worker SIGKILLed while judging (at the 7th judge call)',
     inject(ctx) {
       const hit = once<Injected>();
@@ -212,11 +219,13 @@ export const FAULTS: Fault[] = [
   },
   {
     id: 'cpu-kill-store',
+    expectRetry: true,
     what: 'cpu worker SIGKILLed in a store activity (summariseEvaluation\'s write held)',
     inject: (ctx) => killOnRequest(ctx, 'cpu', (r) => r.method === 'PUT' && r.url.startsWith(`/${BUCKET}/cache/summaries/`), 'held'),
   },
   {
     id: 'cpu-kill-datasets',
+    expectRetry: true,
     what: 'cpu worker SIGKILLed while preparing datasets (the SFT dataset\'s write held)',
     inject: (ctx) => killOnRequest(ctx, 'cpu', (r) => r.method === 'PUT' && r.url.startsWith(`/${BUCKET}/datasets/`), 'held'),
   },
@@ -274,6 +283,7 @@ export const FAULTS: Fault[] = [
   },
   {
     id: 'trainer-stall',
+    expectRetry: true,
     what: `trainer hung (SIGSTOP of its process group) after checkpoint 2; stall bound ${STALL_SECONDS} s`,
     gpuEnv: { VALUEDRIFT_TRAINER_STALL_SECONDS: String(STALL_SECONDS) },
     async inject(ctx) {
@@ -413,7 +423,8 @@ export async function runTrial(lane: Lane, fault: Fault, index: number): Promise
     fault: fault.id, lane: lane.id, lineage: name, ok: false, failures, wallS: 0, detail: injected?.detail ?? '',
     detectionS: null, lostSteps: 0, trainAttempts: 0, resumedFrom: 0, judgeCalls: 0, judgeRepeated: 0,
   };
-  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps, fault.maxJudgeRepeated).catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
+  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps, fault.maxJudgeRepeated)
+  if (result && injected && fault.expectRetry && out.detectionS === null) failures.push('the fault hit nothing: no activity was retried after it').catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
   out.wallS = Math.round((Date.now() - t0) / 1000);
   out.ok = failures.length === 0;
   return out;
