@@ -1,10 +1,10 @@
 /**
  * The fast subset of the fault suite (test/faults/, `npm run test:faults` runs the whole matrix):
- * one trial each of two cheap faults on real parts (a lane's own Temporal dev server and S3 server,
- * cpu and gpu worker processes, the real trainer on the tiny model, the stack's local judge):
- * - the gpu worker SIGKILLed while it uploads checkpoint 4 (its first file PUT held by the proxy);
- * - the Temporal server stopped and restarted on its SQLite file after checkpoint 2.
- * Each trial's checks (lineage completes, manifests verify, nothing missing or duplicated, judge
+ * one trial of the cheapest fault on real parts (a lane's own Temporal dev server and S3 server,
+ * cpu and gpu worker processes, the real trainer on the tiny model, the stack's local judge): the
+ * Temporal server stopped and restarted on its SQLite file after checkpoint 2, the same workers going
+ * on. (A killed worker costs a heartbeat timeout, a minute or more: test/e2e/lineage.e2e.test.ts
+ * covers one in npm test, the matrix covers the rest.) The trial's checks (lineage completes, manifests verify, nothing missing or duplicated, judge
  * repeats and lost training bounded) must pass; then a control corrupts one checkpoint file and one
  * judgment object in the store and the same checks must catch both.
  */
@@ -25,7 +25,7 @@ beforeAll(async () => {
   const judge = process.env.VALUEDRIFT_JUDGE_BASE_URL;
   if (!judge) throw new Error('no local judge: run npx tsx infra/dev.ts up --no-workers');
   base = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-faults-fast-'));
-  for (const id of ['a', 'b']) lanes.push(new Lane(id, path.join(base, id), new URL(judge).origin));
+  for (const id of ['a']) lanes.push(new Lane(id, path.join(base, id), new URL(judge).origin));
   await Promise.all(lanes.map((l) => l.start()));
 }, 180_000);
 
@@ -37,17 +37,12 @@ afterAll(async () => {
 const fault = (id: string) => FAULTS.find((f) => f.id === id)!;
 
 describe('fault injection (fast subset)', () => {
-  it('survives a gpu worker killed mid-upload and a Temporal restart; the checks catch a corrupt store', async () => {
-    const [a, b] = lanes as [Lane, Lane];
-    const [kill, restart] = await Promise.all([runTrial(a, fault('gpu-kill-upload'), 1), runTrial(b, fault('temporal-restart'), 1)]);
-    for (const r of [kill, restart]) expect(r.failures, `${r.fault}: ${r.detail}`).toEqual([]);
-    // The kill really cost a retry that resumed from checkpoint 2, within one heartbeat timeout and a bit.
-    expect(kill.trainAttempts).toBeGreaterThanOrEqual(2);
-    expect(kill.resumedFrom).toBe(2);
-    expect(kill.lostSteps).toBeLessThanOrEqual(2);
-    expect(kill.detectionS).not.toBeNull();
-    expect(kill.detectionS!).toBeGreaterThan(30);
+  it('survives a Temporal restart mid-lineage; the checks catch a corrupt store', async () => {
+    const [a] = lanes as [Lane];
+    const restart = await runTrial(a, fault('temporal-restart'), 1);
+    expect(restart.failures, `${restart.fault}: ${restart.detail}`).toEqual([]);
     expect(restart.detail).toMatch(/^down \d/);
+    const kill = restart;
 
     // Control: the same checks fail on a corrupt checkpoint file and a judgment object with a row dropped.
     const manifestKey = `lineages/${kill.lineage}/sft/checkpoints/step-${STEPS[0]}/manifest.json`;
