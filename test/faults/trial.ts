@@ -423,8 +423,8 @@ export async function runTrial(lane: Lane, fault: Fault, index: number): Promise
     fault: fault.id, lane: lane.id, lineage: name, ok: false, failures, wallS: 0, detail: injected?.detail ?? '',
     detectionS: null, lostSteps: 0, trainAttempts: 0, resumedFrom: 0, judgeCalls: 0, judgeRepeated: 0,
   };
-  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps, fault.maxJudgeRepeated)
-  if (result && injected && fault.expectRetry && out.detectionS === null) failures.push('the fault hit nothing: no activity was retried after it').catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
+  if (result) await checkTrial(lane, name, result, injected, out, trainerSteps.steps, fault.maxJudgeRepeated).catch((err: unknown) => failures.push(`check error: ${(err as Error).stack ?? String(err)}`));
+  if (result && injected && fault.expectRetry && out.detectionS === null) failures.push('the fault hit nothing: no activity was retried after it');
   out.wallS = Math.round((Date.now() - t0) / 1000);
   out.ok = failures.length === 0;
   return out;
