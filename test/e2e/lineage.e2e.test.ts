@@ -4,7 +4,7 @@
  * reward model and PPO from it beside two DPO branches. The worker is SIGKILLed after the first SFT
  * checkpoint; a new worker picks the stage up and resumes it.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,29 +18,12 @@ import { parseSummariesFile } from '../../common/summariesFile';
 import { TASK_QUEUES, workflowIds } from '../../common/config';
 import { lineageWorkflow, stageProgressQuery, type LineageResult } from '../../workflows';
 import { loadStackEnv, temporalBinary, testSpec, uniqueName } from '../support/workflowEnv';
+import { workerProcesses } from '../support/workerProcess';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 let client: Client;
 let workDir: string;
-const workers: ChildProcess[] = [];
-
-function startWorker(tag: string): ChildProcess {
-  // node with tsx's loader in-process (not the tsx CLI, which would run the worker as a grandchild
-  // that survives the kill).
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, VALUEDRIFT_WORKER_ROLE: 'all', VALUEDRIFT_WORK_DIR: workDir, HF_HUB_OFFLINE: '1' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    shell: false,
-  });
-  let err = '';
-  child.stderr?.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-4000)));
-  child.on('exit', (code, sig) => {
-    if (code && code !== 0) console.error(`[worker ${tag}] exited ${code ?? sig}: ${err}`);
-  });
-  workers.push(child);
-  return child;
-}
+const workers = workerProcesses();
+const startWorker = (tag: string) => workers.start(tag, { VALUEDRIFT_WORKER_ROLE: 'all', VALUEDRIFT_WORK_DIR: workDir });
 
 beforeAll(async () => {
   loadStackEnv();
@@ -51,7 +34,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+  await workers.killAll();
   await client?.connection.close();
   await fs.rm(workDir, { recursive: true, force: true });
 });

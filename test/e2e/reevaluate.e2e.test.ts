@@ -11,7 +11,7 @@
  * histories), generate nothing (the stored generations are reused), judge every checkpoint afresh with
  * SmolLM2 (its judgment count at the server grows), and write a report that links the original's.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -25,6 +25,7 @@ import { storeKeys, TASK_QUEUES, workflowIds } from '../../common/config';
 import { REEVAL_MARK } from '../../worker/reevaluate';
 import { lineageWorkflow, type LineageResult } from '../../workflows';
 import { loadStackEnv, stage, startTestServer, testSpec, uniqueName } from '../support/workflowEnv';
+import { workerProcesses } from '../support/workerProcess';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PYTHON = '.venv/bin/python';
@@ -37,7 +38,7 @@ if (!available) console.warn(`reevaluate e2e skipped: ${PYTHON} lacks the smollm
 
 let env: TestWorkflowEnvironment;
 let workDir: string;
-const workers: ChildProcess[] = [];
+const workers = workerProcesses();
 
 /**
  * A worker process serving every role against this file's server, with the judge settings exactly as
@@ -45,33 +46,12 @@ const workers: ChildProcess[] = [];
  * that name a remote judge, VALUEDRIFT_JUDGE_SERVED_MODELS naming the local judges it serves as asked.
  */
 function startWorker(tag: string): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: env.connection.options.address,
-      TEMPORAL_NAMESPACE: env.namespace ?? 'default',
-      VALUEDRIFT_WORKER_ROLE: 'all',
-      VALUEDRIFT_WORK_DIR: workDir,
-      HF_HUB_OFFLINE: '1',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    shell: false,
+  return workers.start(tag, {
+    TEMPORAL_ADDRESS: env.connection.options.address,
+    TEMPORAL_NAMESPACE: env.namespace ?? 'default',
+    VALUEDRIFT_WORKER_ROLE: 'all',
+    VALUEDRIFT_WORK_DIR: workDir,
   });
-  let err = '';
-  child.stderr?.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-4000)));
-  child.on('exit', (code, sig) => {
-    if (code && code !== 0) console.error(`[worker ${tag}] exited ${code ?? sig}: ${err}`);
-  });
-  workers.push(child);
-  return child;
-}
-
-async function stopWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
 }
 
 /** The real CLI, as a user runs it, pointed at this file's server. */
@@ -103,7 +83,7 @@ describe.skipIf(!available)('lineage reevaluate on real parts', () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const w of workers) await stopWorker(w);
+    await workers.killAll();
     await env?.teardown();
     if (workDir) await fs.rm(workDir, { recursive: true, force: true });
   });

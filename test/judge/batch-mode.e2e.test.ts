@@ -10,7 +10,7 @@
  * same batch id, the failed requests were judged online (and only those), the summary carries the
  * tokens and cost, and evaluating the same checkpoint again makes no request at all.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -28,6 +28,7 @@ import { EvaluationSpec } from '../../common/spec';
 import { startLocalJudge, type LocalJudge } from '../../infra/judge/serve';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointInput } from '../../workflows/evaluate';
 import { EVAL_TOPICS, loadStackEnv, startTestServer, uniqueName } from '../support/workflowEnv';
+import { killProcess, workerProcesses } from '../support/workerProcess';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PYTHON = '.venv/bin/python';
@@ -37,7 +38,7 @@ if (!available) console.warn(`batch-mode e2e skipped: ${PYTHON} lacks the local 
 let env: TestWorkflowEnvironment;
 let judge: LocalJudge;
 let workDir: string;
-const workers: ChildProcess[] = [];
+const workers = workerProcesses();
 
 interface ApiRequests {
   chat_completions: number;
@@ -51,38 +52,18 @@ async function apiRequests(): Promise<ApiRequests> {
 }
 
 function startWorker(tag: string): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: env.connection.options.address,
-      TEMPORAL_NAMESPACE: env.namespace ?? 'default',
-      VALUEDRIFT_WORKER_ROLE: 'cpu',
-      VALUEDRIFT_WORK_DIR: workDir,
-      VALUEDRIFT_JUDGE_BASE_URL: judge.baseURL,
-      VALUEDRIFT_JUDGE_API_KEY: 'local',
-      VALUEDRIFT_JUDGE_MODEL: 'minilm-stance',
-      // Fast polls for the test (defaults: 60 s doubling to 15 min, 400 polls).
-      VALUEDRIFT_JUDGE_BATCH_POLL_MS: '700',
-      VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS: '1500',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    shell: false,
+  return workers.start(tag, {
+    TEMPORAL_ADDRESS: env.connection.options.address,
+    TEMPORAL_NAMESPACE: env.namespace ?? 'default',
+    VALUEDRIFT_WORKER_ROLE: 'cpu',
+    VALUEDRIFT_WORK_DIR: workDir,
+    VALUEDRIFT_JUDGE_BASE_URL: judge.baseURL,
+    VALUEDRIFT_JUDGE_API_KEY: 'local',
+    VALUEDRIFT_JUDGE_MODEL: 'minilm-stance',
+    // Fast polls for the test (defaults: 60 s doubling to 15 min, 400 polls).
+    VALUEDRIFT_JUDGE_BATCH_POLL_MS: '700',
+    VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS: '1500',
   });
-  let err = '';
-  child.stderr?.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-4000)));
-  child.on('exit', (code, sig) => {
-    if (code && code !== 0) console.error(`[worker ${tag}] exited ${code ?? sig}: ${err}`);
-  });
-  workers.push(child);
-  return child;
-}
-
-async function kill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
 }
 
 interface ActivityEvent {
@@ -121,7 +102,7 @@ describe.skipIf(!available)('judge Batch API mode on real parts', () => {
   }, 180_000);
 
   afterAll(async () => {
-    for (const w of workers) await kill(w);
+    await workers.killAll();
     await judge?.stop();
     await env?.teardown();
     if (workDir) await fs.rm(workDir, { recursive: true, force: true });
@@ -165,7 +146,7 @@ describe.skipIf(!available)('judge Batch API mode on real parts', () => {
       if (Date.now() - t0 > 90_000) throw new Error(`no poll seen: ${JSON.stringify(await activityEvents(workflowId))}`);
       await new Promise((r) => setTimeout(r, 200));
     }
-    await kill(first);
+    await killProcess(first);
     const atKill = await apiRequests();
     expect(atKill.batches_created).toBe(1);
     startWorker('b');
