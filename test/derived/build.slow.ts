@@ -64,7 +64,7 @@ afterAll(async () => {
 });
 
 // Heavy (a Python embedding process and two workflow runs): outside `npm test`, run by
-// `VALUEDRIFT_DERIVED_E2E=1 npx vitest run test/derived/build.test.ts`.
+// `npm run test:derived` (after `npm run dev:up`).
 describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('built datasets', () => {
   it('builds synthetic pairs alone (datasetWorkflow), drops and counts stance mismatches, writes both labellings, and serves a rebuild from the cache', async () => {
     const name = uniqueName('synth');

@@ -1,5 +1,7 @@
 /**
- * The fast subset of the fault suite (test/faults/, `npm run test:faults` runs the whole matrix):
+ * The fast subset of the fault suite, `npm run test:faults:fast` (after `npm run dev:up`; kept out of
+ * `npm test` for its cost: on 2 loaded cores one trial ran past 15 minutes). `npm run test:faults`
+ * runs the whole matrix:
  * one trial of the cheapest fault on real parts (a lane's own Temporal dev server and S3 server,
  * cpu and gpu worker processes, the real trainer on the tiny model, the stack's local judge): the
  * Temporal server stopped and restarted on its SQLite file after checkpoint 2, the same workers going
@@ -13,9 +15,9 @@ import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadStackEnv } from './support/workflowEnv';
-import { BUCKET, Lane } from './faults/lane';
-import { checkTrial, FAULTS, runTrial, STEPS, type TrialResult } from './faults/trial';
+import { loadStackEnv } from '../support/workflowEnv';
+import { BUCKET, Lane } from './lane';
+import { checkTrial, FAULTS, runTrial, STEPS, type TrialResult } from './trial';
 
 const lanes: Lane[] = [];
 let base: string;
