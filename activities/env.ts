@@ -35,6 +35,9 @@ const Env = z.object({
   VALUEDRIFT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
   VALUEDRIFT_JUDGE_BASE_URL: z.string().url().optional(),
   VALUEDRIFT_JUDGE_API_KEY: z.string().optional(),
+  /** OpenAI-compatible endpoint that writes derived datasets' responses (synthetic pairs); unset: the judge's. */
+  VALUEDRIFT_GENERATOR_BASE_URL: z.string().url().optional(),
+  VALUEDRIFT_GENERATOR_API_KEY: z.string().optional(),
   /** Overrides the spec's judge model on this worker (e.g. the local judge's name), except for the models below. */
   VALUEDRIFT_JUDGE_MODEL: z.string().optional(),
   /**
@@ -52,6 +55,17 @@ const Env = z.object({
   VALUEDRIFT_JUDGE_CACHE_FLUSH_EVERY: wholeNumber().positive().default(DEFAULT_CACHE_FLUSH_EVERY),
   /** …and no answer waits longer than this many milliseconds for its cache write. */
   VALUEDRIFT_JUDGE_CACHE_FLUSH_MS: wholeNumber().positive().default(DEFAULT_CACHE_FLUSH_MS),
+  /**
+   * Batch mode (`evaluation.judge.mode: "batch"`, workflows/evaluate.ts): the first poll of a batch
+   * waits this long; each later wait doubles up to VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS; after
+   * VALUEDRIFT_JUDGE_BATCH_MAX_POLLS polls the batch is cancelled and what it did not answer is
+   * judged online. Polls are durable timers in the evaluation workflow, so a batch may run for days.
+   */
+  VALUEDRIFT_JUDGE_BATCH_POLL_MS: wholeNumber().min(100).default(60_000),
+  VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS: wholeNumber().min(100).default(15 * 60_000),
+  VALUEDRIFT_JUDGE_BATCH_MAX_POLLS: wholeNumber().min(1).max(1000).default(400),
+  /** JSON laid over data/plan/prices.json (as `lineage plan --prices`): prices the report's judge tokens. */
+  VALUEDRIFT_PRICES_FILE: z.string().optional(),
   /** OpenAI's own key: sent only to OpenAI (when VALUEDRIFT_JUDGE_BASE_URL is unset), never to another endpoint. */
   OPENAI_API_KEY: z.string().optional(),
   /** The Python that runs the trainer; default: the repository's .venv. */
@@ -76,8 +90,10 @@ const Env = z.object({
   VALUEDRIFT_WORKER_ROLE: z.enum(WORKER_ROLES).default('all'),
   /** Concurrent activities on the cpu queue. */
   VALUEDRIFT_CPU_CONCURRENCY: wholeNumber().positive().default(8),
-  /** GPUs one job is expected to use: the gpu queue runs GPUs ÷ this many jobs at once. */
-  VALUEDRIFT_GPUS_PER_JOB: wholeNumber().positive().default(1),
+  /** Gone: each training goes to the queue for its GPU count, and a node takes what its free GPUs fit (activities/gpus.ts). */
+  VALUEDRIFT_GPUS_PER_JOB: z
+    .never({ error: 'VALUEDRIFT_GPUS_PER_JOB is no longer read: a gpu worker takes jobs by their GPU count from the queue for that size while its GPUs are free; unset it' })
+    .optional(),
   /** This node's GPU count when CUDA_VISIBLE_DEVICES is unset; default: what `nvidia-smi -L` lists. */
   VALUEDRIFT_GPUS: wholeNumber().min(0).optional(),
   /** The devices this worker may hand out (a worker confined to some GPUs hands out only those); "" = none. */

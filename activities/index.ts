@@ -8,6 +8,8 @@ import type { CheckpointAnnouncement } from '../common/contracts';
 import { SIGNALS } from '../common/config';
 import { claimLineage, resolveStage, recordStageCache } from './cache';
 import { prepareDatasets } from './datasets';
+import { derivedActivities } from './derived';
+import { collectJudgeBatch, pollJudgeBatch, submitJudgeBatch } from './evaluation/batchJudge';
 import { computeDrift } from './evaluation/drift';
 import { judgeResponses } from './evaluation/judge';
 import { lookupEvaluation } from './evaluation/lookup';
@@ -43,9 +45,15 @@ export function createActivities(deps: ActivityDeps) {
     trainStage: (input: TrainStageInput): Promise<TrainStageResult> => trainStage(input, announcer(deps.client)),
     generateResponses,
     judgeResponses,
+    /** Batch mode: submit once (resumable), poll briefly between the workflow's timers, collect into the judge cache. */
+    submitJudgeBatch,
+    pollJudgeBatch,
+    collectJudgeBatch,
     summariseEvaluation,
     computeDrift,
     writeReport,
+    /** Built datasets (activities/derived): key lookup, prompt selection, generating and checking. */
+    ...derivedActivities,
   };
 }
 export type Activities = ReturnType<typeof createActivities>;

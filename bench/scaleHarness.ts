@@ -22,7 +22,7 @@ import type { Activities } from '../activities';
 import { toJsonl, type PrepareDatasetsInput, type PreparedDataset } from '../activities/datasets';
 import { workerEnv } from '../activities/env';
 import { putBytesOnce, sha256Hex } from '../activities/store';
-import { BASE_STAGE_ID, storeKeys, TASK_QUEUES, workflowIds } from '../common/config';
+import { BASE_STAGE_ID, gpuTaskQueue, storeKeys, TASK_QUEUES, workflowIds } from '../common/config';
 import type { Plan } from '../common/plan';
 import { stageDependencies, validateLineageSpec, type LineageSpec } from '../common/spec';
 import { planLineage } from '../worker/plan';
@@ -210,6 +210,12 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
     await Worker.create({ ...base, taskQueue: TASK_QUEUES.workflows, workflowBundle: await workflowBundle() }),
     await Worker.create({ ...base, taskQueue: TASK_QUEUES.cpu, activities, maxConcurrentActivityTaskExecutions: cpuSlots }),
     await Worker.create({ ...base, taskQueue: TASK_QUEUES.gpu, activities, maxConcurrentActivityTaskExecutions: opts.gpuSlots }),
+    // Stages that train on n GPUs have their own queue (common/config.ts gpuTaskQueue).
+    ...(await Promise.all(
+      [...new Set(spec.spec.stages.map((s) => s.gpus).filter((g) => g > 0))].map((g) =>
+        Worker.create({ ...base, taskQueue: gpuTaskQueue(g), activities, maxConcurrentActivityTaskExecutions: opts.gpuSlots }),
+      ),
+    )),
   ];
   // A worker that stops on its own (a fatal error) ends the run at once instead of at the timeout.
   let workerFailure: ((err: unknown) => void) | undefined;
@@ -238,21 +244,21 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
     try {
       await Promise.race([
         handle.result(),
+        workerFailed,
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`lineage ${name} did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs);
         }),
       ]);
-    } finally {
-      clearTimeout(timer);
-        workerFailed,
-      clearInterval(progress);
-    }
-    wallSeconds = (performance.now() - t0) / 1000;
-  } finally {
     } catch (err) {
       // Nothing of an abandoned run is left on the queues for the next run's workers to pick up.
       await handle.terminate('scale bench stopped').catch(() => undefined);
       throw err;
+    } finally {
+      clearTimeout(timer);
+      clearInterval(progress);
+    }
+    wallSeconds = (performance.now() - t0) / 1000;
+  } finally {
     clearInterval(sampler);
     workers.forEach((w) => {
       if (w.getState() === 'RUNNING') w.shutdown();

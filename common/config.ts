@@ -17,6 +17,15 @@ export const TASK_QUEUES = {
   cpu: 'valuedrift-cpu-v2',
 } as const;
 
+/**
+ * The queue of jobs that train on `gpus` GPUs: polled only by gpu workers with at least that many
+ * (worker/main.ts), so a job is never taken by a node too small for it. 0-GPU jobs, generation and
+ * model hashing use the plain gpu queue.
+ */
+export function gpuTaskQueue(gpus: number): string {
+  return gpus > 0 ? `${TASK_QUEUES.gpu}-x${gpus}` : TASK_QUEUES.gpu;
+}
+
 export const BASE_STAGE_ID = 'base';
 
 /**

@@ -44,8 +44,8 @@ export const DatasetUri = z
   .string()
   .min(1)
   .max(512)
-  .refine((s) => /^(file:[\w./-]+|s3:\/\/[^/]+\/.+|hf:[\w.-]+\/[\w.-]+(@[\w.-]+)?)$/.test(s), {
-    message: 'must be file:<relative path>, s3://bucket/key or hf:<org>/<name>[@config]',
+  .refine((s) => /^(file:[\w./-]+|s3:\/\/[^/]+\/.+|hf:[\w.-]+\/[\w.-]+(@[\w.-]+)?(:[\w.[\]%-]+)?)$/.test(s), {
+    message: 'must be file:<relative path>, s3://bucket/key or hf:<org>/<name>[@revision][:split]',
   })
   .refine(noDotDot, { message: 'must not contain ".." segments or percent-encoded dots, slashes or backslashes' })
   .refine((s) => !s.startsWith('file:/'), { message: 'file: paths are relative to the data root' });
@@ -61,6 +61,17 @@ export const DatasetUri = z
 export const DatasetFormat = z.enum(['chat', 'preference', 'stance-pairs', 'prompts', 'eval']);
 export type DatasetFormat = z.infer<typeof DatasetFormat>;
 
+export const DatasetRecipe = z.enum(['wildchat', 'alpaca', 'ultrafeedback', 'hh-rlhf', 'columns']);
+const Column = z.string().min(1).max(128);
+export const DatasetColumns = z.strictObject({
+  messages: Column.optional(),
+  prompt: z.union([Column, z.array(Column).min(1).max(8)]).optional().describe('a column, or several joined by a blank line (Alpaca: instruction + input)'),
+  response: Column.optional(),
+  system: Column.optional(),
+  chosen: Column.optional(),
+  rejected: Column.optional(),
+});
+
 export const DatasetSpec = z.strictObject({
   uri: DatasetUri,
   format: DatasetFormat,
@@ -73,8 +84,77 @@ export const DatasetSpec = z.strictObject({
    * does not count the rows itself (hf: and s3: sources; a file: source is always counted).
    */
   rows: z.number().int().positive().max(10_000_000_000).optional().describe('rows the source holds (before limit); lineage plan uses it for sources it does not read (hf:, s3:)'),
+  /**
+   * How the source's raw rows become chat or preference rows (the trainer's recipes.py): a hub
+   * corpus's recipe, or `columns` with a mapping. Omitted: a file:/s3: source is already in the
+   * project's own schema; an hf: source is mapped column for column (messages, or prompt/chosen/rejected).
+   */
+  recipe: DatasetRecipe.optional().describe('wildchat | alpaca | ultrafeedback | hh-rlhf | columns: how raw rows become chat/preference rows'),
+  /** Column mapping for `columns` (or to override a recipe's): chat {messages} or {prompt, response, system?}; preference {prompt?, chosen, rejected}. */
+  columns: DatasetColumns.optional(),
+  /** Keep only rows whose `language` column equals this (wildchat: English by default). */
+  language: z.string().min(1).max(64).optional(),
+  /** Fraction held out as a validation split (ceil(n × holdout) rows, seeded); wildchat and alpaca default to 0.1. */
+  holdout: z.number().min(0).max(0.9).optional(),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpec>;
+
+/**
+ * A dataset *built* from other entries of `datasets` (a node of the lineage DAG): the lineage builds
+ * it in a child workflow before the stages that use it, content-keyed and cached like a stage
+ * (activities/derived, workflows/dataset.ts). `from` names the entries it is built from.
+ *
+ * `synthetic-pairs` (§6.1, App. E): for each category of the eval set `from.questions`, the
+ * `promptsPerCategory` prompts of `from.prompts` most similar to that category's questions; for each,
+ * one response supporting and one opposing the category's topic (`evaluation.topics`) from an
+ * OpenAI-compatible generator (endpoint and key from the worker's settings), each checked by the
+ * stance judge (`evaluation.judge`); pairs where either response misses its stance are dropped and
+ * counted. The rows are `stance-pairs`: a stage picks support- or oppose-aligned labels.
+ */
+export const SyntheticPairsBuild = z.strictObject({
+  build: z.literal('synthetic-pairs'),
+  format: z.literal('stance-pairs').default('stance-pairs'),
+  from: z.strictObject({
+    /** A `preference`, `prompts` or `chat` entry whose prompts (first user turn) are candidates. */
+    prompts: Slug,
+    /** An `eval` entry: its questions pick, per category, the most similar prompts. */
+    questions: Slug,
+  }),
+  /** Prompts kept per category (most similar first); the paper has 9,453 over 11 categories. */
+  promptsPerCategory: z.number().int().min(1).max(100_000).default(860),
+  /** Use at most this many of the built rows (after a seeded shuffle); omit for all. */
+  limit: z.number().int().positive().max(100_000_000).optional(),
+  /** Rows the build is expected to yield, as declared: `lineage plan` sizes stages from it. */
+  rows: z.number().int().positive().max(10_000_000_000).optional().describe('rows the build is expected to yield; lineage plan uses it'),
+  generator: z
+    .strictObject({
+      /** Model name at the generator endpoint (VALUEDRIFT_GENERATOR_BASE_URL / _API_KEY on the cpu worker). */
+      model: z.string().min(1).max(200),
+      maxTokens: z.number().int().min(1).max(32_768).default(512),
+      /** 0: greedy, so each call is a function of its inputs (cached per call either way). */
+      temperature: z.number().min(0).max(5).default(0),
+      concurrency: z.number().int().min(1).max(1024).default(8),
+      /** Calls started per minute at most; omit for no bound beyond `concurrency`. */
+      requestsPerMinute: z.number().int().min(1).max(1_000_000).optional(),
+    })
+    .describe('the OpenAI-compatible model that writes the supporting and opposing responses'),
+});
+export type SyntheticPairsBuild = z.infer<typeof SyntheticPairsBuild>;
+
+/** Every recipe a built dataset may name (discriminated by `build`). */
+export const BuiltDatasetSpec = z.discriminatedUnion('build', [SyntheticPairsBuild]).meta({ id: 'BuiltDatasetSpec', description: 'a dataset built from other datasets (a node of the lineage DAG)' });
+export type BuiltDatasetSpec = z.infer<typeof BuiltDatasetSpec>;
+export const BUILD_RECIPES = ['synthetic-pairs'] as const satisfies readonly BuiltDatasetSpec['build'][];
+
+/** A `datasets` entry: read from a source (`uri`) or built from other entries (`build`). */
+export const DatasetEntry = z.union([DatasetSpec, BuiltDatasetSpec]);
+export type DatasetEntry = z.infer<typeof DatasetEntry>;
+export const isBuilt = (d: DatasetEntry): d is BuiltDatasetSpec => 'build' in d;
+
+/** What each recipe's `from` roles must be. */
+export const BUILD_INPUT_FORMATS: { [R in BuiltDatasetSpec['build']]: Record<keyof Extract<BuiltDatasetSpec, { build: R }>['from'], DatasetFormat[]> } = {
+  'synthetic-pairs': { prompts: ['preference', 'prompts', 'chat'], questions: ['eval'] },
+};
 
 /**
  * Stage hyperparameters. This is their only definition: every field is named as TRL / transformers
@@ -236,6 +316,18 @@ const stageCommon = {
   /** GPUs for this stage; 0 trains on CPU. More than 1 launches the trainer with accelerate. */
   gpus: z.number().int().min(0).max(1024).default(1),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  /** What the store keeps of this stage's checkpoints (defaults: resume state of the newest only, bf16 weights). */
+  retention: z
+    .strictObject({
+      /**
+       * `newest`: optimizer, scheduler and full-precision weights (what a retry resumes from) are kept
+       * for the newest checkpoint only, older ones deleted once a newer one is uploaded; `all`: kept for every checkpoint.
+       */
+      optimizerState: z.enum(['newest', 'all']).optional(),
+      /** Dtype of the weights kept (and evaluated, and started from by child stages) of every checkpoint. */
+      weightsDtype: z.enum(['bf16', 'fp32']).optional(),
+    })
+    .optional(),
   /**
    * Where the trainer also sends its logs (transformers' `report_to` names). TensorBoard event files
    * are always written and stored beside the stage's checkpoints; `wandb` / `mlflow` need their
@@ -368,7 +460,7 @@ export const LineageSpec = z.strictObject({
   derivedFrom: DerivedFrom.optional(),
   seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
   base: BaseSpec,
-  datasets: z.record(Slug, DatasetSpec).refine((m) => Object.keys(m).length <= 1000, { message: 'at most 1000 datasets' }),
+  datasets: z.record(Slug, DatasetEntry).refine((m) => Object.keys(m).length <= 1000, { message: 'at most 1000 datasets' }),
   stages: z.array(StageSpec).min(1).max(500),
   evaluation: EvaluationSpec,
 });
@@ -454,6 +546,72 @@ function hostileInputIssues(input: unknown): SpecIssue[] {
   return issues;
 }
 
+/**
+ * A `datasets` entry that fits neither a source nor a built dataset is reported as the branch it
+ * was meant to be (`build` present: built), so the message names the field, not "invalid input".
+ */
+function flattenDatasetUnion(issues: z.core.$ZodIssue[], input: unknown): z.core.$ZodIssue[] {
+  return issues.flatMap((i) => {
+    if (i.code !== 'invalid_union' || i.path[0] !== 'datasets' || i.path.length !== 2 || i.errors.length !== 2) return [i];
+    const entry = (input as { datasets?: Record<string, unknown> }).datasets?.[String(i.path[1])];
+    const built = entry !== null && typeof entry === 'object' && 'build' in entry;
+    const branch = i.errors[built ? 1 : 0] ?? [];
+    return branch.map((b) => ({ ...b, path: [...i.path, ...b.path] }) as z.core.$ZodIssue);
+  });
+}
+
+/** Issues of built datasets: `from` names entries of the right format, and builds form no cycle. */
+function buildIssues(spec: LineageSpec): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const built = Object.entries(spec.datasets).filter((e): e is [string, BuiltDatasetSpec] => isBuilt(e[1]));
+  for (const [name, d] of built) {
+    const want = BUILD_INPUT_FORMATS[d.build] as Record<string, DatasetFormat[]>;
+    for (const [role, src] of Object.entries(d.from)) {
+      const at = `datasets.${name}.from.${role}`;
+      const s = own(spec.datasets, src);
+      if (!s) issues.push({ path: at, message: `unknown dataset "${src}" (not in datasets)` });
+      else if (src === name) issues.push({ path: at, message: 'a dataset cannot be built from itself' });
+      else if (!(want[role] ?? []).includes(s.format)) issues.push({ path: at, message: `dataset "${src}" has format ${s.format}; ${d.build} needs ${(want[role] ?? []).join(' or ')} here` });
+    }
+  }
+  try {
+    buildOrder(spec);
+  } catch (err) {
+    issues.push({ path: 'datasets', message: (err as Error).message });
+  }
+  return issues;
+}
+
+/** Built datasets in an order where every one comes after those it is built from. Throws on a cycle. */
+export function buildOrder(spec: LineageSpec): string[] {
+  const out: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (name: string, trail: string[]): void => {
+    const d = own(spec.datasets, name);
+    if (!d || !isBuilt(d) || state.get(name) === 'done') return;
+    if (state.get(name) === 'visiting') throw new Error(`built datasets form a cycle: ${[...trail.slice(trail.indexOf(name)), name].join(' → ')}`);
+    state.set(name, 'visiting');
+    for (const src of Object.values(d.from)) visit(src, [...trail, name]);
+    state.set(name, 'done');
+    out.push(name);
+  };
+  for (const name of Object.keys(spec.datasets)) visit(name, []);
+  return out;
+}
+
+/** The datasets `name` needs, itself included: the built ones it depends on, transitively, and their sources. */
+export function datasetClosure(spec: LineageSpec, name: string): string[] {
+  const seen = new Set<string>();
+  const walk = (n: string): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    const d = own(spec.datasets, n);
+    if (d && isBuilt(d)) Object.values(d.from).forEach(walk);
+  };
+  walk(name);
+  return [...seen];
+}
+
 const FORMATS_FOR: Record<StageKind, DatasetFormat[]> = {
   sft: ['chat'],
   reward: ['preference', 'stance-pairs'],
@@ -473,7 +631,7 @@ export function validateLineageSpec(input: unknown): SpecValidation {
   if (!parsed.success) {
     return {
       ok: false,
-      issues: parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message })),
+      issues: flattenDatasetUnion(parsed.error.issues, input).map((i) => ({ path: formatPath(i.path), message: i.message })),
     };
   }
   const spec = parsed.data;
@@ -575,6 +733,7 @@ export function validateLineageSpec(input: unknown): SpecValidation {
       if (fields.indexOf(f) !== i) issues.push({ path: `derivedFrom.changes[${i}].field`, message: `"${f}" is listed twice` });
     });
   }
+  issues.push(...buildIssues(spec));
   const ev = own(spec.datasets, spec.evaluation.evalSet);
   if (!ev) issues.push({ path: 'evaluation.evalSet', message: `unknown dataset "${spec.evaluation.evalSet}"` });
   else if (ev.format !== 'eval') issues.push({ path: 'evaluation.evalSet', message: `dataset "${spec.evaluation.evalSet}" has format ${ev.format}, needs eval` });

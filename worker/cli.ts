@@ -196,6 +196,49 @@ export const COMMANDS: Record<string, Command> = {
     },
   ),
 
+  'build-dataset': command(
+    'build one built ("build") dataset of a spec on its own',
+    {
+      name: `${PROGRAM} build-dataset`,
+      summary:
+        'Build one dataset of a spec that has "build" (e.g. synthetic-pairs), and the built datasets it needs, without training anything: prepares its sources, builds it content-keyed (a build with the same key is served from the store) and prints the workflow ID and the UI link.',
+      args: [
+        { name: 'spec.json', description: 'the lineage spec (JSON)' },
+        { name: 'dataset', description: 'the name of a datasets entry with "build"' },
+      ],
+      options: { wait: { type: 'boolean', description: 'wait for the build and print its result (JSON: dataset, build key, counts, outputs)' } },
+    },
+    async ({ args, options }, io) => {
+      const fs = await import('node:fs/promises');
+      const { readSpecFile, uiLink } = await import('./lineageClient');
+      const { WorkflowExecutionAlreadyStartedError } = await import('@temporalio/client');
+      const { TASK_QUEUES } = await import('../common/config');
+      const { isBuilt } = await import('../common/spec');
+      const spec = await readSpecFile(args['spec.json']);
+      const name = args.dataset;
+      const entry = Object.hasOwn(spec.datasets, name) ? spec.datasets[name] : undefined;
+      if (!entry) throw new CliError(`${args['spec.json']}: no dataset "${name}" (datasets: ${Object.keys(spec.datasets).join(', ')})`);
+      if (!isBuilt(entry)) throw new CliError(`${args['spec.json']}: dataset "${name}" is read from ${entry.uri}, not built (it has no "build")`);
+      const raw: unknown = JSON.parse(await fs.readFile(args['spec.json'], 'utf8'));
+      const workflowId = `valuedrift-dataset/${spec.name}/${name}`;
+      const { client } = await connect();
+      try {
+        let started = true;
+        try {
+          await client.workflow.start('datasetWorkflow', { taskQueue: TASK_QUEUES.workflows, workflowId, args: [{ spec: raw, dataset: name }] });
+        } catch (err) {
+          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+          started = false;
+        }
+        io.out(`${started ? 'started' : 'already running'}: ${workflowId}\n`);
+        io.out(`ui: ${uiLink(workflowId)}\n`);
+        if (options.wait) io.out(json(await client.workflow.getHandle(workflowId).result()));
+      } finally {
+        await client.connection.close();
+      }
+    },
+  ),
+
   status: command(
     "a lineage's progress: stages, checkpoints, step/total, loss",
     {

@@ -1,22 +1,48 @@
 /**
  * Worker entry: `VALUEDRIFT_WORKER_ROLE=cpu|gpu|all npm run worker`.
  * - cpu: workflow tasks plus judge, store, metrics and report activities;
- * - gpu: training and generation; as many concurrent jobs as GPUs per node / GPUs per job.
+ * - gpu: training and generation: the plain gpu queue and one queue per GPU count up to the node's
+ *   (gpuWorkerOptions), each polled only while the node has GPUs free for its jobs.
  * Every setting comes from activities/env.ts (the worker's settings module).
  */
 import * as path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { type WorkerRole, workerEnv } from '../activities/env';
-import { gpuPool } from '../activities/gpus';
+import { gpuPool, GpuSlots } from '../activities/gpus';
 import { trainerPythonProblem } from '../activities/trainerCommand';
-import { TASK_QUEUES } from '../common/config';
+import { gpuTaskQueue, TASK_QUEUES } from '../common/config';
 import { nativeConnection, temporalClient } from './connection';
 
-/** Concurrent GPU jobs: GPUs per node / GPUs per job; one job at a time on a CPU-only node. */
-export function gpuSlots(gpus: number, perJob: number): number {
-  if (gpus <= 0) return 1;
-  return Math.max(1, Math.floor(gpus / Math.max(1, perJob)));
+/**
+ * The gpu role's workers: the plain gpu queue (generation, model hashing, 0-GPU stages) and, on a node
+ * with G GPUs, the queues of stages that train on 1..G GPUs (`gpuTaskQueue`), so a job too big for the
+ * node is never taken by it. Each queue's slots come from `slots` (a tuner's custom slot supplier):
+ * polled only while the node's started jobs leave GPUs for it. A node without GPUs polls the plain
+ * queue only, one job at a time.
+ */
+export function gpuWorkerOptions(
+  slots: GpuSlots,
+  activities: WorkerOptions['activities'],
+  base: Pick<WorkerOptions, 'connection' | 'namespace'>,
+): WorkerOptions[] {
+  const sizes = [0, ...Array.from({ length: slots.pool.size }, (_, i) => i + 1)];
+  return sizes.map((n) => ({
+    ...base,
+    taskQueue: gpuTaskQueue(n),
+    activities,
+    tuner: {
+      activityTaskSlotSupplier: slots.supplier(n),
+      // These workers poll activities only.
+      workflowTaskSlotSupplier: { type: 'fixed-size', numSlots: 1 },
+      localActivityTaskSlotSupplier: { type: 'fixed-size', numSlots: 1 },
+      nexusTaskSlotSupplier: { type: 'fixed-size', numSlots: 1 },
+    },
+    // Heartbeats carry the step and loss that `lineage status` and the UI show; the SDK's default
+    // throttle (up to 80 % of the heartbeat timeout) would leave them most of a minute stale.
+    maxHeartbeatThrottleInterval: '10 seconds',
+    defaultHeartbeatThrottleInterval: '5 seconds',
+  }));
 }
 
 export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal } = {}): Promise<void> {
@@ -44,20 +70,9 @@ export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal 
     );
   }
   if (role === 'gpu' || role === 'all') {
-    const slots = gpuSlots(gpuPool().size, env.VALUEDRIFT_GPUS_PER_JOB);
-    workers.push(
-      await Worker.create({
-        ...base,
-        taskQueue: TASK_QUEUES.gpu,
-        activities,
-        maxConcurrentActivityTaskExecutions: slots,
-        // Heartbeats carry the step and loss that `lineage status` and the UI show; the SDK's default
-        // throttle (up to 80 % of the heartbeat timeout) would leave them most of a minute stale.
-        maxHeartbeatThrottleInterval: '10 seconds',
-        defaultHeartbeatThrottleInterval: '5 seconds',
-      }),
-    );
-    console.error(`[worker] gpu role: ${slots} concurrent job(s) over GPUs [${gpuPool().devices.join(', ')}]`);
+    const options = gpuWorkerOptions(new GpuSlots(gpuPool()), activities, base);
+    for (const o of options) workers.push(await Worker.create(o));
+    console.error(`[worker] gpu role: GPUs [${gpuPool().devices.join(', ')}], queues ${options.map((o) => o.taskQueue).join(', ')}`);
   }
   opts.signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()));
   console.error(`[worker] role ${role} polling ${workers.length} queue(s) on ${env.TEMPORAL_ADDRESS}`);

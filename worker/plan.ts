@@ -21,7 +21,7 @@ import {
   ThroughputOverride,
   ThroughputTable,
 } from '../common/plan';
-import { formatPath, type DatasetSpec, type LineageSpec } from '../common/spec';
+import { formatPath, isBuilt, type DatasetEntry, type DatasetSpec, type LineageSpec } from '../common/spec';
 import { CliError } from './cliArgs';
 
 /** The repository root: file: datasets resolve against it, as on a worker with the default data root. */
@@ -186,7 +186,14 @@ export async function planLineage(
 ): Promise<Plan> {
   const { throughput, prices } = await loadTables(opts);
   const names = Object.keys(spec.datasets);
-  const counts = await Promise.all(names.map((n) => countDataset(spec.datasets[n] as DatasetSpec, n === spec.evaluation.evalSet)));
+  const counts = await Promise.all(
+    names.map((n) => {
+      const d = spec.datasets[n] as DatasetEntry;
+      if (!isBuilt(d)) return countDataset(d, n === spec.evaluation.evalSet);
+      const built: DatasetCount = d.rows === undefined ? { rows: null, source: 'unknown', detail: `built (${d.build}); declare rows` } : { rows: d.rows, source: 'declared', detail: `built (${d.build}), declared` };
+      return Promise.resolve(built);
+    }),
+  );
   const datasets = Object.fromEntries(names.map((n, i) => [n, counts[i] as DatasetCount]));
   return computePlan({
     spec,

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import { canonicalJson } from '../activities/judge/cache';
 import { workflowIds } from '../common/config';
-import { DatasetUri, EvaluationSpec, formatSpecIssues, JudgeSpec, validateLineageSpec, type DerivedFrom, type LineageSpec } from '../common/spec';
+import { DatasetUri, EvaluationSpec, formatSpecIssues, isBuilt, JudgeSpec, validateLineageSpec, type DerivedFrom, type LineageSpec } from '../common/spec';
 import type { LineageResult } from '../workflows';
 import { CliError, UsageError } from './cliArgs';
 import { resolveWorkflowId, runningLineageSpec, specDifferences, startLineage } from './lineageClient';
@@ -97,6 +97,7 @@ export function deriveReevaluation(command: string, original: LineageSpec, o: Re
     const name = original.evaluation.evalSet;
     const ds = Object.hasOwn(original.datasets, name) ? original.datasets[name] : undefined;
     if (!ds) throw new CliError(`lineage ${original.name}: its eval set "${name}" is not among its datasets`);
+    if (isBuilt(ds)) throw new CliError(`lineage ${original.name}: its eval set "${name}" is built (${ds.build}), not read from a URI; --eval-set cannot replace it`);
     if (o.evalSetUri === ds.uri) same.push(`--eval-set ${o.evalSetUri}`);
     else {
       changes.push({ field: `datasets.${name}.uri`, from: ds.uri, to: o.evalSetUri });

@@ -2,3 +2,4 @@
 export { lineageWorkflow, lineageProgressQuery, type LineageProgress, type LineageResult } from './lineage';
 export { stageWorkflow, stageProgressQuery, checkpointReadySignal, type StageProgress, type StageWorkflowInput, type StageWorkflowResult } from './stage';
 export { evaluateCheckpointWorkflow, type EvaluateCheckpointInput, type EvaluateCheckpointResult } from './evaluate';
+export { buildDatasetWorkflow, datasetWorkflow, type BuildDatasetInput, type BuildDatasetResult, type DatasetWorkflowResult } from './dataset';

@@ -2,9 +2,10 @@ import { ActivityFailure, ApplicationFailure, defineQuery, executeChild, ParentC
 import type { ArtifactRef, ModelHandle } from '../common/contracts';
 import { BASE_STAGE_ID, QUERIES, TASK_QUEUES, workflowIds } from '../common/config';
 import { searchAttributePairs } from '../common/searchAttributes';
-import { formatSpecIssues, stageDependencies, stageSearchAttributes, validateLineageSpec, type StageSpec } from '../common/spec';
+import { buildOrder, formatSpecIssues, stageDependencies, stageSearchAttributes, validateLineageSpec, type DatasetSpec, type StageSpec } from '../common/spec';
 import type { DriftRow } from '../activities/evaluation/drift';
 import { datasets as datasetActivities, models, store } from './proxies';
+import { buildDatasets, sourceDatasets } from './dataset';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 import { stageWorkflow, type StageWorkflowResult } from './stage';
 
@@ -95,7 +96,15 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   upsertSearchAttributes(searchAttributePairs(baseAttrs));
 
   progress.status = 'preparing';
-  const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: spec.datasets, seed: spec.seed });
+  // Built datasets (nodes of the DAG) are children built from the prepared sources. A spec without
+  // any schedules exactly what it always did (so older histories replay unchanged).
+  const toBuild = buildOrder(spec);
+  const sources = toBuild.length ? sourceDatasets(spec, Object.keys(spec.datasets)) : (spec.datasets as Record<string, DatasetSpec>);
+  const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: sources, seed: spec.seed });
+  if (toBuild.length) {
+    const built = await buildDatasets(spec, toBuild, datasets, workflowIds.lineage(lineage));
+    for (const [name, b] of Object.entries(built)) datasets[name] = b.dataset;
+  }
   const evalSet = (datasets[spec.evaluation.evalSet] as { ref: ArtifactRef }).ref;
   const base: ModelHandle = await models.resolveBaseModel({ uri: spec.base.model });
   await store

@@ -2,21 +2,35 @@
  * Activity proxies, one per group, each with the reason for its bounds. Only the `Activities` type
  * is imported: activity code never enters the workflow bundle.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { patched, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import { TASK_QUEUES } from '../common/config';
+import { gpuTaskQueue, TASK_QUEUES } from '../common/config';
 
 /**
  * Training runs for hours to days. The activity heartbeats every 5 s from its own timer, so a crashed
  * worker is noticed within a minute; the retry resumes from the last uploaded checkpoint, so retries
  * are cheap and many.
  */
-export const training = proxyActivities<Pick<Activities, 'trainStage'>>({
+const TRAINING: ActivityOptions = {
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '14 days',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '10 minutes', maximumAttempts: 20 },
-});
+};
+export const training = proxyActivities<Pick<Activities, 'trainStage'>>(TRAINING);
+
+/** Workflows from before per-size GPU queues scheduled every training on the plain gpu queue. */
+export const GPU_QUEUES_PATCH = 'gpu-queues-per-size';
+
+/**
+ * Training on `gpus` GPUs, on the queue that only workers with at least that many poll
+ * (`gpuTaskQueue`): it waits there, retries included, for a node that fits. A 0-GPU stage stays on
+ * the plain gpu queue (any gpu worker). Histories recorded before this routing replay on the plain queue.
+ */
+export function trainingOn(gpus: number): typeof training {
+  if (gpus <= 0 || !patched(GPU_QUEUES_PATCH)) return training;
+  return proxyActivities<Pick<Activities, 'trainStage'>>({ ...TRAINING, taskQueue: gpuTaskQueue(gpus) });
+}
 
 /**
  * Generating 5 × 550 answers takes minutes on a GPU, an hour or so on CPU; the activity heartbeats

@@ -3,7 +3,7 @@ import { CheckpointAnnouncement, type ArtifactRef, type ModelHandle } from '../c
 import { checkpointDirUri, QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import type { PreparedDataset } from '../activities/datasets';
-import { store, training } from './proxies';
+import { store, trainingOn } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 
 /** The training activity's announcement: a checkpoint is uploaded completely (the only signal). */
@@ -148,7 +148,7 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     progress.status = 'cached';
   } else {
     progress.status = 'training';
-    const t = await training.trainStage({
+    const t = await trainingOn(stage.gpus).trainStage({
       lineage,
       stageKey: resolved.stageKey,
       stage,

