@@ -35,8 +35,16 @@ const Env = z.object({
   VALUEDRIFT_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
   VALUEDRIFT_JUDGE_BASE_URL: z.string().url().optional(),
   VALUEDRIFT_JUDGE_API_KEY: z.string().optional(),
-  /** Overrides the spec's judge model on this worker (e.g. the local judge's name). */
+  /** Overrides the spec's judge model on this worker (e.g. the local judge's name), except for the models below. */
   VALUEDRIFT_JUDGE_MODEL: z.string().optional(),
+  /**
+   * Comma-separated model names the judge endpoint serves under their own names (the local stack's
+   * judge serves every local judge): a spec naming one of them is judged by it, not overridden.
+   */
+  VALUEDRIFT_JUDGE_SERVED_MODELS: z
+    .string()
+    .optional()
+    .transform((v) => (v ?? '').split(',').map((m) => m.trim()).filter((m) => m !== '')),
   /**
    * Judge answers are written to the judge cache in groups of this many (activities/judge/judgeAll.ts):
    * a killed worker pays again for fewer than this many judgments (RELIABILITY.md).

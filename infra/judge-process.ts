@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { parseLocalJudgeKind } from './judge/kinds';
+import { LOCAL_JUDGE_KINDS, parseLocalJudgeKind } from './judge/kinds';
 import { startLocalJudge } from './judge/serve';
 import { settings } from './settings';
 
@@ -38,9 +38,10 @@ async function main(): Promise<void> {
   const pidFile = values['pid-file'];
   const kind = values.kind === undefined ? settings.localJudgeKind : parseLocalJudgeKind(values.kind, '--kind');
 
-  const judge = await startLocalJudge({ kind, host: values.host, port, python: values.python });
+  // The other local judge is offered too, loaded on its first request (stack.env's VALUEDRIFT_JUDGE_SERVED_MODELS).
+  const judge = await startLocalJudge({ kind, host: values.host, port, python: values.python, also: LOCAL_JUDGE_KINDS });
   fs.writeFileSync(pidFile, `${judge.pid}\n`);
-  console.log(`judge: serving ${judge.model} (${judge.kind}) at ${judge.baseURL} (server pid ${judge.pid}, model ${judge.modelPath})`);
+  console.log(`judge: serving ${judge.models.join(', ')} (${judge.kind} loaded, the others on first use) at ${judge.baseURL} (server pid ${judge.pid}, model ${judge.modelPath})`);
 
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals): void => {

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { LOCAL_JUDGE_MODELS } from './judge/kinds';
 import { DATA } from './paths';
 import type { PythonEnv } from './python';
 import type { InfraSettings } from './settings';
@@ -23,6 +24,8 @@ export function stackEnvironment(s: InfraSettings, py: PythonEnv, workDir: strin
     AWS_SECRET_ACCESS_KEY: s.s3SecretAccessKey,
     VALUEDRIFT_JUDGE_BASE_URL: s.judgeBaseUrl,
     VALUEDRIFT_JUDGE_MODEL: s.judgeModel,
+    // The stack's judge answers to every local judge's name: a spec naming one is judged by it, not overridden.
+    VALUEDRIFT_JUDGE_SERVED_MODELS: Object.values(LOCAL_JUDGE_MODELS).join(','),
     VALUEDRIFT_JUDGE_API_KEY: s.localJudgeApiKey,
     VALUEDRIFT_PYTHON: py.python,
     VALUEDRIFT_TEMPORAL_BIN: py.temporalBin,

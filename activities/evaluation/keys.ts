@@ -60,14 +60,23 @@ export function generationKey(input: GenerationKeyInput): string {
   );
 }
 
-/** The judge a worker actually asks: its settings' endpoint and model override the spec's model name. */
+/**
+ * The judge a worker actually asks: its settings' endpoint, and the spec's model unless the worker
+ * overrides it (VALUEDRIFT_JUDGE_MODEL). A model the endpoint serves under its own name
+ * (VALUEDRIFT_JUDGE_SERVED_MODELS) is never overridden, so a spec may pick among them.
+ */
 export function judgeIdentity(
-  settings: { VALUEDRIFT_JUDGE_BASE_URL?: string | undefined; VALUEDRIFT_JUDGE_MODEL?: string | undefined },
+  settings: {
+    VALUEDRIFT_JUDGE_BASE_URL?: string | undefined;
+    VALUEDRIFT_JUDGE_MODEL?: string | undefined;
+    VALUEDRIFT_JUDGE_SERVED_MODELS?: readonly string[] | undefined;
+  },
   judge: Pick<EvaluationSpec['judge'], 'model' | 'topLogprobs'>,
 ): JudgeIdentity {
+  const served = settings.VALUEDRIFT_JUDGE_SERVED_MODELS ?? [];
   return {
     endpoint: endpointIdentity(settings.VALUEDRIFT_JUDGE_BASE_URL ?? DEFAULT_JUDGE_ENDPOINT),
-    judgeModel: settings.VALUEDRIFT_JUDGE_MODEL ?? judge.model,
+    judgeModel: served.includes(judge.model) ? judge.model : (settings.VALUEDRIFT_JUDGE_MODEL ?? judge.model),
     topLogprobs: judge.topLogprobs,
   };
 }

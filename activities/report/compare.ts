@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { STANCES, StageDrift, type Stance } from '../../common/contracts';
 import { compareCodeUnits, formatSigned } from '../../common/drift';
 import { renumberSvgIds, STANCE_COLOURS, toSvg } from './figure';
-import { CSS, esc, shade } from './html';
+import { CSS, documentHead, esc, shade } from './html';
 
 /** Display names of the stage kinds (the algorithm of a column group). */
 export const ALGORITHM_NAMES: Readonly<Record<string, string>> = { sft: 'SFT', reward: 'Reward', ppo: 'PPO', dpo: 'DPO', simpo: 'SimPO' };
@@ -89,15 +89,7 @@ export async function renderComparePage(input: RenderComparePageInput): Promise<
     );
   }
 
-  const html = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Value drift — ${esc(lineages.join(' vs '))}</title>
-<style>${CSS}${COMPARE_CSS}</style>
-</head>
+  const html = `${documentHead(`Value drift — ${lineages.join(' vs ')}`, CSS + COMPARE_CSS)}
 <body>
 <header>
 <h1>Value drift — comparison</h1>

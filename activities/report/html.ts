@@ -91,15 +91,7 @@ export async function renderLineageReport(input: RenderLineageReportInput): Prom
     sections.push(renderStageSection({ stage, anchor: anchors.get(stage.stageId) ?? '', anchors, panels, categories }).replace(/<\/section>$/, `${curves}\n</section>`));
   }
 
-  const html = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Value drift — ${esc(lineage)}</title>
-<style>${CSS}</style>
-</head>
+  const html = `${documentHead(`Value drift — ${lineage}`, CSS)}
 <body>
 <header>
 <h1>Value drift — <span class="lineage">${esc(lineage)}</span></h1>
@@ -209,6 +201,22 @@ const ESCAPES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '
 
 function compareCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The start of every page we write, up to </head>: scripts and remote loads are refused by its
+ * Content-Security-Policy (the plots are inline SVG), so a page opened from the store runs nothing.
+ */
+export function documentHead(title: string, css: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<style>${css}</style>
+</head>`;
 }
 
 export const CSS = `

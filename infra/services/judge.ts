@@ -10,7 +10,7 @@ import path from 'node:path';
 
 import { z } from 'zod';
 
-import { LOCAL_JUDGE_ENV } from '../judge/kinds';
+import { LOCAL_JUDGE_ENV, LOCAL_JUDGE_MODELS } from '../judge/kinds';
 import { TSX_BIN } from '../paths';
 import { processIdentity } from '../proc';
 import { REPO_ROOT } from '../settings';
@@ -50,8 +50,12 @@ function judgeServerPid(pidFile: string): { pid: number; identity: string } | nu
   return identity === null ? null : { pid, identity };
 }
 
+/** Every local judge's name: the stack's judge answers to all of them (stack.env's VALUEDRIFT_JUDGE_SERVED_MODELS). */
+const ALL_LOCAL_MODELS = Object.values(LOCAL_JUDGE_MODELS);
+
 export function judgeService(ctx: ServiceContext): LocalService {
   const { settings: s, data, records } = ctx;
+  const servesAll = (models: string[]): boolean => models.includes(s.judgeModel) && ALL_LOCAL_MODELS.every((m) => models.includes(m));
   const pidFile = data.judgeServerPidFile;
   const logFile = data.logFileFor(SERVICE.judge);
   return {
@@ -77,12 +81,13 @@ export function judgeService(ctx: ServiceContext): LocalService {
     companions: [SERVICE.judgeServer],
     beforeStart: () => fs.rmSync(pidFile, { force: true }),
     // Up when the server lists the model stack.env names and the judge process has reported its pid.
-    healthy: async () => ((await judgeModels(s.judgeBaseUrl))?.includes(s.judgeModel) ?? false) && judgeServerPid(pidFile) !== null,
-    // A judge of the other kind (VALUEDRIFT_LOCAL_JUDGE changed since it started) is replaced.
+    healthy: async () => servesAll((await judgeModels(s.judgeBaseUrl)) ?? []) && judgeServerPid(pidFile) !== null,
+    // A judge of the other kind (VALUEDRIFT_LOCAL_JUDGE changed since it started), or one that does not
+    // offer every local judge (started by an older checkout), is replaced.
     mismatch: async () => {
       const models = await judgeModels(s.judgeBaseUrl);
-      if (models === null || models.includes(s.judgeModel)) return null;
-      return `serves ${models.length === 0 ? 'no model' : models.join(', ')}, not ${s.judgeModel} (${LOCAL_JUDGE_ENV}=${s.localJudgeKind})`;
+      if (models === null || servesAll(models)) return null;
+      return `serves ${models.length === 0 ? 'no model' : models.join(', ')}, not ${s.judgeModel} first with ${ALL_LOCAL_MODELS.join(', ')} (${LOCAL_JUDGE_ENV}=${s.localJudgeKind})`;
     },
     afterReady: () => {
       const server = judgeServerPid(pidFile);

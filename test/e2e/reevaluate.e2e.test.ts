@@ -1,13 +1,15 @@
 /**
  * `lineage reevaluate` end to end on real parts: a Temporal dev server of its own (so no other
- * suite's worker takes its tasks), the stack's S3 server and MiniLM judge, a second local judge
- * (SmolLM2-135M, `smollm2-judge`), worker processes, and the real trainer on the tiny model.
+ * suite's worker takes its tasks), the stack's S3 server and judge (which serves minilm-stance and,
+ * loaded on first use, SmolLM2-135M as `smollm2-judge`), a worker process with the stack's judge
+ * settings, and the real trainer on the tiny model.
  *
- * A cheap original lineage (one SFT stage of 2 steps) is trained and judged by minilm-stance; then
- * a worker whose judge endpoint is the SmolLM2 server serves `npm run lineage -- reevaluate <name>
- * --judge smollm2-judge --watch`. The derived lineage must train nothing (no trainStage scheduled in
- * any of its workflows' histories), generate nothing (the stored generations are reused), judge every
- * checkpoint afresh, and write a report that links the original's.
+ * A cheap original lineage (one SFT stage of 2 steps) names gpt-4o, which the worker's
+ * VALUEDRIFT_JUDGE_MODEL turns into minilm-stance; then the same worker serves `npm run lineage --
+ * reevaluate <name> --judge smollm2-judge --watch`, which it must honour (the stack's judge serves that
+ * name). The derived lineage must train nothing (no trainStage scheduled in any of its workflows'
+ * histories), generate nothing (the stored generations are reused), judge every checkpoint afresh with
+ * SmolLM2 (its judgment count at the server grows), and write a report that links the original's.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -20,7 +22,6 @@ import { resetWorkerEnv } from '../../activities/env';
 import { getBytes, listKeys, uriOf } from '../../activities/store';
 import { EvaluationPointer } from '../../common/contracts';
 import { storeKeys, TASK_QUEUES, workflowIds } from '../../common/config';
-import { startLocalJudge, type LocalJudge } from '../../infra/judge/serve';
 import { REEVAL_MARK } from '../../worker/reevaluate';
 import { lineageWorkflow, type LineageResult } from '../../workflows';
 import { loadStackEnv, stage, startTestServer, testSpec, uniqueName } from '../support/workflowEnv';
@@ -36,22 +37,22 @@ if (!available) console.warn(`reevaluate e2e skipped: ${PYTHON} lacks the smollm
 
 let env: TestWorkflowEnvironment;
 let workDir: string;
-let smollm2: LocalJudge | undefined;
 const workers: ChildProcess[] = [];
 
-/** A worker process serving every role against this file's server, asking `judgeBaseUrl` (the spec names the model). */
-function startWorker(tag: string, judgeBaseUrl: string): ChildProcess {
-  const { VALUEDRIFT_JUDGE_MODEL: _override, ...rest } = process.env;
+/**
+ * A worker process serving every role against this file's server, with the judge settings exactly as
+ * the stack's workers get them (stack.env): the stack's judge, VALUEDRIFT_JUDGE_MODEL overriding specs
+ * that name a remote judge, VALUEDRIFT_JUDGE_SERVED_MODELS naming the local judges it serves as asked.
+ */
+function startWorker(tag: string): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
     cwd: ROOT,
     env: {
-      ...rest,
+      ...process.env,
       TEMPORAL_ADDRESS: env.connection.options.address,
       TEMPORAL_NAMESPACE: env.namespace ?? 'default',
       VALUEDRIFT_WORKER_ROLE: 'all',
       VALUEDRIFT_WORK_DIR: workDir,
-      VALUEDRIFT_JUDGE_BASE_URL: judgeBaseUrl,
-      VALUEDRIFT_JUDGE_API_KEY: 'local',
       HF_HUB_OFFLINE: '1',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -103,7 +104,6 @@ describe.skipIf(!available)('lineage reevaluate on real parts', () => {
 
   afterAll(async () => {
     for (const w of workers) await stopWorker(w);
-    await smollm2?.stop();
     await env?.teardown();
     if (workDir) await fs.rm(workDir, { recursive: true, force: true });
   });
@@ -111,32 +111,35 @@ describe.skipIf(!available)('lineage reevaluate on real parts', () => {
   it('re-judges a finished lineage with another local judge: nothing trained or generated, every checkpoint judged, the report links the original', async () => {
     const name = uniqueName('e2e-reeval');
     const tiny = { per_device_train_batch_size: 2, global_batch_size: 2, max_length: 96 };
+    // The spec names the paper's remote judge: the stack's workers judge it with their local one.
     const spec = testSpec(name, [stage.sft('sft', { hyperparameters: { ...tiny, max_steps: 2 } })]);
     (spec.evaluation as Record<string, unknown>).maxNewTokens = 8;
-    (spec.evaluation as Record<string, unknown>).judge = { model: 'minilm-stance', concurrency: 4 };
-    const minilmUrl = process.env.VALUEDRIFT_JUDGE_BASE_URL;
-    if (!minilmUrl) throw new Error('no stack judge: run npx tsx infra/dev.ts up --no-workers');
+    (spec.evaluation as Record<string, unknown>).judge = { model: 'gpt-4o', concurrency: 4 };
+    const judgeUrl = process.env.VALUEDRIFT_JUDGE_BASE_URL;
+    if (!judgeUrl || process.env.VALUEDRIFT_JUDGE_MODEL !== 'minilm-stance') throw new Error('no stack judge serving minilm-stance: run npx tsx infra/dev.ts up --no-workers');
+    expect(process.env.VALUEDRIFT_JUDGE_SERVED_MODELS?.split(',')).toEqual(expect.arrayContaining(['minilm-stance', 'smollm2-judge']));
+    const judged = async (model: string): Promise<number> => {
+      const health = (await (await fetch(`${judgeUrl.replace(/\/v1\/?$/, '')}/health`)).json()) as { models?: Record<string, { judgments: number }> };
+      return health.models?.[model]?.judgments ?? 0;
+    };
 
-    // The original, judged by the stack's MiniLM judge; the second judge starts meanwhile.
-    const first = startWorker('minilm', minilmUrl);
-    const judgeStarting = startLocalJudge({ kind: 'smollm2', python: PYTHON });
+    // The original: gpt-4o is overridden by the worker's VALUEDRIFT_JUDGE_MODEL (minilm-stance).
+    startWorker('stack');
     const handle = await env.client.workflow.start(lineageWorkflow, { taskQueue: TASK_QUEUES.workflows, workflowId: workflowIds.lineage(name), args: [spec] });
     const original = (await handle.result()) as LineageResult;
     expect(original.stages.map((s) => [s.stageId, s.cached, s.totalSteps])).toEqual([['sft', false, 2]]);
     expect(await scheduled(workflowIds.stage(name, 'sft'))).toContain('trainStage');
-    await stopWorker(first);
-    smollm2 = await judgeStarting;
-    expect(smollm2.model).toBe('smollm2-judge');
+    const smollm2Before = await judged('smollm2-judge');
 
-    // The re-evaluation, through the CLI, served by a worker whose judge is the SmolLM2 server.
-    startWorker('smollm2', smollm2.baseURL);
+    // The re-evaluation, through the CLI, served by the same worker: smollm2-judge is one of the
+    // models the stack's judge serves, so the worker's override does not apply to it.
     const run = await lineageCli(['reevaluate', name, '--judge', 'smollm2-judge', '--watch']);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const derivedId = new RegExp(`^started: (valuedrift/${name}${REEVAL_MARK}[0-9a-f]{10})\\n`).exec(run.stdout)?.[1];
     expect(derivedId, run.stdout).toBeDefined();
     const derived = (derivedId as string).slice('valuedrift/'.length);
-    expect(run.stdout).toContain(`derived from: ${name} (evaluation.judge.model: minilm-stance → smollm2-judge)`);
+    expect(run.stdout).toContain(`derived from: ${name} (evaluation.judge.model: gpt-4o → smollm2-judge)`);
     expect(run.stdout).toMatch(new RegExp(`lineage ${derived}: done`));
 
     const result = (await env.client.workflow.getHandle(derivedId as string).result()) as LineageResult;
@@ -160,7 +163,9 @@ describe.skipIf(!available)('lineage reevaluate on real parts', () => {
     const html = (await getBytes(result.report.uri)).toString('utf8');
     expect(result.report.uri).toBe(uriOf(storeKeys.reportPage(derived)));
     expect(html).toContain(`data-derived-from="${name}"`);
-    expect(html).toContain('<li><code>evaluation.judge.model</code>: minilm-stance → smollm2-judge</li>');
+    expect(html).toContain('<li><code>evaluation.judge.model</code>: gpt-4o → smollm2-judge</li>');
+    // SmolLM2 did the judging: two checkpoints of the eval set's prompts × samples, each asked once.
+    expect((await judged('smollm2-judge')) - smollm2Before).toBeGreaterThan(0);
     const href = /<a rel="prev" href="([^"]+)">/.exec(html)?.[1] as string;
     const target = new URL(href, `https://store.invalid/${storeKeys.reportPage(derived)}`).pathname.slice(1);
     expect(target).toBe(storeKeys.reportPage(name));

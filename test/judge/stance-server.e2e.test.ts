@@ -56,7 +56,8 @@ describe.skipIf(!available)('minilm-stance judge server (stance_server.py)', () 
     const port = await freePort();
     baseURL = `http://127.0.0.1:${port}/v1`;
     // Argument array, no shell; its own process group so stopping it stops everything it started.
-    child = spawn(PYTHON, [SERVER, '--host', '127.0.0.1', '--port', String(port)], {
+    // An extra model that cannot load: listed at once, loaded (and failing) only when asked for.
+    child = spawn(PYTHON, [SERVER, '--host', '127.0.0.1', '--port', String(port), '--extra-causal-lm', '/nonexistent/judge=lazy-judge'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
       env: { ...process.env, HF_HUB_OFFLINE: '1' },
@@ -160,5 +161,33 @@ describe.skipIf(!available)('minilm-stance judge server (stance_server.py)', () 
 
     const health = (await (await fetch(`${baseURL.replace(/\/v1$/, '')}/health`)).json()) as { status: string; model: string };
     expect(health).toMatchObject({ status: 'ok', model: MODEL });
+  }, 60_000);
+
+  it('serves extra models under their own names, loading each on its first request', async () => {
+    const post = (body: unknown): Promise<Response> =>
+      fetch(`${baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const health = async (): Promise<{ models: Record<string, { loaded: boolean; judgments: number }> }> =>
+      (await (await fetch(`${baseURL.replace(/\/v1$/, '')}/health`)).json()) as { models: Record<string, { loaded: boolean; judgments: number }> };
+
+    const listed = (await (await fetch(`${baseURL}/models`)).json()) as { data: Array<{ id: string }> };
+    expect(listed.data.map((m) => m.id)).toEqual([MODEL, 'lazy-judge']);
+    expect((await fetch(`${baseURL}/models/lazy-judge`)).status).toBe(200);
+    expect((await health()).models['lazy-judge']).toMatchObject({ loaded: false, judgments: 0 });
+
+    // Its load fails: the caller is told why (503, naming the model), and the primary keeps answering.
+    const row = rows[0] as LabelledStanceRow;
+    const lazy = await post({ model: 'lazy-judge', messages: buildJudgeMessages(row), max_tokens: 1 });
+    expect(lazy.status).toBe(503);
+    expect(((await lazy.json()) as { error: { message: string; code: string } }).error).toMatchObject({ code: 'model_unavailable', message: expect.stringMatching(/^lazy-judge could not be loaded: /) });
+    expect((await health()).models['lazy-judge']).toMatchObject({ loaded: false });
+    const before = (await health()).models[MODEL]?.judgments ?? 0;
+    const ok = await post({ model: MODEL, messages: buildJudgeMessages(row), max_tokens: 1 });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { model: string }).model).toBe(MODEL);
+    expect((await health()).models[MODEL]?.judgments).toBe(before + 1);
+    // A name neither served nor extra is refused with the list of what is.
+    const unknown = await post({ model: 'gpt-4o', messages: buildJudgeMessages(row), max_tokens: 1 });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toContain(`'${MODEL}', 'lazy-judge'`);
   }, 60_000);
 });

@@ -66,6 +66,15 @@ describe('judgment and evaluation keys', () => {
       topLogprobs: 5,
     });
   });
+
+  it('does not override a model the endpoint serves under its own name', () => {
+    const stack = { VALUEDRIFT_JUDGE_BASE_URL: 'http://127.0.0.1:8088/v1', VALUEDRIFT_JUDGE_MODEL: 'minilm-stance', VALUEDRIFT_JUDGE_SERVED_MODELS: ['minilm-stance', 'smollm2-judge'] };
+    expect(judgeIdentity(stack, { model: 'smollm2-judge', topLogprobs: 20 }).judgeModel).toBe('smollm2-judge');
+    expect(judgeIdentity(stack, { model: 'minilm-stance', topLogprobs: 20 }).judgeModel).toBe('minilm-stance');
+    // Any other name (the paper's remote judge) is still the worker's override.
+    expect(judgeIdentity(stack, { model: 'gpt-4o', topLogprobs: 20 }).judgeModel).toBe('minilm-stance');
+    expect(judgeIdentity({ ...stack, VALUEDRIFT_JUDGE_SERVED_MODELS: [] }, { model: 'smollm2-judge', topLogprobs: 20 }).judgeModel).toBe('minilm-stance');
+  });
 });
 
 describe('lineageDifferences', () => {
