@@ -10,7 +10,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseWorkerEnv } from '../../activities/env';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../../common/config';
+import { gpuTaskQueue, SEARCH_ATTRIBUTES, TASK_QUEUES } from '../../common/config';
 import {
   DEPLOY,
   REPO,
@@ -43,7 +43,12 @@ const COMPOSE = 'deploy/compose/compose.yaml';
 const K8S_DIRS = ['deploy/k8s', 'deploy/k8s/overlays/temporal-cloud'];
 const DOCKERFILES = ['deploy/docker/worker-cpu.Dockerfile', 'deploy/docker/worker-gpu.Dockerfile', 'deploy/docker/s3server.Dockerfile'];
 /** Which task queues each worker role polls (worker/main.ts runWorkers). */
-const ROLE_QUEUES: Record<string, string[]> = { cpu: [TASK_QUEUES.workflows, TASK_QUEUES.cpu], gpu: [TASK_QUEUES.gpu] };
+/** The GPUs of a gpu pod in deploy/k8s (worker-gpu.yaml's VALUEDRIFT_GPUS and nvidia.com/gpu). */
+const POD_GPUS = 8;
+/** A gpu worker with POD_GPUS GPUs polls the plain gpu queue and the queue of trainings on each 1..POD_GPUS GPUs (worker/main.ts). */
+const GPU_QUEUES = [TASK_QUEUES.gpu, ...Array.from({ length: POD_GPUS }, (_, i) => gpuTaskQueue(i + 1))];
+const ROLE_QUEUES: Record<string, string[]> = { cpu: [TASK_QUEUES.workflows, TASK_QUEUES.cpu], gpu: GPU_QUEUES };
+const ALL_QUEUES = [...Object.values(TASK_QUEUES), ...GPU_QUEUES.slice(1)];
 
 /** .env.example with a value for each "set me" left empty, as an operator's .env would be. */
 function exampleEnv(): Map<string, string> {
@@ -245,25 +250,34 @@ describe('consistency with the code', () => {
   it.each(K8S_DIRS)('%s: the ScaledObjects scale each Deployment on exactly the task queues its role polls (TASK_QUEUES)', (dir) => {
     const objects = renderKustomization(path.join(REPO, dir));
     expect(objects.filter((o) => o.kind === 'ScaledObject')).toHaveLength(2);
-    expect(scaledObjectQueueProblems(objects, ROLE_QUEUES, Object.values(TASK_QUEUES))).toEqual([]);
+    expect(scaledObjectQueueProblems(objects, ROLE_QUEUES, ALL_QUEUES)).toEqual([]);
   });
 
   it('a ScaledObject with a stale queue name, another trigger type or a wrong target is caught', () => {
     const objects = renderKustomization(path.join(REPO, 'deploy/k8s'));
-    const check = (objs: Obj[]) => scaledObjectQueueProblems(objs, ROLE_QUEUES, Object.values(TASK_QUEUES));
+    const check = (objs: Obj[]) => scaledObjectQueueProblems(objs, ROLE_QUEUES, ALL_QUEUES);
     const gpuSo = (objs: Obj[]) => objs.find((o) => o.kind === 'ScaledObject' && (o.metadata as Obj).name === 'valuedrift-worker-gpu') as Obj;
     const stale = clone(objects);
     (((gpuSo(stale).spec as Obj).triggers as Obj[])[0]!.metadata as Obj).taskQueue = 'valuedrift-gpu-v1';
+    const sorted = [...GPU_QUEUES].sort();
     expect(check(stale)).toEqual([
-      'valuedrift-worker-gpu: queues valuedrift-gpu-v1; the gpu role polls valuedrift-gpu-v2',
+      `valuedrift-worker-gpu: queues ${['valuedrift-gpu-v1', ...GPU_QUEUES.slice(1)].sort().join(', ')}; the gpu role polls ${sorted.join(', ')}`,
       'no ScaledObject watches valuedrift-gpu-v2',
+    ]);
+    // A training queue left out (a 3-GPU stage would never scale a pod up from zero) is caught too.
+    const missing = clone(objects);
+    const triggers = (gpuSo(missing).spec as Obj).triggers as Obj[];
+    triggers.splice(triggers.findIndex((t) => (t.metadata as Obj).taskQueue === gpuTaskQueue(3)), 1);
+    expect(check(missing)).toEqual([
+      `valuedrift-worker-gpu: queues ${sorted.filter((q) => q !== gpuTaskQueue(3)).join(', ')}; the gpu role polls ${sorted.join(', ')}`,
+      `no ScaledObject watches ${gpuTaskQueue(3)}`,
     ]);
     const otherType = clone(objects);
     ((gpuSo(otherType).spec as Obj).triggers as Obj[])[0]!.type = 'prometheus';
     expect(check(otherType)).toEqual(['valuedrift-worker-gpu: trigger type prometheus, not temporal']);
     const wrongTarget = clone(objects);
     ((gpuSo(wrongTarget).spec as Obj).scaleTargetRef as Obj).name = 'valuedrift-worker-cpu';
-    expect(check(wrongTarget)[0]).toMatch(/valuedrift-worker-gpu: queues valuedrift-gpu-v2; the cpu role polls/);
+    expect(check(wrongTarget)[0]).toBe(`valuedrift-worker-gpu: queues ${sorted.join(', ')}; the cpu role polls ${[TASK_QUEUES.workflows, TASK_QUEUES.cpu].sort().join(', ')}`);
   });
 
   it('every variable the manifests, the compose file and the images set for a worker is one the worker (or the AWS SDK, or the trainer) reads', () => {
