@@ -93,7 +93,7 @@ describe('parseCommandLine', () => {
 
 describe('the lineage commands, in process', () => {
   it('every command answers --help with its usage line; the program help lists them all', async () => {
-    expect(Object.keys(COMMANDS)).toEqual(['validate', 'plan', 'start', 'status', 'report', 'compare', 'export-history', 'drift', 'judge-check', 'reevaluate']);
+    expect(Object.keys(COMMANDS)).toEqual(['validate', 'plan', 'start', 'build-dataset', 'status', 'report', 'compare', 'export-history', 'drift', 'judge-check', 'reevaluate']);
     for (const name of Object.keys(COMMANDS)) {
       let out = '';
       await main([name, '--help'], { out: (t) => (out += t) });
