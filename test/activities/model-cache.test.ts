@@ -281,7 +281,9 @@ describe('model cache eviction (least recently used, byte limit)', () => {
       await got.release();
     });
     const results = await Promise.allSettled([...here, other]);
-    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    const rejected = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+    if (rejected.length > 0) console.error(rejected.join('\n---\n'));
+    expect(rejected).toEqual([]);
     expect((await other).stdout).toContain('ok 18');
     // Once everyone is done, a last download leaves the cache within its limit.
     const last = models[9] as StoredModel;
