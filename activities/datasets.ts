@@ -15,7 +15,7 @@ import { storeKeys } from '../common/config';
 import { DatasetFormat as DatasetFormatSchema, type Alignment, type DatasetFormat, type DatasetSpec, type StageSpec } from '../common/spec';
 import { activityContext } from './context';
 import { workerEnv } from './env';
-import { downloadFile, exists, getJsonIfExists, putFileOnce, putJson, sha256File, sha256Hex, uriOf } from './store';
+import { downloadFile, exists, getJsonIfExists, getRefIfExists, putFile, putJson, sha256File, sha256Hex, uriOf } from './store';
 
 const Turn = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 const TextOrTurns = z.union([z.string().min(1), z.array(Turn).min(1)]);
@@ -258,9 +258,18 @@ function checkRow(name: string, format: DatasetFormat, schema: z.ZodType, line: 
   return r.data;
 }
 
+/**
+ * Stores a split under its content's sha256, once. Memory stays flat in the file's size: the file and
+ * an already stored object are hashed as they stream, and the upload holds (2 + 1) parts of 8 MiB.
+ * A stored object under the key that does not hold these bytes (a torn or corrupted write) is
+ * replaced: the key names the content, so the local file is what it must hold.
+ */
 async function storeSplit(file: string): Promise<ArtifactRef> {
-  const { sha256 } = await sha256File(file);
-  return putFileOnce(storeKeys.dataset(sha256), file, 'application/x-ndjson');
+  const hashed = await sha256File(file);
+  const key = storeKeys.dataset(hashed.sha256);
+  const stored = await getRefIfExists(key).catch(() => undefined);
+  if (stored && stored.sha256 === hashed.sha256 && stored.bytes === hashed.bytes) return stored;
+  return putFile(key, file, 'application/x-ndjson', { hashed, queueSize: 2, partSize: 8 * 1024 * 1024 });
 }
 
 interface Pending {
@@ -286,9 +295,17 @@ interface Pending {
 async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): Promise<Record<string, PreparedDataset>> {
   const out: Record<string, PreparedDataset> = {};
   const pending: Pending[] = [];
+  // Hashing, downloading and uploading a large file takes longer than the heartbeat timeout: the
+  // current phase is reported on a timer too, not only between steps.
+  let phase: Record<string, unknown> = {};
+  const report = (p: Record<string, unknown>): void => {
+    phase = p;
+    activityContext()?.heartbeat(p);
+  };
+  const beat = setInterval(() => activityContext()?.heartbeat(phase), 15_000);
   try {
     for (const [name, spec] of Object.entries(datasets)) {
-      activityContext()?.heartbeat({ dataset: name, phase: 'resolve' });
+      report({ dataset: name, phase: 'resolve' });
       const work = path.join(datasetsWork(), sha256Hex(JSON.stringify([name, spec, seed])).slice(0, 24));
       await fs.rm(work, { recursive: true, force: true });
       await fs.mkdir(work, { recursive: true });
@@ -313,13 +330,14 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
     const converted = todo.filter((p) => p.recipe);
     await runRecipes(converted.map((p) => p.name), converted.map((p) => ({ source: p.local ?? p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'out'), ...p.settings })));
     for (const p of todo) {
-      activityContext()?.heartbeat({ dataset: p.name, phase: 'store' });
+      report({ dataset: p.name, phase: 'store' });
       const manifest = await store(p, seed);
       await putJson(`datasets/prepared/${p.key}.json`, manifest);
       out[p.name] = fromManifest(manifest, p.manifestUri);
     }
     return out;
   } finally {
+    clearInterval(beat);
     for (const p of pending) await fs.rm(p.work, { recursive: true, force: true });
   }
 }

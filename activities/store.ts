@@ -149,14 +149,23 @@ export async function putJson(key: string, value: unknown): Promise<ArtifactRef>
   return putBytes(key, JSON.stringify(value, null, 2) + '\n', 'application/json');
 }
 
-/** Streams a file up in parts (lib-storage), several parts in flight. */
-export async function putFile(key: string, file: string, contentType = 'application/octet-stream'): Promise<ArtifactRef> {
-  const { sha256, bytes } = await sha256File(file);
+/**
+ * Streams a file up in parts (lib-storage), several parts in flight: about (queueSize + 1) × partSize
+ * of memory, whatever the file's size. `hashed`: the file's sha256 and size when the caller has them.
+ */
+export async function putFile(
+  key: string,
+  file: string,
+  contentType = 'application/octet-stream',
+  opts: { queueSize?: number; partSize?: number; hashed?: { sha256: string; bytes: number } } = {},
+): Promise<ArtifactRef> {
+  const { sha256, bytes } = opts.hashed ?? (await sha256File(file));
   const upload = new Upload({
     client: s3(),
     params: { Bucket: bucket(), Key: key, Body: createReadStream(file), ContentType: contentType, Metadata: { sha256 } },
-    queueSize: 4,
-    partSize: 16 * 1024 * 1024,
+    queueSize: opts.queueSize ?? 4,
+    // S3 allows 10,000 parts: larger parts only for a file that needs them.
+    partSize: Math.max(opts.partSize ?? 16 * 1024 * 1024, Math.ceil(bytes / 9_000)),
     leavePartsOnError: false,
   });
   await upload.done();
@@ -187,13 +196,26 @@ export async function getVerified(ref: ArtifactRef, c: S3Client = s3()): Promise
  */
 export async function getRefIfExists(key: string): Promise<ArtifactRef | undefined> {
   const uri = uriOf(key);
-  const buf = await getBytesIfExists(uri);
-  if (buf === undefined) return undefined;
-  const sha256 = sha256Hex(buf);
-  const head = await s3().send(new HeadObjectCommand({ Bucket: bucket(), Key: key }));
-  const recorded = head.Metadata?.sha256;
+  // Hashed as it streams in (an object of any size costs a chunk of memory, not its length).
+  let out;
+  try {
+    out = await s3().send(new GetObjectCommand({ Bucket: bucket(), Key: key }));
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+  const body = out.Body as Readable | undefined;
+  if (!body) throw new Error(`empty body for ${uri}`);
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const c of body) {
+    h.update(c as Uint8Array);
+    bytes += (c as Uint8Array).length;
+  }
+  const sha256 = h.digest('hex');
+  const recorded = out.Metadata?.sha256;
   if (recorded !== undefined && recorded !== sha256) throw new Error(`sha256 mismatch for ${uri}: written as ${recorded}, reads as ${sha256}`);
-  return { uri, sha256, bytes: buf.length };
+  return { uri, sha256, bytes };
 }
 
 /**

@@ -81,7 +81,14 @@ async function one(name: string, rows: number): Promise<void> {
   loadStackEnv();
   resetWorkerEnv();
   const seen = new Map<number, number>();
-  const timer = setInterval(() => trainerPeaks(seen), 100);
+  // Where the worker's memory goes: V8's heap and the buffers outside it (upload parts, stream chunks).
+  const mem = { heapTotal: 0, external: 0 };
+  const timer = setInterval(() => {
+    trainerPeaks(seen);
+    const m = process.memoryUsage();
+    mem.heapTotal = Math.max(mem.heapTotal, m.heapTotal);
+    mem.external = Math.max(mem.external, m.external);
+  }, 100);
   const t0 = performance.now();
   const { datasets } = await prepareDatasets({
     lineage: 'bench',
@@ -93,7 +100,7 @@ async function one(name: string, rows: number): Promise<void> {
   const got = datasets.prefs!.rows;
   if (got !== rows) throw new Error(`prepared ${got} rows of ${rows}`);
   const trainerKiB = Math.max(0, ...seen.values());
-  console.log(JSON.stringify({ rows, seconds, rowsPerSecond: rows / seconds, workerPeakMiB: process.resourceUsage().maxRSS / 1024, trainerPeakMiB: trainerKiB / 1024 }));
+  console.log(JSON.stringify({ rows, seconds, rowsPerSecond: rows / seconds, workerPeakMiB: process.resourceUsage().maxRSS / 1024, workerHeapPeakMiB: mem.heapTotal / 2 ** 20, workerExternalPeakMiB: mem.external / 2 ** 20, trainerPeakMiB: trainerKiB / 1024 }));
 }
 
 async function main(): Promise<void> {
@@ -116,7 +123,7 @@ async function main(): Promise<void> {
         env: { ...process.env, VALUEDRIFT_DATA_ROOT: root, VALUEDRIFT_WORK_DIR: path.join(root, `work-${n}`) }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
       const r = JSON.parse(out.trim().split('\n').reverse().find((l) => l.startsWith('{'))!) as Record<string, number>;
       results.push({ ...r, fileMiB: bytes / 2 ** 20 });
-      console.error(`[bench] ${n} rows: ${r.seconds!.toFixed(1)} s, ${r.rowsPerSecond!.toFixed(0)} rows/s, worker ${r.workerPeakMiB!.toFixed(0)} MiB, trainer ${r.trainerPeakMiB!.toFixed(0)} MiB`);
+      console.error(`[bench] ${n} rows: ${r.seconds!.toFixed(1)} s, ${r.rowsPerSecond!.toFixed(0)} rows/s, worker ${r.workerPeakMiB!.toFixed(0)} MiB (heap ≤ ${r.workerHeapPeakMiB!.toFixed(0)}, buffers ≤ ${r.workerExternalPeakMiB!.toFixed(0)}), trainer ${r.trainerPeakMiB!.toFixed(0)} MiB`);
       await fs.rm(path.join(root, name), { force: true });
     }
     const [small, large] = [results[0]!, results[results.length - 1]!];
