@@ -28,6 +28,9 @@ export interface OverlapResult {
   measured: number;
   passing: number;
   worstRatio: number | null;
+  /** The same after each stage's wait for its training (slot queue, failed attempts). */
+  passingAfterWait: number;
+  worstRatioAfterWait: number | null;
 }
 
 export function summariseOverlap(lineage: string, stages: StageOverlap[]): OverlapResult {
@@ -41,6 +44,8 @@ export function summariseOverlap(lineage: string, stages: StageOverlap[]): Overl
     measured: measured.length,
     passing: measured.filter((s) => s.ok).length,
     worstRatio: ratios.length ? Math.max(...ratios) : null,
+    passingAfterWait: measured.filter((s) => s.okAfterWait).length,
+    worstRatioAfterWait: measured.length ? Math.max(...measured.map((s) => s.ratioAfterWait as number)) : null,
   };
 }
 
@@ -59,10 +64,10 @@ async function main(): Promise<void> {
     for (const s of stages) {
       const verdict = s.ok === null ? s.status : s.ok ? 'ok' : 'OVER';
       console.log(
-        `${s.workflowId}  wall ${f(s.wallSeconds)} s  training ${f(s.trainingSeconds)} s  last eval (step ${s.lastStep ?? '-'}) ${f(s.lastEvaluationSeconds)} s  ratio ${f(s.ratio, 3)}  ${verdict}`,
+        `${s.workflowId}  wall ${f(s.wallSeconds)} s  training ${f(s.trainingSeconds)} s  last eval (step ${s.lastStep ?? '-'}) ${f(s.lastEvaluationSeconds)} s  ratio ${f(s.ratio, 3)}  ${verdict}  (waited ${f(s.waitSeconds ?? null)} s before training; after it ${f(s.ratioAfterWait ?? null, 3)} ${s.okAfterWait ? 'ok' : s.okAfterWait === false ? 'OVER' : ''})`,
       );
     }
-    console.log(`${result.passing}/${result.measured} measured stage(s) within ${OVERLAP_GOAL}×; worst ratio ${f(result.worstRatio, 3)}`);
+    console.log(`${result.passing}/${result.measured} measured stage(s) within ${OVERLAP_GOAL}×; worst ratio ${f(result.worstRatio, 3)}; after the wait for training: ${result.passingAfterWait}/${result.measured}, worst ${f(result.worstRatioAfterWait, 3)}`);
     console.log(JSON.stringify(result));
   } finally {
     await client.connection.close();

@@ -87,6 +87,14 @@ export interface StageOverlap {
   /** wall / (training + last evaluation); the goal is ≤ OVERLAP_GOAL. */
   ratio: number | null;
   ok: boolean | null;
+  /**
+   * Stage start to the start of training's last attempt (s): waiting for a training slot and any
+   * failed attempts (a worker that died, a demo restarted). Not overlap: reported apart.
+   */
+  waitSeconds?: number | null;
+  /** (wall − wait) / (training + last evaluation): the overlap of evaluation with training alone. */
+  ratioAfterWait?: number | null;
+  okAfterWait?: boolean | null;
 }
 
 /** A finished stage workflow's overlap figure from its history. */
@@ -105,6 +113,8 @@ export function stageOverlap(workflowId: string, h: History): StageOverlap {
   const lastEvaluationSeconds = last ? (last.completed === null ? null : (last.completed - last.initiated) / 1000) : 0;
   if (lastEvaluationSeconds === null) return { ...none, status: 'unfinished', wallSeconds: wall, trainingSeconds };
   const ratio = wall / (trainingSeconds + lastEvaluationSeconds);
+  const waitSeconds = (train.started - eventMs(first)) / 1000;
+  const ratioAfterWait = (wall - waitSeconds) / (trainingSeconds + lastEvaluationSeconds);
   return {
     workflowId,
     status: 'measured',
@@ -114,6 +124,9 @@ export function stageOverlap(workflowId: string, h: History): StageOverlap {
     lastEvaluationSeconds: last ? lastEvaluationSeconds : null,
     ratio,
     ok: ratio <= OVERLAP_GOAL,
+    waitSeconds,
+    ratioAfterWait,
+    okAfterWait: ratioAfterWait <= OVERLAP_GOAL,
   };
 }
 

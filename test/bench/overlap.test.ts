@@ -41,6 +41,11 @@ describe('overlap from recorded histories', () => {
     expect(o.lastEvaluationSeconds).toBeCloseTo(lastEval, 6);
     expect(o.ratio).toBeCloseTo(wall / (training + lastEval), 9);
     expect(o.ok).toBe(wall / (training + lastEval) <= OVERLAP_GOAL);
+    // The wait before training (scheduled 11 → started 28 includes the slot queue) is reported apart.
+    const wait = (rawMs(f, 28) - rawMs(f, 1)) / 1000;
+    expect(o.waitSeconds).toBeCloseTo(wait, 6);
+    expect(o.ratioAfterWait).toBeCloseTo((wall - wait) / (training + lastEval), 9);
+    expect(o.okAfterWait).toBe((wall - wait) / (training + lastEval) <= OVERLAP_GOAL);
     // Minutes of training and evaluation, not milliseconds: the times are in seconds.
     expect(training).toBeGreaterThan(60);
   });
@@ -90,6 +95,8 @@ describe('overlap from recorded histories', () => {
     expect(s.measured).toBe(2);
     expect(s.passing).toBe([a, b].filter((x) => x.ok).length);
     expect(s.worstRatio).toBe(Math.max(a.ratio as number, b.ratio as number));
+    expect(s.passingAfterWait).toBe([a, b].filter((x) => x.okAfterWait).length);
+    expect(s.worstRatioAfterWait).toBe(Math.max(a.ratioAfterWait as number, b.ratioAfterWait as number));
   });
 });
 
