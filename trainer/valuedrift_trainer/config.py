@@ -160,6 +160,46 @@ def _describe(error: Any, stage: str, props: dict[str, Any]) -> str:
     return f"{where}: {error.message}"
 
 
+# ---- LoRA (the stage spec's `lora`; its JSON Schema is `$defs.LoraSettings`)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """A stage's validated LoRA settings (lora.peft_config turns them into peft's LoraConfig)."""
+
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Union[str, list[str]]
+
+
+def parse_lora(raw: Any) -> LoraSettings | None:
+    """The spec's `lora` object as the activity passes it (camelCase, as for hyperparameters): the
+    schema's defaults filled in, then validated against `$defs.LoraSettings`. Absent: no LoRA."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TrainerError("bad_config", f"lora: must be a JSON object, got {json.dumps(raw)[:80]}")
+    import jsonschema
+
+    schema = lineage_schema()["$defs"]["LoraSettings"]
+    values = dict(raw)
+    for name, prop in schema["properties"].items():
+        if name not in values and "default" in prop:
+            values[name] = copy.deepcopy(prop["default"])
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(values), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        def describe(e: Any) -> str:
+            if e.validator == "additionalProperties":
+                unknown = sorted(set(e.instance) - set(schema["properties"]))
+                return f"lora: unknown field(s) {', '.join(unknown)} (known: {', '.join(schema['properties'])})"
+            return f"{'.'.join(['lora', *(str(p) for p in e.absolute_path)])}: {e.message}"
+
+        raise TrainerError("bad_config", "; ".join(describe(e) for e in errors[:5]))
+    return LoraSettings(r=int(values["r"]), alpha=float(values["alpha"]), dropout=float(values["dropout"]),
+                        target_modules=values["targetModules"])
+
+
 # ---- the run's own fields
 
 
@@ -195,6 +235,11 @@ class TrainConfig:
     report_to: list[str] = _help(
         "integrations besides TensorBoard (always on) that get the training logs: wandb, mlflow",
         default_factory=list,
+    )
+    lora: Union[LoraSettings, None] = _help(
+        "LoRA through PEFT (the spec's `lora`, checked against specs/lineage.schema.json $defs.LoraSettings): "
+        "checkpoints hold the adapter, evaluation copies the merged model; not for ppo",
+        default=None,
     )
     hyperparameters: Hyperparameters = _help(
         "the stage's hyperparameters, checked against specs/lineage.schema.json ($defs); omitted ones (or "
@@ -232,6 +277,9 @@ class TrainConfig:
             _require(os.path.isabs(self.tensorboard_dir), "tensorboard_dir", "must be an absolute path")
         # Unknown names, integrations the ppo loop lacks, and packages missing here: refused before any loading.
         curves.report_to(self.report_to, self.stage)
+        if self.lora is not None:
+            _require(self.stage != "ppo", "lora",
+                     "the ppo stage has its own training loop and no LoRA support; use it on sft, reward, dpo or simpo")
         if self.resume_from is not None:
             _require(os.path.isabs(self.resume_from), "resume_from", "must be an absolute path")
             _require(
@@ -334,7 +382,8 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if typing.get_origin(annotation) is list:
         return f"array of {_type_name(typing.get_args(annotation)[0])}"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(annotation, str(annotation))
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def build(cls: type, raw: Any, what: str, **parsed: Any) -> Any:
@@ -383,7 +432,7 @@ def parse_train_config(raw: Any) -> TrainConfig:
     if misplaced:
         raise TrainerError("bad_config", f"{', '.join(misplaced)}: belongs in hyperparameters, not at the top level")
     hyperparameters = parse_hyperparameters(stage, raw.get("hyperparameters", {}))
-    return build(TrainConfig, raw, f"stage {stage}", hyperparameters=hyperparameters)
+    return build(TrainConfig, raw, f"stage {stage}", hyperparameters=hyperparameters, lora=parse_lora(raw.get("lora")))
 
 
 def parse_generate_config(raw: Any) -> GenerateConfig:

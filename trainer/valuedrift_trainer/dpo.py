@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain, models
+from . import data, hftrain, lora, models
 from .config import TrainConfig
 
 
@@ -48,16 +48,19 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
 
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
-    ref_model = models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
+    # With LoRA there is none: TRL computes the reference log-probs with the adapter disabled (the base).
+    ref_model = None if cfg.lora else models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
     args = TRLDPOConfig(**hftrain.training_args(cfg, bf16))
-    return trainer_class(cfg.hyperparameters["max_completion_length"])(
+    trainer = trainer_class(cfg.hyperparameters["max_completion_length"])(
         model=model,
         ref_model=ref_model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora.peft_config(cfg.lora, lora.CAUSAL_LM),
     )
+    return lora.record_base(trainer, cfg.model)
 
 
 def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:

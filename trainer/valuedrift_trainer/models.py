@@ -370,6 +370,10 @@ def write_evaluation_copy(checkpoint: str, weights_dtype: str) -> str:
     out = evaluation_dir(checkpoint)
     if os.path.isfile(os.path.join(out, "config.json")):
         return out
+    from . import lora
+
+    if lora.is_adapter_checkpoint(checkpoint):  # a LoRA stage's checkpoint: the copy is the merged model
+        return lora.write_merged_copy(checkpoint, out, weights_dtype, keep=lambda name: not _resume_only(name))
     tmp = out + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hftrain, models
+from . import hftrain, lora, models
 from .config import TrainConfig
 
 
@@ -31,13 +31,16 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
     tokenizer = models.load_tokenizer(ref)
     model = models.load_seqcls(ref, tokenizer.pad_token_id)
     args = TRLRewardConfig(**hftrain.training_args(cfg, bf16))
-    return RewardTrainer(
+    trainer = RewardTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=callbacks,
+        # SEQ_CLS: the fresh score head trains (and is saved) beside the adapters
+        peft_config=lora.peft_config(cfg.lora, lora.SEQ_CLS),
     )
+    return lora.record_base(trainer, cfg.model)
 
 
 def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain, models
+from . import data, hftrain, lora, models
 from .config import TrainConfig
 
 
@@ -40,13 +40,15 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
         dataset = Dataset.from_list([data.assistant_tokens(tokenizer, r["messages"]) for r in rows])
     else:
         dataset = Dataset.from_list(rows)
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora.peft_config(cfg.lora, lora.CAUSAL_LM),
     )
+    return lora.record_base(trainer, cfg.model)
 
 
 def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain
+from . import data, hftrain, lora
 from .config import TrainConfig
 
 
@@ -45,13 +45,15 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # beta, simpo_gamma and cpo_alpha (0: pure SimPO) arrive by name with the other hyperparameters
     args = CPOConfig(**hftrain.training_args(cfg, bf16), loss_type="simpo")
-    return trainer_class(cfg.hyperparameters["max_completion_length"])(
+    trainer = trainer_class(cfg.hyperparameters["max_completion_length"])(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora.peft_config(cfg.lora, lora.CAUSAL_LM),
     )
+    return lora.record_base(trainer, cfg.model)
 
 
 def main(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
