@@ -149,6 +149,10 @@ export function setGpuPool(p: GpuPool | undefined): void {
  * on the node (DeepSpeed, fp16, another port) cannot change what the stage asked for; precision is the
  * trainer's decision (bf16 when the GPU supports it). Each job gets its own rendezvous port, so
  * concurrent multi-GPU jobs on one node do not collide on accelerate's default 29500.
+ *
+ * The launch is the same for every stage `parallelism`: FSDP and DeepSpeed ZeRO-3 are the trainer's
+ * decision too (its TrainingArguments, trainer/valuedrift_trainer/sharding.py), so no accelerate
+ * sharding flag appears here, and one node only (`nodes` > 1 is refused when the spec is validated).
  */
 export function accelerateLauncher(n: number, port: number): string[] {
   return [

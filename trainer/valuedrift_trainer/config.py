@@ -241,6 +241,12 @@ class TrainConfig:
         "checkpoints hold the adapter, evaluation copies the merged model; not for ppo",
         default=None,
     )
+    parallelism: str = _help(
+        '"ddp" (every process holds the whole model), "fsdp" (parameters, gradients and optimizer state sharded '
+        'over the processes; sharded checkpoints, consolidated evaluation copies) or "zero3" (DeepSpeed ZeRO-3, only '
+        "where deepspeed is installed): see sharding.py",
+        default="ddp",
+    )
     hyperparameters: Hyperparameters = _help(
         "the stage's hyperparameters, checked against specs/lineage.schema.json ($defs); omitted ones (or "
         "the whole object) take the spec's defaults"
@@ -280,6 +286,11 @@ class TrainConfig:
         if self.lora is not None:
             _require(self.stage != "ppo", "lora",
                      "the ppo stage has its own training loop and no LoRA support; use it on sft, reward, dpo or simpo")
+        from . import sharding
+
+        sharding.check(self.parallelism, self.stage, self.processes())
+        _require(self.parallelism == "ddp" or self.lora is None, "parallelism",
+                 f"{self.parallelism} with lora is not supported (the adapters are small: train them under ddp)")
         if self.resume_from is not None:
             _require(os.path.isabs(self.resume_from), "resume_from", "must be an absolute path")
             _require(

@@ -17,7 +17,7 @@ import os
 import shutil
 from typing import Any, Callable
 
-from . import curves, data, events, models
+from . import curves, data, events, models, sharding
 from .config import TrainConfig
 from .events import TrainerError
 
@@ -75,8 +75,9 @@ def trl_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
 
 def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
     """Keyword arguments for a TRL config class (TrainingArguments underneath): the run's own
-    settings, the derived gradient accumulation, and the hyperparameters by name."""
-    return dict(
+    settings, the derived gradient accumulation, and the hyperparameters by name; then the stage's
+    parallelism (sharding.training_args: FSDP or ZeRO-3 settings)."""
+    args = dict(
         output_dir=os.path.abspath(cfg.output_dir),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps(),
         optim="adamw_torch",
@@ -102,6 +103,7 @@ def training_args(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
         eval_strategy="no",
         **trl_hyperparameters(cfg),
     )
+    return sharding.training_args(cfg.parallelism, args, bf16)
 
 
 def load_pairwise(cfg: TrainConfig, rows: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
@@ -144,6 +146,8 @@ def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None,
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
                 path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                if sharding.is_sharded_checkpoint(path):  # FSDP saved shards only: add what loading needs
+                    sharding.save_model_files(path, kw["model"], kw.get("processing_class"))
                 models.write_evaluation_copy(path, weights_dtype)
                 events.checkpoint(state.global_step, path)
 
@@ -166,6 +170,8 @@ def run_trainer(cfg: TrainConfig, trainer: Any) -> None:
         trainer._save_checkpoint(trainer.model, trial=None)
         trainer.accelerator.wait_for_everyone()
         if _is_main_rank():
+            if sharding.is_sharded_checkpoint(final):
+                sharding.save_model_files(final, trainer.model, trainer.processing_class)
             models.write_evaluation_copy(final, cfg.weights_dtype)
         events.checkpoint(step, final)
     events.done(step, final)
@@ -226,6 +232,7 @@ def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[...,
     scalars = curves.ScalarLog(tb_dir) if _is_main_rank() else None
     try:
         trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints, scalars, cfg.weights_dtype)])
+        sharding.enable_on_cpu(trainer)
         run_trainer(cfg, trainer)
     finally:
         if scalars is not None:

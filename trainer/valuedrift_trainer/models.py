@@ -379,8 +379,16 @@ def write_evaluation_copy(checkpoint: str, weights_dtype: str) -> str:
     os.makedirs(tmp)
     sizes: dict[str, int] = {}
     names = sorted(n for n in os.listdir(checkpoint) if os.path.isfile(os.path.join(checkpoint, n)) and not _resume_only(n))
+    sources = {n: os.path.join(checkpoint, n) for n in names}
+    from . import sharding
+
+    merged = out + ".merged"  # an FSDP checkpoint holds shards only: its full weights are merged here first
+    if sharding.is_sharded_checkpoint(checkpoint):
+        shutil.rmtree(merged, ignore_errors=True)
+        sources["model.safetensors"] = sharding.consolidate(checkpoint, merged)
+        names = sorted(sources)
     for name in names:
-        src, dst = os.path.join(checkpoint, name), os.path.join(tmp, name)
+        src, dst = sources[name], os.path.join(tmp, name)
         if weights_dtype == "bf16" and name.endswith(".safetensors"):
             sizes[name] = _bf16_safetensors(src, dst)
         elif weights_dtype == "bf16" and name == "config.json":
@@ -409,4 +417,5 @@ def write_evaluation_copy(checkpoint: str, weights_dtype: str) -> str:
         raise TrainerError("transient", f"{checkpoint} has no config.json: not a model checkpoint")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    shutil.rmtree(merged, ignore_errors=True)
     return out
