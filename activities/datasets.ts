@@ -15,7 +15,8 @@ import { storeKeys } from '../common/config';
 import { DatasetFormat as DatasetFormatSchema, type Alignment, type DatasetFormat, type DatasetSpec, type StageSpec } from '../common/spec';
 import { activityContext } from './context';
 import { workerEnv } from './env';
-import { downloadFile, exists, getJsonIfExists, getRefIfExists, putFile, putJson, sha256File, sha256Hex, uriOf } from './store';
+import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { downloadFile, exists, getJsonIfExists, getRefIfExists, putFile, putJson, s3, sha256File, sha256Hex, unsafeManifestPath, uriOf } from './store';
 
 const Turn = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 const TextOrTurns = z.union([z.string().min(1), z.array(Turn).min(1)]);
@@ -171,10 +172,68 @@ function recipeConfig(spec: DatasetSpec): Record<string, unknown> {
 }
 
 /** One trainer process for several datasets (importing `datasets` alone takes seconds). */
-async function runRecipes(names: string[], jobs: Record<string, unknown>[]): Promise<void> {
+async function runRecipes(names: string[], jobs: Record<string, unknown>[], env?: Record<string, string>): Promise<void> {
   if (jobs.length === 0) return;
   const { runTrainerCommand } = await import('./trainerCommand');
-  await runTrainerCommand({ command: 'prepare-dataset', config: { jobs }, what: `dataset${names.length > 1 ? 's' : ''} ${names.map((n) => `"${n}"`).join(', ')}` });
+  await runTrainerCommand({ command: 'prepare-dataset', config: { jobs }, what: `dataset${names.length > 1 ? 's' : ''} ${names.map((n) => `"${n}"`).join(', ')}`, ...(env ? { env } : {}) });
+}
+
+/**
+ * VALUEDRIFT_HF_MIRROR as the worker reads it: a folder is the trainer's business (it reads
+ * `<dir>/<owner>/<name>/` itself); `s3://bucket[/prefix]` (checked in activities/env.ts) is a mirror
+ * in the store, which the worker downloads for the trainer.
+ */
+export function storeMirrorSetting(value = workerEnv().VALUEDRIFT_HF_MIRROR): { uri: string; bucket: string; prefix: string } | undefined {
+  const m = value === undefined ? null : /^s3:\/\/([^/]+)\/?(.*)$/.exec(value);
+  if (!m) return undefined;
+  const prefix = m[2]!.replace(/\/+$/, '');
+  return { uri: `s3://${m[1]!}${prefix ? `/${prefix}` : ''}`, bucket: m[1]!, prefix };
+}
+
+const hubId = (uri: string): string | undefined => /^hf:([\w.-]+\/[\w.-]+)(?:[@:]|$)/.exec(uri)?.[1];
+
+/**
+ * Brings `<mirror>/<owner>/<name>/` from the store into `<root>/<owner>/<name>` for the trainer: each
+ * object streamed to disk (checked against the sha256 it was written with, when it has one), the
+ * folder cached on this worker under the digest of the listing (keys, sizes, ETags), so a mirror
+ * that has not changed is downloaded once and a changed object gives a new folder. False when the
+ * store has no folder for the id (the trainer then asks the hub, as with a folder mirror).
+ */
+async function fetchStoreMirror(mirror: NonNullable<ReturnType<typeof storeMirrorSetting>>, id: string, root: string): Promise<boolean> {
+  const prefix = `${mirror.prefix ? `${mirror.prefix}/` : ''}${id}/`;
+  const objects: { key: string; rel: string; size: number; etag: string }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3().send(new ListObjectsV2Command({ Bucket: mirror.bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) {
+      if (!o.Key || o.Key.endsWith('/')) continue;
+      const rel = o.Key.slice(prefix.length);
+      const why = unsafeManifestPath(rel);
+      if (why !== null) throw ApplicationFailure.nonRetryable(`mirror ${mirror.uri}: object ${JSON.stringify(o.Key)} ${why}`, 'BadMirror');
+      objects.push({ key: o.Key, rel, size: o.Size ?? 0, etag: o.ETag ?? '' });
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  if (objects.length === 0) return false;
+  objects.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const digest = sha256Hex(JSON.stringify([mirror.bucket, objects.map((o) => [o.key, o.size, o.etag])]));
+  const cached = path.join(workerEnv().workDir, 'hf-mirror', digest.slice(0, 32));
+  const marker = path.join(cached, '.valuedrift-complete');
+  try {
+    await fs.access(marker);
+  } catch {
+    for (const o of objects) {
+      activityContext()?.heartbeat({ mirror: mirror.uri, id, file: o.rel });
+      const head = await s3().send(new HeadObjectCommand({ Bucket: mirror.bucket, Key: o.key }));
+      // downloadFile writes under a temporary name and renames: a cut-off download leaves no file.
+      await downloadFile(`s3://${mirror.bucket}/${o.key}`, path.join(cached, ...o.rel.split('/')), head.Metadata?.sha256);
+    }
+    await fs.writeFile(marker, `${mirror.uri}/${id}\n`);
+  }
+  const link = path.join(root, ...id.split('/'));
+  await fs.mkdir(path.dirname(link), { recursive: true });
+  await fs.symlink(cached, link, 'dir');
+  return true;
 }
 
 /**
@@ -303,6 +362,7 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
     activityContext()?.heartbeat(p);
   };
   const beat = setInterval(() => activityContext()?.heartbeat(phase), 15_000);
+  let mirrorRoot: string | undefined;
   try {
     for (const [name, spec] of Object.entries(datasets)) {
       report({ dataset: name, phase: 'resolve' });
@@ -316,8 +376,30 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
       pending.push({ name, spec, work, local, recipe, source, settings, key: '', manifestUri: '' });
     }
     const hub = pending.filter((p) => p.local === undefined);
-    await runRecipes(hub.map((p) => p.name), hub.map((p) => ({ source: p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'fp'), fingerprint_only: true })));
-    for (const p of hub) Object.assign(p.source, JSON.parse(await fs.readFile(path.join(p.work, 'fp', 'fingerprint.json'), 'utf8')) as Record<string, unknown>);
+    // A mirror in the store: the hub ids it holds are downloaded into one folder the trainer reads.
+    const mirror = hub.length > 0 ? storeMirrorSetting() : undefined;
+    let trainerEnv: Record<string, string> | undefined;
+    const fromMirror = new Map<string, string>();
+    if (mirror) {
+      mirrorRoot = path.join(datasetsWork(), `hf-mirror-${sha256Hex(JSON.stringify([datasets, seed])).slice(0, 24)}`);
+      await fs.rm(mirrorRoot, { recursive: true, force: true });
+      await fs.mkdir(mirrorRoot, { recursive: true });
+      for (const p of hub) {
+        const id = hubId(p.spec.uri);
+        if (id === undefined || fromMirror.has(p.name)) continue;
+        report({ dataset: p.name, phase: 'mirror', mirror: mirror.uri });
+        const linked = path.join(mirrorRoot, ...id.split('/'));
+        const there = await fs.lstat(linked).then(() => true, () => false);
+        if (there || (await fetchStoreMirror(mirror, id, mirrorRoot))) fromMirror.set(p.name, `${mirror.uri}/${id}`);
+      }
+      trainerEnv = { VALUEDRIFT_HF_MIRROR: mirrorRoot };
+    }
+    await runRecipes(hub.map((p) => p.name), hub.map((p) => ({ source: p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'fp'), fingerprint_only: true })), trainerEnv);
+    for (const p of hub) {
+      Object.assign(p.source, JSON.parse(await fs.readFile(path.join(p.work, 'fp', 'fingerprint.json'), 'utf8')) as Record<string, unknown>);
+      const from = fromMirror.get(p.name);
+      if (from !== undefined) p.source.mirror = from;
+    }
 
     const todo: Pending[] = [];
     for (const p of pending) {
@@ -328,7 +410,7 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
       else todo.push(p);
     }
     const converted = todo.filter((p) => p.recipe);
-    await runRecipes(converted.map((p) => p.name), converted.map((p) => ({ source: p.local ?? p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'out'), ...p.settings })));
+    await runRecipes(converted.map((p) => p.name), converted.map((p) => ({ source: p.local ?? p.spec.uri, split: p.spec.split, seed, output_dir: path.join(p.work, 'out'), ...p.settings })), trainerEnv);
     for (const p of todo) {
       report({ dataset: p.name, phase: 'store' });
       const manifest = await store(p, seed);
@@ -339,6 +421,8 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
   } finally {
     clearInterval(beat);
     for (const p of pending) await fs.rm(p.work, { recursive: true, force: true });
+    // Only the links: the downloaded mirror stays cached under the work dir's hf-mirror/.
+    if (mirrorRoot !== undefined) await fs.rm(mirrorRoot, { recursive: true, force: true });
   }
 }
 
@@ -362,7 +446,7 @@ async function store(p: Pending, seed: number): Promise<DatasetManifest> {
     validation = { ref: await storeSplit(valOut), rows };
   }
   const { rows, source, version: _version, ...recipe } = made;
-  return { ...head, source: { ...source, ...(p.local ? p.source : {}) }, recipe, rows, train, ...(validation ? { validation } : {}) };
+  return { ...head, source: { ...source, ...(p.local ? p.source : {}), ...(p.source.mirror === undefined ? {} : { mirror: p.source.mirror }) }, recipe, rows, train, ...(validation ? { validation } : {}) };
 }
 
 function fromManifest(m: DatasetManifest, manifestUri: string): PreparedDataset {

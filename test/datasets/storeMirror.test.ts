@@ -1,0 +1,105 @@
+/**
+ * A hub mirror held in the store (VALUEDRIFT_HF_MIRROR=s3://bucket/prefix), on the stack's real S3
+ * server and the real trainer: the worker downloads `<prefix>/<owner>/<name>/` and the trainer
+ * prepares from it by the same code path as a folder mirror (test/datasets/recipes.test.ts), so the
+ * same raw files give the same rows under the same content key whichever way they are mirrored; the
+ * download is cached on the worker (a second preparation fetches nothing).
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DatasetManifest, prepareDatasets, storeMirrorSetting } from '../../activities/datasets';
+import { resetWorkerEnv } from '../../activities/env';
+import { bucket, getJson, putFile } from '../../activities/store';
+import { LineageSpec, type DatasetSpec } from '../../common/spec';
+import { loadStackEnv } from '../support/workflowEnv';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const KEYS = ['VALUEDRIFT_HF_MIRROR', 'HF_HUB_OFFLINE', 'VALUEDRIFT_WORK_DIR', 'VALUEDRIFT_DATA_ROOT'];
+const saved = { ...process.env };
+let tmp: string;
+let folder: string;
+
+function setEnv(vars: Record<string, string>): void {
+  Object.assign(process.env, vars);
+  resetWorkerEnv();
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fs.readdir(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  return out.sort();
+}
+
+beforeAll(async () => {
+  loadStackEnv();
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-store-mirror-'));
+  folder = path.join(tmp, 'mirror');
+  execFileSync(path.join(REPO, '.venv', 'bin', 'python'), [path.join(REPO, 'trainer', 'tests', 'fixtures', 'hub_mirror.py'), folder]);
+  await fs.mkdir(path.join(tmp, 'root'));
+  setEnv({ HF_HUB_OFFLINE: '1', VALUEDRIFT_WORK_DIR: path.join(tmp, 'work'), VALUEDRIFT_DATA_ROOT: path.join(tmp, 'root') });
+});
+afterAll(async () => {
+  for (const k of KEYS) {
+    if (saved[k] === undefined) delete process.env[k];
+    else process.env[k] = saved[k];
+  }
+  resetWorkerEnv();
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+describe('a hub mirror in the store', () => {
+  it('reads the setting: s3://bucket[/prefix], anything else is a folder', () => {
+    expect(storeMirrorSetting('s3://mirrors/hub/raw/')).toEqual({ uri: 's3://mirrors/hub/raw', bucket: 'mirrors', prefix: 'hub/raw' });
+    expect(storeMirrorSetting('s3://mirrors')).toEqual({ uri: 's3://mirrors', bucket: 'mirrors', prefix: '' });
+    expect(storeMirrorSetting('/data/hub-mirror')).toBeUndefined();
+    expect(storeMirrorSetting(undefined)).toBeUndefined();
+  });
+
+  it('prepares hub datasets from the store mirror as from the same folder, and downloads the mirror once', async () => {
+    const prefix = `test-hf-mirror/${process.pid}-${Date.now()}`;
+    for (const rel of await filesUnder(folder)) await putFile(`${prefix}/${rel.split(path.sep).join('/')}`, path.join(folder, rel));
+    const paper = LineageSpec.parse(JSON.parse(await fs.readFile(path.join(REPO, 'specs', 'paper', 'paper-llama3-3b.json'), 'utf8')));
+    const datasets = { wildchat: paper.datasets.wildchat, ultrafeedback: paper.datasets.ultrafeedback } as Record<string, DatasetSpec>;
+    const seed = Date.now() % 1_000_000; // keys of their own: the first run must convert
+
+    setEnv({ VALUEDRIFT_HF_MIRROR: `s3://${bucket()}/${prefix}/` });
+    const fromStore = (await prepareDatasets({ lineage: 'store-mirror-test', datasets, seed })).datasets;
+    expect([fromStore.wildchat!.rows, fromStore.wildchat!.validation?.rows]).toEqual([27, 3]); // as from the folder
+    expect(fromStore.ultrafeedback!.rows).toBe(20);
+    const m = await getJson(fromStore.wildchat!.manifest!, DatasetManifest);
+    expect(m.source).toMatchObject({ kind: 'mirror', split: 'train', mirror: `s3://${bucket()}/${prefix}/allenai/WildChat-1M` });
+    expect(String(m.source.revision)).toMatch(/^mirror-sha256:[0-9a-f]{64}$/);
+    expect(m.rows).toMatchObject({ read: 40, filtered_out: 10, train: 27, validation: 3 });
+
+    // The downloaded folders are cached on the worker: one per mirrored id, each file as in the folder.
+    const cache = path.join(tmp, 'work', 'hf-mirror');
+    const cached = (await fs.readdir(cache)).sort();
+    expect(cached).toHaveLength(2);
+    const stamps = async (): Promise<Record<string, number>> => {
+      const out: Record<string, number> = {};
+      for (const d of cached) for (const f of await filesUnder(path.join(cache, d))) out[`${d}/${f}`] = (await fs.stat(path.join(cache, d, f))).mtimeMs;
+      return out;
+    };
+    const before = await stamps();
+    const wcFiles = await filesUnder(path.join(folder, 'allenai', 'WildChat-1M'));
+    expect(Object.keys(before).filter((k) => !k.endsWith('.valuedrift-complete')).map((k) => k.split('/').slice(1).join('/')).sort()).toEqual(
+      [...wcFiles, ...(await filesUnder(path.join(folder, 'argilla', 'ultrafeedback-binarized-preferences-cleaned')))].sort(),
+    );
+
+    // The same raw files from the folder mirror: the same content key, so the same stored rows.
+    setEnv({ VALUEDRIFT_HF_MIRROR: folder });
+    const fromFolder = (await prepareDatasets({ lineage: 'store-mirror-test', datasets, seed })).datasets;
+    expect(fromFolder.wildchat!.manifest).toBe(fromStore.wildchat!.manifest);
+    expect(fromFolder.wildchat!.ref).toEqual(fromStore.wildchat!.ref);
+    expect(fromFolder.ultrafeedback!.ref).toEqual(fromStore.ultrafeedback!.ref);
+
+    // Again from the store: nothing downloaded (the cached files untouched), the same result.
+    setEnv({ VALUEDRIFT_HF_MIRROR: `s3://${bucket()}/${prefix}` });
+    const again = (await prepareDatasets({ lineage: 'store-mirror-test', datasets, seed })).datasets;
+    expect(again).toEqual(fromStore);
+    expect(await stamps()).toEqual(before);
+  }, 240_000);
+});
