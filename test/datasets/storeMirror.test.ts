@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatasetManifest, prepareDatasets, storeMirrorSetting } from '../../activities/datasets';
-import { resetWorkerEnv } from '../../activities/env';
+import { parseWorkerEnv, resetWorkerEnv } from '../../activities/env';
 import { bucket, getJson, putFile } from '../../activities/store';
 import { LineageSpec, type DatasetSpec } from '../../common/spec';
 import { loadStackEnv } from '../support/workflowEnv';
@@ -56,6 +56,9 @@ describe('a hub mirror in the store', () => {
     expect(storeMirrorSetting('s3://mirrors')).toEqual({ uri: 's3://mirrors', bucket: 'mirrors', prefix: '' });
     expect(storeMirrorSetting('/data/hub-mirror')).toBeUndefined();
     expect(storeMirrorSetting(undefined)).toBeUndefined();
+    // A malformed store mirror stops the worker at start, naming the variable.
+    expect(parseWorkerEnv({ VALUEDRIFT_HF_MIRROR: 's3://mirrors/hub' }).VALUEDRIFT_HF_MIRROR).toBe('s3://mirrors/hub');
+    for (const bad of ['s3:/mirrors', 's3://', 's3://Bad_Bucket/x']) expect(() => parseWorkerEnv({ VALUEDRIFT_HF_MIRROR: bad })).toThrow(/VALUEDRIFT_HF_MIRROR=.*s3:\/\/<bucket>/);
   });
 
   it('prepares hub datasets from the store mirror as from the same folder, and downloads the mirror once', async () => {
