@@ -158,3 +158,18 @@ def test_refused_before_loading(train, data_dir: Path, tmp_path: Path, stage: st
     for w in words:
         assert w in run.error["message"], run.error
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_from_the_final_sharded_checkpoint(full, train, data_dir: Path, tmp_path: Path) -> None:
+    """A retry after the last checkpoint was saved: nothing to train; the sharded checkpoint is copied and its
+    evaluation copy consolidated from the shards alone (no model is loaded, no process group formed)."""
+    from safetensors.torch import load_file
+
+    final = Path(full.of("done")[0]["path"])
+    out = tmp_path / "out"
+    run = train(fsdp_config(data_dir, out, resume_from=str(final)), processes=RANKS)
+    assert run.rc == 0 and run.error is None, run.stderr[-4000:]
+    assert [e["step"] for e in run.of("checkpoint")] == [STEPS] and run.of("done")[0]["path"] == str(out / f"checkpoint-{STEPS}")
+    mine = load_file(str(out / f"evaluation-{STEPS}" / "model.safetensors"))
+    theirs = load_file(str(final.parent / f"evaluation-{STEPS}" / "model.safetensors"))
+    assert mine.keys() == theirs.keys() and all((mine[k] == theirs[k]).all() for k in mine)
