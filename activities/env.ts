@@ -64,6 +64,15 @@ const Env = z.object({
   VALUEDRIFT_JUDGE_BATCH_POLL_MS: wholeNumber().min(100).default(60_000),
   VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS: wholeNumber().min(100).default(15 * 60_000),
   VALUEDRIFT_JUDGE_BATCH_MAX_POLLS: wholeNumber().min(1).max(1000).default(400),
+  /**
+   * A judge budget shared by every cpu worker (workflows/judgeBudget.ts): at most this many requests
+   * and estimated tokens per VALUEDRIFT_JUDGE_BUDGET_WINDOW_MS (default one minute) reach each judge
+   * endpoint + model, whichever worker sends them. Unset: no shared budget (each call backs off on
+   * 429 on its own). Give every cpu worker the same values.
+   */
+  VALUEDRIFT_JUDGE_RPM: wholeNumber().positive().optional(),
+  VALUEDRIFT_JUDGE_TPM: wholeNumber().positive().optional(),
+  VALUEDRIFT_JUDGE_BUDGET_WINDOW_MS: wholeNumber().min(1000).default(60_000),
   /** JSON laid over data/plan/prices.json (as `lineage plan --prices`): prices the report's judge tokens. */
   VALUEDRIFT_PRICES_FILE: z.string().optional(),
   /** OpenAI's own key: sent only to OpenAI (when VALUEDRIFT_JUDGE_BASE_URL is unset), never to another endpoint. */

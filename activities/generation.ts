@@ -25,7 +25,8 @@ export interface GenerateResponsesInput {
   model: ModelHandle;
   /** `response-suffix` for a base model without a chat template (§3), `chat` otherwise. */
   promptStyle: PromptStyle;
-  evaluation: GenerationKeyInput['evaluation'] & Pick<EvaluationSpec, 'batchSize'>;
+  /** `generationGpus`/`generationParallelism` are absent from evaluations recorded before them (one GPU). */
+  evaluation: GenerationKeyInput['evaluation'] & Pick<EvaluationSpec, 'batchSize'> & Partial<Pick<EvaluationSpec, 'generationGpus' | 'generationParallelism'>>;
   evalSet: ArtifactRef;
   seed: number;
 }
@@ -82,12 +83,17 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
   const promptsFile = path.join(work, 'prompts.jsonl');
   await fs.writeFile(promptsFile, prompts.map((p) => JSON.stringify(p)).join('\n') + '\n');
   const outFile = path.join(work, 'generations.jsonl');
+  // Evaluations recorded before these settings existed carry neither: one GPU.
+  const gpus = ev.generationGpus ?? 1;
+  const parallelism = ev.generationParallelism ?? 'tensor';
   const model = await localModel(input.model);
   // The model's folder stays in the worker's model cache (not evicted) until generation has exited.
   await runTrainerCommand({
     command: 'generate',
     what: `generation for ${input.stageId} step ${input.step}`,
-    gpus: 1, // on a GPU node; vLLM or transformers on one device
+    // On a GPU node: one device (vLLM or transformers), or the evaluation's generationGpus, which
+    // one vLLM engine shards the model over (tensor) or one process each samples a share of (data).
+    gpus,
     config: {
       model: model.path,
       prompts_file: promptsFile,
@@ -100,6 +106,8 @@ export async function generateResponses(input: GenerateResponsesInput): Promise<
       response_suffix: ev.baseResponseSuffix,
       batch_size: ev.batchSize,
       backend: 'auto',
+      tensor_parallel: parallelism === 'tensor' ? gpus : 1,
+      data_parallel: parallelism === 'data' ? gpus : 1,
     },
   }).finally(() => model.release());
   // Check the trainer's output before it becomes an artifact others rely on.

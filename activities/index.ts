@@ -11,7 +11,9 @@ import { prepareDatasets } from './datasets';
 import { derivedActivities } from './derived';
 import { collectJudgeBatch, pollJudgeBatch, submitJudgeBatch } from './evaluation/batchJudge';
 import { computeDrift } from './evaluation/drift';
-import { judgeResponses } from './evaluation/judge';
+import { judgeResponses, type JudgeResponsesInput } from './evaluation/judge';
+import { workerEnv } from './env';
+import { budgetSettingsOf, judgeBudgets } from './judge/budget';
 import { lookupEvaluation } from './evaluation/lookup';
 import { summariseEvaluation } from './evaluation/summarise';
 import { generateResponses } from './generation';
@@ -34,6 +36,8 @@ export function announcer(client: Client): Announce {
 }
 
 export function createActivities(deps: ActivityDeps) {
+  // The judge budget shared by every cpu worker, when this worker's settings set one (workflows/judgeBudget.ts).
+  const budgets = judgeBudgets(deps.client, () => budgetSettingsOf(workerEnv()));
   return {
     prepareDatasets,
     resolveBaseModel,
@@ -44,11 +48,11 @@ export function createActivities(deps: ActivityDeps) {
     /** Trains one stage; safe to retry (resumes from the last uploaded checkpoint). Writes checkpoints. */
     trainStage: (input: TrainStageInput): Promise<TrainStageResult> => trainStage(input, announcer(deps.client)),
     generateResponses,
-    judgeResponses,
+    judgeResponses: (input: JudgeResponsesInput) => judgeResponses(input, budgets),
     /** Batch mode: submit once (resumable), poll briefly between the workflow's timers, collect into the judge cache. */
-    submitJudgeBatch,
+    submitJudgeBatch: (input: JudgeResponsesInput) => submitJudgeBatch(input, budgets),
     pollJudgeBatch,
-    collectJudgeBatch,
+    collectJudgeBatch: (input: JudgeResponsesInput & { batchId: string }) => collectJudgeBatch(input, budgets),
     summariseEvaluation,
     computeDrift,
     writeReport,

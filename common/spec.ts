@@ -410,6 +410,13 @@ export const EvaluationSpec = z.strictObject({
   promptsPerCategory: z.number().int().positive().max(100_000).optional(),
   /** Prompts per generation batch on transformers (vLLM takes the whole set at once). */
   batchSize: z.number().int().min(1).max(4096).default(16),
+  /**
+   * GPUs of one checkpoint's generation. With `generationParallelism` `tensor` one vLLM engine shards
+   * the model over them (vLLM only); with `data` one process per GPU samples a contiguous share of the
+   * prompts, with the seeds one process would use. The job waits for a GPU node with that many free.
+   */
+  generationGpus: z.number().int().min(1).max(8).default(1),
+  generationParallelism: z.enum(['tensor', 'data']).default('tensor'),
   judge: JudgeSpec.default(JudgeSpec.parse({})),
   /** Category id → the topic a stance is measured against (App. A, Tab. 3). */
   topics: z

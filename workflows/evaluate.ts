@@ -5,7 +5,7 @@ import type { JudgeUsage } from '../activities/evaluation/usage';
 import type { ArtifactRef, ModelHandle, StanceProbs } from '../common/contracts';
 import { TASK_QUEUES } from '../common/config';
 import type { EvaluationSpec } from '../common/spec';
-import { generation, judging, store } from './proxies';
+import { generationOn, judging, store } from './proxies';
 
 /**
  * Batch mode: submitting uploads a JSONL file and collecting downloads one (seconds to minutes);
@@ -109,7 +109,7 @@ export async function evaluateCheckpointWorkflow(input: EvaluateCheckpointInput)
   // Samples already stored under their key (e.g. the same checkpoint judged by another judge) are not generated again.
   const gen = generations
     ? { generationKey: keys.generationKey, generations }
-    : await generation.generateResponses({
+    : await generationOn(input.evaluation.generationGpus).generateResponses({
         lineage,
         stageId,
         step,

@@ -36,12 +36,23 @@ export function trainingOn(gpus: number): typeof training {
  * Generating 5 × 550 answers takes minutes on a GPU, an hour or so on CPU; the activity heartbeats
  * every 5 s, so a lost worker is noticed within a minute (the retry regenerates that checkpoint).
  */
-export const generation = proxyActivities<Pick<Activities, 'generateResponses'>>({
+const GENERATION = {
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10 },
-});
+} as const;
+export const generation = proxyActivities<Pick<Activities, 'generateResponses'>>(GENERATION);
+
+/**
+ * Generation on `gpus` GPUs (`evaluation.generationGpus`, tensor or data parallel) waits on the queue
+ * that only nodes with that many GPUs poll, like training. One GPU (and every evaluation recorded
+ * before the setting existed) stays on the plain gpu queue.
+ */
+export function generationOn(gpus: number | undefined): typeof generation {
+  if (gpus === undefined || gpus <= 1) return generation;
+  return proxyActivities<Pick<Activities, 'generateResponses'>>({ ...GENERATION, taskQueue: gpuTaskQueue(gpus) });
+}
 
 /**
  * Judging is bounded by the provider's rate limits; the activity backs off itself (Retry-After) and

@@ -20,6 +20,7 @@ import type { Batch } from 'openai/resources/batches';
 import { z } from 'zod';
 import { activityContext } from '../context';
 import { collectBatchOutput, failedBatchError, isTerminal, lookUpBatchItems, pollBatchOnce, submitBatchRequests, type BatchRetry } from '../judge/batch';
+import type { JudgeBudgets } from '../judge/budget';
 import { createJudgeClient } from '../judge/client';
 import { groupByCacheKey } from '../judge/judgeAll';
 import { DEFAULT_BACKOFF } from '../judge/retry';
@@ -77,8 +78,17 @@ function retryOptions(): BatchRetry {
   return { ...RETRY, signal: activityContext()?.cancellationSignal ?? new AbortController().signal };
 }
 
+/**
+ * Requests the batch endpoints are about to get, taken from the shared judge budget (when the worker
+ * sets one): counted as requests with no tokens, since a batch's tokens count against the provider's
+ * separate batch queue limit, not the per-minute one. Polls (a few per batch, minutes apart) are not counted.
+ */
+async function spendBatchRequests(budgets: JudgeBudgets | undefined, endpoint: string, model: string, requests: number, signal: AbortSignal): Promise<void> {
+  await budgets?.(endpoint, model)?.acquire({ requests, tokens: 0 }, signal);
+}
+
 /** Resumes a batch whose id an earlier attempt heartbeated or an earlier run recorded; else creates one. */
-export async function submitJudgeBatch(input: JudgeResponsesInput): Promise<SubmitJudgeBatchResult> {
+export async function submitJudgeBatch(input: JudgeResponsesInput, budgets?: JudgeBudgets): Promise<SubmitJudgeBatchResult> {
   const { env, client } = batchClient();
   const schedule = { pollMs: env.VALUEDRIFT_JUDGE_BATCH_POLL_MS, maxPollMs: Math.max(env.VALUEDRIFT_JUDGE_BATCH_POLL_MS, env.VALUEDRIFT_JUDGE_BATCH_MAX_POLL_MS), maxPolls: env.VALUEDRIFT_JUDGE_BATCH_MAX_POLLS };
   const { judge, key, outKey } = judgingKeys(input, env);
@@ -102,6 +112,9 @@ export async function submitJudgeBatch(input: JudgeResponsesInput): Promise<Subm
     const items = await loadJudgeItems(input);
     const plan = await lookUpBatchItems({ items, client, model: judge.judgeModel, topLogprobs: judge.topLogprobs, cache: new StoreJudgeCache(), concurrency: input.judge.concurrency });
     if (plan.missing.length === 0) return { batchId: null, resumed: false, requests: 0, ...schedule };
+    // The upload and the batch's creation; heartbeats (no batch id yet) while the budget makes it wait.
+    const waiting = setInterval(() => ctx?.heartbeat(), 10_000);
+    await spendBatchRequests(budgets, client.baseURL, judge.judgeModel, 2, retry.signal).finally(() => clearInterval(waiting));
     const batchId = await submitBatchRequests({ client, model: judge.judgeModel, topLogprobs: judge.topLogprobs }, plan.items, plan.groups, plan.missing, retry);
     // Recorded before anything else can fail: a retry (heartbeat) or a re-run (marker) resumes it.
     ctx?.heartbeat({ batchId });
@@ -126,13 +139,15 @@ export async function pollJudgeBatch(input: PollJudgeBatchInput): Promise<PollJu
   }
 }
 
-export async function collectJudgeBatch(input: JudgeResponsesInput & { batchId: string }): Promise<CollectJudgeBatchResult> {
+export async function collectJudgeBatch(input: JudgeResponsesInput & { batchId: string }, budgets?: JudgeBudgets): Promise<CollectJudgeBatchResult> {
   const { env, client } = batchClient();
   const { judge } = judgingKeys(input, env);
   const c = activityContext();
   const beat = setInterval(() => c?.heartbeat({ batchId: input.batchId }), 10_000);
   try {
     const retry = retryOptions();
+    // One look at the batch, then its output and error files.
+    await spendBatchRequests(budgets, client.baseURL, judge.judgeModel, 3, retry.signal);
     const batch = await pollBatchOnce(client, input.batchId, retry);
     if (!isTerminal(batch.status)) {
       throw ApplicationFailure.retryable(`judge batch ${input.batchId} is ${batch.status}, not finished`, 'JudgeBatchNotFinished');

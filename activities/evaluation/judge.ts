@@ -13,6 +13,7 @@ import { activityContext } from '../context';
 import { scrubSecrets, workerEnv } from '../env';
 import { GenerationRow, loadEvalRows } from '../generation';
 import { cacheObjectKey, CachedJudgment, type JudgeCache } from '../judge/cache';
+import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { createJudgeClient } from '../judge/client';
 import { judgeAll, type JudgeItem } from '../judge/judgeAll';
 import { JudgeRequestError, JudgeRetriesExhaustedError } from '../judge/retry';
@@ -117,7 +118,8 @@ export async function loadJudgeItems(input: JudgeResponsesInput): Promise<JudgeI
   });
 }
 
-export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeResponsesResult> {
+/** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */
+export async function judgeResponses(input: JudgeResponsesInput, budgets?: JudgeBudgets): Promise<JudgeResponsesResult> {
   const { env, apiKey } = judgeEndpoint();
   const { judge, key, outKey } = judgingKeys(input, env);
   const mode = input.judge.mode;
@@ -131,7 +133,10 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
   const c = activityContext();
   // Every online call's `usage` is counted as its response arrives (usage.ts).
   const tally = new UsageTally();
-  const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' }).withOptions({ fetch: tally.fetch });
+  const base = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
+  const budget = budgets?.(base.baseURL, judge.judgeModel);
+  // A 429 the provider sends anyway is reported to the shared budget, which pauses every worker's grants.
+  const client = base.withOptions({ fetch: budget ? budget.watch(tally.fetch) : tally.fetch });
   let done = 0;
   let total = items.length;
   const beat = setInterval(() => c?.heartbeat({ done, total }), 10_000);
@@ -145,6 +150,11 @@ export async function judgeResponses(input: JudgeResponsesInput): Promise<JudgeR
     cacheFlushEvery: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_EVERY,
     cacheFlushMs: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_MS,
     maxRetries: 8,
+    beforeAttempt: budget
+      ? async (body, signal) => {
+          await budget.acquire({ requests: 1, tokens: estimateTokens(body) }, signal);
+        }
+      : undefined,
     onProgress: (d, t) => {
       done = d;
       total = t;

@@ -56,7 +56,12 @@ export interface JudgeAllInput extends JudgeRequestOptions {
   cacheFlushMs?: number | undefined;
   onProgress?: ((done: number, total: number) => void) | undefined;
   signal?: AbortSignal | undefined;
+  /** Awaited before every HTTP attempt, retries included (the shared judge budget, budget.ts). */
+  beforeAttempt?: BeforeAttempt | undefined;
 }
+
+/** Waits, if it must, before one request is sent; rejects only with the signal's reason. */
+export type BeforeAttempt = (body: ChatCompletionCreateParamsNonStreaming, signal: AbortSignal) => Promise<void>;
 
 export interface JudgeAllResult {
   /** One per input item, in input order. */
@@ -126,11 +131,15 @@ interface CallOutcome {
 /** One judgment with retries. Rejects with JudgeRequestError, JudgeRetriesExhaustedError or the abort reason. */
 export function judgeOneWithRetries(
   item: Pick<JudgeItem, 'question' | 'response' | 'topic'>,
-  opts: JudgeRequestOptions & { maxRetries: number; backoff: BackoffOptions; signal: AbortSignal },
+  opts: JudgeRequestOptions & { maxRetries: number; backoff: BackoffOptions; signal: AbortSignal; beforeAttempt?: BeforeAttempt | undefined },
 ): Promise<CallOutcome> {
   const body = judgeRequestBody(buildJudgeMessages(item), opts);
   return callWithRetries(
-    async (signal) => judgmentFromCompletion(await opts.client.chat.completions.create(body, { signal }), opts.model),
+    async (signal) => {
+      // Before the SDK's request timeout starts: a long wait for the budget is not a timed-out call.
+      await opts.beforeAttempt?.(body, signal);
+      return judgmentFromCompletion(await opts.client.chat.completions.create(body, { signal }), opts.model);
+    },
     { maxRetries: opts.maxRetries, backoff: opts.backoff, signal: opts.signal, what: `judge call to ${opts.model}` },
   );
 }
@@ -278,6 +287,7 @@ export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
         maxRetries: input.maxRetries,
         backoff,
         signal: controller.signal,
+        beforeAttempt: input.beforeAttempt,
       }).catch((err: unknown) => {
         // Count the failed attempts too, so `attempts` reflects what the provider saw.
         if (err instanceof JudgeRetriesExhaustedError) attempts += err.attempts;

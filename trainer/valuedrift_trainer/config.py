@@ -348,9 +348,21 @@ class GenerateConfig:
     response_suffix: str = _help("appended after the question when chat_template is false", default="Response:")
     batch_size: int = _help("prompts per generate call (transformers backend)", default=8)
     backend: str = _help('"auto" (vLLM when importable and CUDA is present), "vllm" or "transformers"', default="auto")
+    tensor_parallel: int = _help("GPUs one vLLM engine shards the model over (vLLM only)", default=1)
+    data_parallel: int = _help(
+        "processes, one per GPU (or on CPU), each sampling a contiguous share of the prompts; the rows "
+        "are those of one process (same seeds)",
+        default=1,
+    )
+    first_index: int = _help("index of this file's first prompt in the whole set (seeds follow it)", default=0)
 
     def validate(self) -> None:
         _require(bool(self.model.strip()), "model", "must not be empty")
+        _require(self.tensor_parallel >= 1, "tensor_parallel", "must be >= 1")
+        _require(self.data_parallel >= 1, "data_parallel", "must be >= 1")
+        _require(self.tensor_parallel == 1 or self.data_parallel == 1, "data_parallel",
+                 "tensor_parallel and data_parallel cannot both be above 1")
+        _require(self.first_index >= 0, "first_index", "must be >= 0")
         _require(os.path.isabs(self.prompts_file), "prompts_file", "must be an absolute path")
         _require(bool(self.output_file.strip()), "output_file", "must not be empty")
         _require(self.n >= 1, "n", "must be >= 1")
