@@ -174,3 +174,33 @@ def test_dpo_with_lora_uses_the_base_as_reference(data_dir: Path, tmp_path: Path
     assert json.loads((evaluation / "config.json").read_text())["dtype"] == "bfloat16"
     merged = model.state_dict()
     assert any(not torch.equal(merged[k], base[k].to(torch.bfloat16)) for k in merged if k.endswith("proj.weight"))
+
+
+# ---- reward: the fresh score head trains beside the adapters and survives the merge
+
+
+def test_reward_with_lora_merges_into_a_classifier_with_the_trained_head(data_dir: Path, tmp_path: Path, cache_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from valuedrift_trainer import hftrain, reward
+
+    monkeypatch.setenv("VALUEDRIFT_CACHE", str(cache_dir))
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cfg = tiny_config("reward", data_dir / "pref.jsonl", tmp_path / "out", max_steps=2, checkpoint_every=2, **FAST)
+    cfg["lora"] = {"r": 4}
+    rows = [json.loads(line) for line in (data_dir / "pref.jsonl").read_text().splitlines()]
+    built = []
+    hftrain.run_stage(config.parse_train_config(cfg), rows, lambda *a: built.append(reward.build(*a)) or built[-1])
+    trainer = built[0]
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any(".score." in n for n in trainable)
+    assert all(".lora_A." in n or ".lora_B." in n or ".score." in n for n in trainable), sorted(trainable)[:5]
+    head = next(p for n, p in trainer.model.named_parameters() if ".score." in n and p.requires_grad).detach()
+    adapter = json.loads((tmp_path / "out" / "checkpoint-2" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_CLS"
+    evaluation = tmp_path / "out" / "evaluation-2"
+    assert json.loads((evaluation / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
+    merged = AutoModelForSequenceClassification.from_pretrained(str(evaluation))
+    assert torch.equal(merged.score.weight, head.to(torch.bfloat16))
