@@ -109,10 +109,13 @@ export function createJudgeBudget(client: Client, endpoint: string, model: strin
         if (signal?.aborted) throw abortReason(signal);
         let wait: number;
         try {
-          const answer = await ask({ requests, tokens, limits, now: Date.now() });
+          const req: AcquireRequest = { requests, tokens, limits, now: Date.now() };
+          // A cancelled activity stops waiting on the Update's call too, not only between calls.
+          const answer = await (signal ? client.withAbortSignal(signal, () => ask(req)) : ask(req));
           if (answer.granted) return { at: answer.at };
           wait = answer.retryAfterMs;
         } catch (err) {
+          if (signal?.aborted) throw abortReason(signal);
           if (isBadRequest(err)) throw err;
           const refused = refusedFor(err);
           if (refused !== undefined) wait = refused;

@@ -202,6 +202,9 @@ describe('judge budget shared by two cpu workers (real dev server, S3, two worke
     expect(Math.max(...stamps) - Math.min(...stamps)).toBeGreaterThanOrEqual(WINDOW_MS);
     expect(Math.max(...arrivals) - Math.min(...arrivals)).toBeGreaterThanOrEqual(WINDOW_MS / 2);
 
+    // The history replays against the current workflow code (grants stamped from the Updates' input).
+    await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, budgetId);
+
     // No endpoint, model or key in the budget's history: counts and a hash only.
     const text = historyText(history);
     expect(text).toContain('"windowMs":10000');
@@ -242,5 +245,29 @@ describe('judge budget shared by two cpu workers (real dev server, S3, two worke
     }
     expect(statuses).toContain('COMPLETED');
     expect(statuses.filter((st) => st === 'CONTINUED_AS_NEW').length).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('pauses every grant for the Retry-After of a 429 a worker saw, and a cancelled wait stops at once', async () => {
+    const endpoint = `http://budget-429-${uniqueName('x')}.invalid/v1`;
+    const budget = createJudgeBudget(env.client, endpoint, 'm', { rpm: 100, windowMs: 10_000, idleMs: 5_000 });
+    await budget.acquire({ requests: 1, tokens: 1 });
+    // A provider's 429 seen through the client's fetch: reported with its retry-after-ms.
+    const limited = budget.watch(() => Promise.resolve(new Response('{}', { status: 429, headers: { 'retry-after-ms': '2500' } })));
+    const t0 = Date.now();
+    expect((await limited('http://x.invalid/v1/chat/completions')).status).toBe(429);
+    // The report is a signal sent in the background: give it a moment to land before asking.
+    await new Promise((r) => setTimeout(r, 300));
+    const { at } = await budget.acquire({ requests: 1, tokens: 1 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2_400);
+    expect(at as number).toBeGreaterThanOrEqual(t0 + 2_400);
+
+    // A wait in progress ends with the abort reason as soon as the caller gives up.
+    await budget.throttled(60_000);
+    const controller = new AbortController();
+    const waiting = budget.acquire({ requests: 1, tokens: 1 }, controller.signal);
+    setTimeout(() => controller.abort(new Error('activity cancelled')), 500);
+    const started = Date.now();
+    await expect(waiting).rejects.toThrow('activity cancelled');
+    expect(Date.now() - started).toBeLessThan(5_000);
   }, 60_000);
 });
