@@ -7,7 +7,7 @@ import { parseWorkerEnv } from '../../activities/env';
 import { budgetSettingsOf, estimateTokens, judgeBudgetWorkflowId } from '../../activities/judge/budget';
 import { judgeRequestBody } from '../../activities/judge/judgeAll';
 import { buildJudgeMessages } from '../../activities/judge/prompt';
-import { decide, liveGrants, record, type BudgetState } from '../../workflows/judgeBudget';
+import { decide, grantTime, liveGrants, record, type BudgetState } from '../../workflows/judgeBudget';
 
 const state = (limits: BudgetState['limits'], grants: BudgetState['grants'] = [], pausedUntil = 0): BudgetState => ({ grants, pausedUntil, limits });
 
@@ -49,6 +49,17 @@ describe('judge budget window', () => {
     const s = state({ requests: 10, windowMs: 1000 }, [], 5_000);
     expect(decide(s, { requests: 1, tokens: 0 }, 4_000)).toEqual({ granted: false, retryAfterMs: 1_000 });
     expect(decide(s, { requests: 1, tokens: 0 }, 5_000)).toEqual({ granted: true });
+  });
+
+  it('stamps a grant with the later of workflow time and the caller clock, which may lead by at most a window', () => {
+    const limits = { requests: 1, windowMs: 10_000 };
+    // Workflow time lags (a task picked up late): the caller's clock counts.
+    expect(grantTime(100_000, { now: 102_500, limits })).toBe(102_500);
+    // A caller behind workflow time does not move the grant earlier.
+    expect(grantTime(100_000, { now: 90_000, limits })).toBe(100_000);
+    // A caller far ahead (a wrong clock) is held to one window ahead; no clock at all: workflow time.
+    expect(grantTime(100_000, { now: 10 ** 13, limits })).toBe(110_000);
+    expect(grantTime(100_000, { limits })).toBe(100_000);
   });
 
   it('drops grants that left the window when recording, so the carried state stays small', () => {
