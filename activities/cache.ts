@@ -38,6 +38,9 @@ const StageMarker = z.object({ stageKey: z.string() });
  */
 function stageConfig(stage: StageSpec): Record<string, unknown> {
   const { id: _id, parent: _parent, dataset: _dataset, seed: _seed, reportTo: _reportTo, ...config } = stage;
+  // The defaults spelled out name the same training as leaving them out (and as specs from before them).
+  if (config.parallelism === 'ddp') delete config.parallelism;
+  if (config.nodes === 1) delete config.nodes;
   return config;
 }
 

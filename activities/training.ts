@@ -107,9 +107,12 @@ export function trainerConfig(input: {
     weights_dtype: retentionOf(s).weightsDtype,
     hyperparameters: s.hyperparameters,
     report_to: s.reportTo ?? [],
+    parallelism: s.parallelism ?? 'ddp',
   };
   if (input.tensorboardDir) config.tensorboard_dir = input.tensorboardDir;
   if (input.resumeFrom) config.resume_from = input.resumeFrom;
+  // LoRA settings as the spec holds them (the trainer validates them against `$defs.LoraSettings`).
+  if (s.lora) config.lora = s.lora;
   if (s.kind === 'ppo') {
     if (!input.rewardModel) throw ApplicationFailure.nonRetryable('ppo stage without a reward model', 'InvalidLineageSpec');
     config.reward_model = input.rewardModel;

@@ -304,6 +304,25 @@ export const HYPERPARAMETERS = {
 /** Integrations `reportTo` accepts (TensorBoard is on whether listed or not). */
 export const REPORT_INTEGRATIONS = ['tensorboard', 'wandb', 'mlflow'] as const;
 
+/**
+ * LoRA through PEFT: only low-rank adapters on the target modules train (a reward model's new score
+ * head too); every checkpoint's evaluation copy is the merged full model. Not for ppo stages.
+ */
+export const LoraSettings = z
+  .strictObject({
+    r: z.number().int().min(1).max(4096).default(16).describe('adapter rank'),
+    alpha: z.number().positive().max(1_000_000).default(32).describe('lora_alpha: the update is scaled by alpha / r'),
+    dropout: z.number().min(0).lt(1).default(0.05).describe('dropout on the adapter input'),
+    targetModules: z
+      .union([z.literal('all-linear'), z.array(z.string().min(1).max(200)).min(1).max(256)])
+      .default('all-linear')
+      .describe('"all-linear" (every linear layer but the output head) or module names, e.g. ["q_proj", "v_proj"]'),
+  })
+  .meta({ id: 'LoraSettings', description: "LoRA adapters through PEFT's LoraConfig" });
+
+/** How a stage's trainer spreads over its GPUs (`parallelism` below). */
+export const PARALLELISMS = ['ddp', 'fsdp', 'zero3'] as const;
+
 /** Settings every training stage shares (orchestration; the training settings are `hyperparameters`). */
 const stageCommon = {
   id: Slug.refine((s) => s !== BASE_STAGE_ID, { message: `"${BASE_STAGE_ID}" is reserved for the base model` }),
@@ -338,6 +357,18 @@ const stageCommon = {
     .max(REPORT_INTEGRATIONS.length)
     .refine((xs) => new Set(xs).size === xs.length, { message: 'lists an integration twice' })
     .optional(),
+  /** Train LoRA adapters instead of all weights (`{}` takes every default: r 16, alpha 32, dropout 0.05, all linear layers). */
+  lora: LoraSettings.optional(),
+  /**
+   * How the trainer spreads the stage over its GPUs (trainer/valuedrift_trainer/sharding.py): `ddp` (default) keeps the
+   * whole model and optimizer on every GPU; `fsdp` shards parameters, gradients and optimizer state over them (FSDP2,
+   * one unit per transformer layer, sharded checkpoints, consolidated evaluation copies); `zero3` is DeepSpeed ZeRO-3,
+   * only on workers whose trainer Python has deepspeed installed (elsewhere the stage fails with bad_config).
+   * fsdp and zero3 need gpus ≥ 2 and are not for ppo stages or with lora.
+   */
+  parallelism: z.enum(PARALLELISMS).optional(),
+  /** Nodes the stage trains on. Only 1 is supported: multi-node launch is not implemented, and a larger value is refused. */
+  nodes: z.number().int().min(1).max(1024).optional(),
 };
 
 /**
@@ -707,6 +738,17 @@ export function validateLineageSpec(input: unknown): SpecValidation {
     }
     if (s.kind === 'ppo' && s.reportTo?.some((x) => x !== 'tensorboard')) {
       issues.push({ path: `${at}.reportTo`, message: 'the ppo stage reports to tensorboard only (its own training loop has no wandb/mlflow callbacks)' });
+    }
+    if (s.parallelism !== undefined && s.parallelism !== 'ddp') {
+      if (s.kind === 'ppo') issues.push({ path: `${at}.parallelism`, message: `${s.parallelism} is not available for the ppo stage (its own training loop runs ddp only)` });
+      else if (s.gpus < 2) issues.push({ path: `${at}.parallelism`, message: `${s.parallelism} shards the model over GPUs and needs gpus ≥ 2 (this stage has ${s.gpus}); use ddp` });
+      if (s.lora) issues.push({ path: `${at}.parallelism`, message: `${s.parallelism} with lora is not supported (the adapters are small: train them under ddp)` });
+    }
+    if ((s.nodes ?? 1) > 1) {
+      issues.push({ path: `${at}.nodes`, message: `multi-node training is not supported: a stage trains on one node (up to all of its GPUs); got nodes ${s.nodes}` });
+    }
+    if (s.kind === 'ppo' && s.lora) {
+      issues.push({ path: `${at}.lora`, message: 'the ppo stage has its own training loop and no LoRA support; use lora on sft, reward, dpo or simpo stages' });
     }
     if (s.kind === 'ppo' && s.hyperparameters.response_length >= h.max_length) {
       issues.push({ path: `${hp}.response_length`, message: 'must be < max_length (the prompt needs room)' });

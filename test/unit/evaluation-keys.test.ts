@@ -106,4 +106,10 @@ describe('stageKey', () => {
     expect(key({ ...stage, seed: 7 })).not.toBe(key(stage));
     expect(key({ ...stage, hyperparameters: { ...stage.hyperparameters, learning_rate: 1e-3 } })).not.toBe(key(stage));
   });
+
+  it('parallelism ddp and nodes 1 spelled out are the stage without them; fsdp and lora are other trainings', () => {
+    expect(key({ ...stage, parallelism: 'ddp', nodes: 1 })).toBe(key(stage));
+    expect(key({ ...stage, parallelism: 'fsdp' })).not.toBe(key(stage));
+    expect(key({ ...stage, lora: { r: 16, alpha: 32, dropout: 0.05, targetModules: 'all-linear' } })).not.toBe(key(stage));
+  });
 });
