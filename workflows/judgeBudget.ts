@@ -12,7 +12,7 @@
  * after `idleMs` without a grant. Its inputs and history hold counts and a hash only: no endpoint,
  * model name or credential.
  */
-import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, defineSignal, defineUpdate, setHandler, workflowInfo } from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, defineUpdate, setHandler, workflowInfo } from '@temporalio/workflow';
 
 /** The limits a caller carries (its worker's settings); the most recent caller's limits apply. */
 export interface BudgetLimits {
@@ -65,6 +65,16 @@ export interface JudgeBudgetResult {
 export const acquireUpdate = defineUpdate<AcquireAnswer, [AcquireRequest]>('acquire');
 /** A provider's 429: pause every grant for `retryAfterMs` (optional feedback from the callers). */
 export const throttledSignal = defineSignal<[{ retryAfterMs: number; now?: number | undefined }]>('throttled');
+
+/** What the window holds now (`temporal workflow query --name state`): for operators and tests. */
+export interface BudgetView {
+  requests: number;
+  tokens: number;
+  limits: BudgetLimits;
+  pausedUntil: number;
+  grantsThisRun: number;
+}
+export const budgetStateQuery = defineQuery<BudgetView>('state');
 
 export const DEFAULT_BUDGET_IDLE_MS = 10 * 60_000;
 export const DEFAULT_MAX_GRANTS_PER_RUN = 1000;
@@ -149,6 +159,10 @@ export async function judgeBudgetWorkflow(input: JudgeBudgetInput): Promise<Judg
       },
     },
   );
+  setHandler(budgetStateQuery, () => {
+    const live = liveGrants(state.grants, Date.now(), state.limits.windowMs);
+    return { requests: live.reduce((a, g) => a + g[1], 0), tokens: live.reduce((a, g) => a + g[2], 0), limits: state.limits, pausedUntil: state.pausedUntil, grantsThisRun: grants };
+  });
   setHandler(throttledSignal, ({ retryAfterMs, now }) => {
     const wait = Math.min(Math.max(0, Math.floor(retryAfterMs)), MAX_THROTTLE_MS);
     state = { ...state, pausedUntil: Math.max(state.pausedUntil, grantTime(Date.now(), { now, limits: state.limits }) + wait) };

@@ -179,6 +179,8 @@ describe('judge budget shared by two cpu workers (real dev server, S3, two worke
     const desc = await env.client.workflow.getHandle(budgetId).describe();
     expect(desc.type).toBe('judgeBudgetWorkflow');
     expect(desc.status.name).toBe('RUNNING');
+    const view = (await env.client.workflow.getHandle(budgetId).query('state')) as { grantsThisRun: number; limits: { requests?: number; windowMs: number } };
+    expect(view).toMatchObject({ grantsThisRun: 16, limits: { requests: LIMIT, windowMs: WINDOW_MS } });
     const history = await env.client.workflow.getHandle(budgetId).fetchHistory();
     const stamps = (history.events ?? []).flatMap((e) => {
       const data = e.workflowExecutionUpdateCompletedEventAttributes?.outcome?.success?.payloads?.[0]?.data;
