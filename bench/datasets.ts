@@ -11,6 +11,7 @@
  *
  * Needs the local stack (`npm run dev:up`); `npm run bench -- datasets` starts it.
  */
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -18,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { prepareDatasets } from '../activities/datasets';
 import { resetWorkerEnv } from '../activities/env';
+import { parseUri, s3 } from '../activities/store';
 import { loadStackEnv } from '../test/support/workflowEnv';
 
 const REPO = path.resolve(__dirname, '..');
@@ -90,6 +92,7 @@ async function one(name: string, rows: number): Promise<void> {
     mem.external = Math.max(mem.external, m.external);
   }, 100);
   const t0 = performance.now();
+  const startedAt = Date.now();
   const { datasets } = await prepareDatasets({
     lineage: 'bench',
     seed: Date.now() % 1_000_000_007, // a key of its own: never a cache hit
@@ -100,7 +103,24 @@ async function one(name: string, rows: number): Promise<void> {
   const got = datasets.prefs!.rows;
   if (got !== rows) throw new Error(`prepared ${got} rows of ${rows}`);
   const trainerKiB = Math.max(0, ...seen.values());
-  console.log(JSON.stringify({ rows, seconds, rowsPerSecond: rows / seconds, workerPeakMiB: process.resourceUsage().maxRSS / 1024, workerHeapPeakMiB: mem.heapTotal / 2 ** 20, workerExternalPeakMiB: mem.external / 2 ** 20, trainerPeakMiB: trainerKiB / 1024 }));
+  // Which path the worker took at the end: the split uploaded now, or already stored (hashed as it streams).
+  const { bucket: b, key } = parseUri(datasets.prefs!.ref.uri);
+  const stored = (await s3().send(new HeadObjectCommand({ Bucket: b, Key: key }))).LastModified?.getTime() ?? 0;
+  const splitUploaded = stored >= startedAt - 1_000;
+  console.log(JSON.stringify({ rows, seconds, rowsPerSecond: rows / seconds, workerPeakMiB: process.resourceUsage().maxRSS / 1024, workerHeapPeakMiB: mem.heapTotal / 2 ** 20, workerExternalPeakMiB: mem.external / 2 ** 20, trainerPeakMiB: trainerKiB / 1024, splitUploaded }));
+}
+
+/** One size's figures, as the child prints them (and the file's size). */
+interface Result {
+  rows: number;
+  seconds: number;
+  rowsPerSecond: number;
+  workerPeakMiB: number;
+  workerHeapPeakMiB: number;
+  workerExternalPeakMiB: number;
+  trainerPeakMiB: number;
+  splitUploaded: boolean;
+  fileMiB: number;
 }
 
 async function main(): Promise<void> {
@@ -111,7 +131,7 @@ async function main(): Promise<void> {
   if (sizes.some((n) => !Number.isInteger(n) || n <= 0)) throw new Error('--sizes: positive integers, comma-separated');
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-bench-datasets-'));
   try {
-    const results: Record<string, number>[] = [];
+    const results: Result[] = [];
     for (const n of sizes) {
       const name = `prefs-${n}.jsonl`;
       await writeFile(path.join(root, name), n);
@@ -121,14 +141,14 @@ async function main(): Promise<void> {
       const out = execFileSync(tsx, [__filename, '--one', name, String(n)], {
         cwd: REPO,
         env: { ...process.env, VALUEDRIFT_DATA_ROOT: root, VALUEDRIFT_WORK_DIR: path.join(root, `work-${n}`) }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
-      const r = JSON.parse(out.trim().split('\n').reverse().find((l) => l.startsWith('{'))!) as Record<string, number>;
+      const r = JSON.parse(out.trim().split('\n').reverse().find((l) => l.startsWith('{'))!) as Omit<Result, 'fileMiB'>;
       results.push({ ...r, fileMiB: bytes / 2 ** 20 });
-      console.error(`[bench] ${n} rows: ${r.seconds!.toFixed(1)} s, ${r.rowsPerSecond!.toFixed(0)} rows/s, worker ${r.workerPeakMiB!.toFixed(0)} MiB (heap ≤ ${r.workerHeapPeakMiB!.toFixed(0)}, buffers ≤ ${r.workerExternalPeakMiB!.toFixed(0)}), trainer ${r.trainerPeakMiB!.toFixed(0)} MiB`);
+      console.error(`[bench] ${n} rows: ${r.seconds.toFixed(1)} s, ${r.rowsPerSecond.toFixed(0)} rows/s, worker ${r.workerPeakMiB.toFixed(0)} MiB (heap ≤ ${r.workerHeapPeakMiB.toFixed(0)}, buffers ≤ ${r.workerExternalPeakMiB.toFixed(0)}), trainer ${r.trainerPeakMiB.toFixed(0)} MiB; split ${r.splitUploaded ? 'uploaded' : 'already stored'}`);
       await fs.rm(path.join(root, name), { force: true });
     }
     const [small, large] = [results[0]!, results[results.length - 1]!];
-    const worker = large.workerPeakMiB! / small.workerPeakMiB!;
-    const trainer = large.trainerPeakMiB! / small.trainerPeakMiB!;
+    const worker = large.workerPeakMiB / small.workerPeakMiB;
+    const trainer = large.trainerPeakMiB / small.trainerPeakMiB;
     console.log(JSON.stringify({ bench: 'dataset-preparation-memory', results, workerPeakRatio: worker, trainerPeakRatio: trainer, goal: 1.5, met: worker <= 1.5 && trainer <= 1.5 }));
   } finally {
     await fs.rm(root, { recursive: true, force: true });
