@@ -84,6 +84,15 @@ const Env = z.object({
   /** Scratch space for checkpoints in flight and downloaded models; default: .data/work. */
   VALUEDRIFT_WORK_DIR: z.string().optional(),
   /**
+   * Hub dataset mirrors in the hub's raw schema: a folder `<dir>/<owner>/<name>/` (read by the
+   * trainer) or `s3://<bucket>[/<prefix>]` holding `<prefix>/<owner>/<name>/` (downloaded by the
+   * worker, cached under the work dir; activities/datasets.ts).
+   */
+  VALUEDRIFT_HF_MIRROR: z
+    .string()
+    .refine((v) => !v.startsWith('s3:') || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(v), 'an s3:// mirror is s3://<bucket>[/<prefix>]')
+    .optional(),
+  /**
    * Bytes the GPU node's model cache (`<work dir>/models`) may hold; past it the least recently used
    * models not in use are evicted after each download (activities/modelCache.ts). Default 200 GiB.
    */
