@@ -7,7 +7,8 @@
  *     generation and judging on the local stack: history sizes, scheduling latency, worker RSS;
  *   - datasets (only when named): peak RSS of worker and trainer preparing 1,000,000 vs 10,000
  *     preference rows (goal ≤ 1.5×), rows per second;
- *   - overlap <lineage> (only when named): a finished lineage's stages against the overlap goal.
+ *   - overlap <lineage> (only when named): a finished lineage's stages against the overlap goal;
+ *   - budget (only when named): grants per second of one shared judge budget (per-Update vs blocks).
  * Each bench prints one JSON line; they are collected into .data/bench/results.json. BENCHMARKS.md
  * records the figures with date, machine and method.
  *
@@ -34,6 +35,7 @@ const BENCHES = {
   scale: 'bench/scale.ts',
   overlap: 'bench/overlap.ts',
   datasets: 'bench/datasets.ts',
+  budget: 'bench/judgeBudget.ts',
 } as const;
 type BenchName = keyof typeof BENCHES;
 const isBench = (name: string): name is BenchName => Object.hasOwn(BENCHES, name);
@@ -80,6 +82,7 @@ async function main(): Promise<void> {
       scale: options.scale === undefined ? [] : ['--scale', options.scale],
       overlap: lineage === undefined ? [] : [lineage],
       datasets: [],
+      budget: [],
     };
     return { names: picked.length > 0 ? picked : [...DEFAULT_BENCHES], benchArgs: argsOf };
   });
@@ -89,7 +92,7 @@ async function main(): Promise<void> {
   // lineage on the stack's Temporal and S3 servers. Overlap reads a lineage of the running stack.
   const childEnv = { ...process.env };
   let stackEnv: Record<string, string> = {};
-  if (names.includes('training') || names.includes('scale') || names.includes('datasets')) stackEnv = (await stackUp({ workers: false, judge: false, log })).env;
+  if (names.includes('training') || names.includes('scale') || names.includes('datasets') || names.includes('budget')) stackEnv = (await stackUp({ workers: false, judge: false, log })).env;
   // The running stack's addresses, unless this shell names another Temporal (a cluster).
   else if (fs.existsSync(DATA.stackEnvFile)) stackEnv = Object.fromEntries(Object.entries(loadStackEnv()).filter(([k]) => childEnv[k] === undefined));
   // Offline: the benches' models are local files, and a hub lookup would be timed as work.

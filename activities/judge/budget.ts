@@ -34,6 +34,23 @@ export interface JudgeBudgetSettings {
   maxGrantsPerRun?: number | undefined;
   /** Where the budget workflow runs; default the workflows queue every cpu worker polls. */
   taskQueue?: string | undefined;
+  /**
+   * Requests granted per Update (default `defaultGrantBlock(rpm)`: about a tenth of a second of the
+   * request limit). A worker keeps what it was granted for at most `blockTtlMs` and hands it out to
+   * its own judge calls; what it has not used by then is dropped, never carried into another window.
+   */
+  grantBlock?: number | undefined;
+  blockTtlMs?: number | undefined;
+}
+
+/**
+ * Requests per Update for a request limit: one Update to one workflow is tens of milliseconds and
+ * Temporal admits only a few in flight per workflow, so asking per request caps a budget near 20
+ * grants/s (bench/judgeBudget.ts); asking for a tenth of a second of the limit at a time keeps a
+ * 10,000-RPM budget to about ten Updates a second.
+ */
+export function defaultGrantBlock(rpm: number | undefined): number {
+  return rpm === undefined ? 1 : Math.max(1, Math.min(256, Math.floor(rpm / 600)));
 }
 
 export interface JudgeBudget {
@@ -87,6 +104,11 @@ export function createJudgeBudget(client: Client, endpoint: string, model: strin
   const limits: BudgetLimits = { requests: settings.rpm, tokens: settings.tpm, windowMs: settings.windowMs };
   const start: JudgeBudgetInput = { idleMs: settings.idleMs ?? Math.max(10 * 60_000, 2 * settings.windowMs), maxGrantsPerRun: settings.maxGrantsPerRun ?? 1000 };
   const taskQueue = settings.taskQueue ?? TASK_QUEUES.workflows;
+  const block = Math.max(1, settings.grantBlock ?? defaultGrantBlock(settings.rpm));
+  const ttlMs = settings.blockTtlMs ?? Math.min(2_000, Math.floor(settings.windowMs / 20));
+  /** Grants this worker holds for its own calls, and until when (its clock). */
+  const reservoir = { requests: 0, tokens: 0, until: 0 };
+  let refill: Promise<void> | undefined;
 
   const ask = async (req: AcquireRequest): Promise<AcquireAnswer> => {
     const answer = await client.workflow.executeUpdateWithStart(BUDGET_ACQUIRE_UPDATE, {
@@ -104,7 +126,48 @@ export function createJudgeBudget(client: Client, endpoint: string, model: strin
 
   const budget: JudgeBudget = {
     workflowId,
-    async acquire({ requests, tokens }, signal) {
+    async acquire(req, signal) {
+      if (block <= 1 || req.requests > 1) return askUntilGranted(req, signal);
+      // Served from the block this worker holds; one refill at a time, which every caller waits on.
+      for (;;) {
+        if (signal?.aborted) throw abortReason(signal);
+        if (Date.now() >= reservoir.until) Object.assign(reservoir, { requests: 0, tokens: 0 });
+        if (reservoir.requests >= req.requests && reservoir.tokens >= req.tokens) {
+          reservoir.requests -= req.requests;
+          reservoir.tokens -= req.tokens;
+          return { at: undefined };
+        }
+        refill ??= (async () => {
+          const want = { requests: block, tokens: req.tokens * block };
+          await askUntilGranted(want); // not one caller's signal: the block serves every waiter
+          const until = Date.now() + ttlMs;
+          // A refill that outlived the last block starts afresh; one still valid adds to it.
+          if (Date.now() >= reservoir.until) Object.assign(reservoir, { requests: 0, tokens: 0 });
+          Object.assign(reservoir, { requests: reservoir.requests + want.requests, tokens: reservoir.tokens + want.tokens, until });
+        })().finally(() => {
+          refill = undefined;
+        });
+        await (signal ? Promise.race([refill, abortable(signal)]) : refill);
+      }
+    },
+    async throttled(ms) {
+      // Grants held here were counted before the provider said no: drop them.
+      Object.assign(reservoir, { requests: 0, tokens: 0, until: 0 });
+      await client.workflow
+        .getHandle(workflowId)
+        .signal(BUDGET_THROTTLED_SIGNAL, { retryAfterMs: ms, now: Date.now() })
+        .catch(() => undefined);
+    },
+    watch(inner) {
+      return async (url, init) => {
+        const res = await inner(url, init);
+        if (res.status === 429) void budget.throttled(retryAfterMs(res.headers) ?? 1_000);
+        return res;
+      };
+    },
+  };
+
+  async function askUntilGranted({ requests, tokens }: { requests: number; tokens: number }, signal?: AbortSignal): Promise<{ at: number | undefined }> {
       for (let failures = 0; ; ) {
         if (signal?.aborted) throw abortReason(signal);
         let wait: number;
@@ -128,22 +191,16 @@ export function createJudgeBudget(client: Client, endpoint: string, model: strin
         }
         await sleep(jittered(wait), signal);
       }
-    },
-    async throttled(ms) {
-      await client.workflow
-        .getHandle(workflowId)
-        .signal(BUDGET_THROTTLED_SIGNAL, { retryAfterMs: ms, now: Date.now() })
-        .catch(() => undefined);
-    },
-    watch(inner) {
-      return async (url, init) => {
-        const res = await inner(url, init);
-        if (res.status === 429) void budget.throttled(retryAfterMs(res.headers) ?? 1_000);
-        return res;
-      };
-    },
-  };
+  }
   return budget;
+}
+
+/** Rejects with the signal's reason once it aborts (never resolves). */
+function abortable(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(abortReason(signal));
+    else signal.addEventListener('abort', () => reject(abortReason(signal)), { once: true });
+  });
 }
 
 /** The budget for an endpoint + model, or undefined when this worker sets no shared limits. */

@@ -181,7 +181,7 @@ describe('benches refuse what they do not know', () => {
   it('npm run bench refuses an unknown option and an unknown bench before starting anything', async () => {
     const [flag, name] = await Promise.all([run('infra/bench.ts', ['--fast']), run('infra/bench.ts', ['judge', 'warp'])]);
     expectOneLineError(flag, 2, /npm run bench: unknown option --fast \(see: npm run bench -- --help\)/);
-    expectOneLineError(name, 2, /unknown bench "warp" \(benches: judge, training, generation, scale, overlap, datasets\)/);
+    expectOneLineError(name, 2, /unknown bench "warp" \(benches: judge, training, generation, scale, overlap, datasets, budget\)/);
   });
 
   it('bench --help prints usage, exit 0', async () => {

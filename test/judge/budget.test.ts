@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseWorkerEnv } from '../../activities/env';
-import { budgetSettingsOf, estimateTokens, judgeBudgetWorkflowId } from '../../activities/judge/budget';
+import { budgetSettingsOf, createJudgeBudget, defaultGrantBlock, estimateTokens, judgeBudgetWorkflowId } from '../../activities/judge/budget';
 import { judgeRequestBody } from '../../activities/judge/judgeAll';
 import { buildJudgeMessages } from '../../activities/judge/prompt';
 import { decide, grantTime, liveGrants, record, type BudgetState } from '../../workflows/judgeBudget';
@@ -129,5 +129,67 @@ describe('judge budget client helpers', () => {
     expect(budgetSettingsOf(parseWorkerEnv({ VALUEDRIFT_JUDGE_TPM: '30000', VALUEDRIFT_JUDGE_BUDGET_WINDOW_MS: '10000' }))).toEqual({ rpm: undefined, tpm: 30_000, windowMs: 10_000 });
     expect(() => parseWorkerEnv({ VALUEDRIFT_JUDGE_RPM: '0' })).toThrow(/VALUEDRIFT_JUDGE_RPM/);
     expect(() => parseWorkerEnv({ VALUEDRIFT_JUDGE_BUDGET_WINDOW_MS: '10' })).toThrow(/VALUEDRIFT_JUDGE_BUDGET_WINDOW_MS/);
+  });
+});
+
+describe('judge budget grants in blocks (client side)', () => {
+  /** A stand-in for the Temporal client's Update-with-start, deciding with the workflow's own window arithmetic. */
+  function fakeBudgetClient(limits: BudgetState['limits']) {
+    let s = state(limits);
+    const asked: Array<{ requests: number; tokens: number }> = [];
+    const client = {
+      workflow: {
+        executeUpdateWithStart: async (_name: string, opts: { args: [{ requests: number; tokens: number; now: number }] }) => {
+          const [req] = opts.args;
+          asked.push({ requests: req.requests, tokens: req.tokens });
+          const answer = decide(s, req, req.now);
+          if (answer.granted) s = record(s, req, req.now);
+          // A refusal arrives as the validator's failure; the client waits and asks again.
+          if (!answer.granted) throw new Error('refused (the fake has no validator errors)');
+          return answer;
+        },
+        getHandle: () => ({ signal: async () => undefined }),
+      },
+    } as unknown as Parameters<typeof createJudgeBudget>[0];
+    return { client, asked, granted: () => s.grants.reduce((n, g) => n + g[1], 0) };
+  }
+
+  it('defaults to about a tenth of a second of the request limit per Update (1 without one, at most 256)', () => {
+    expect(defaultGrantBlock(undefined)).toBe(1);
+    expect(defaultGrantBlock(500)).toBe(1);
+    expect(defaultGrantBlock(10_000)).toBe(16);
+    expect(defaultGrantBlock(10_000_000)).toBe(256);
+  });
+
+  it('asks once per block, serves the block to its own callers, and drops what is left after its time', async () => {
+    const { client, asked, granted } = fakeBudgetClient({ requests: 1000, windowMs: 60_000 });
+    const budget = createJudgeBudget(client, 'http://judge.invalid/v1', 'm', { rpm: 1000, windowMs: 60_000, grantBlock: 5, blockTtlMs: 200 });
+    // 12 concurrent callers: three Updates of 5 (one refill at a time, every waiter served from it).
+    await Promise.all(Array.from({ length: 12 }, () => budget.acquire({ requests: 1, tokens: 10 })));
+    expect(asked).toEqual([
+      { requests: 5, tokens: 50 },
+      { requests: 5, tokens: 50 },
+      { requests: 5, tokens: 50 },
+    ]);
+    expect(granted()).toBe(15);
+    // 3 left in the block; after its time they are gone and the next call asks again.
+    await new Promise((r) => setTimeout(r, 250));
+    await budget.acquire({ requests: 1, tokens: 10 });
+    expect(asked).toHaveLength(4);
+    // A 429 drops what the worker holds: the next call asks again at once.
+    await budget.throttled(1000);
+    await budget.acquire({ requests: 1, tokens: 10 });
+    expect(asked).toHaveLength(5);
+  });
+
+  it('never holds more than the budget granted: callers beyond a full window wait for the next block', async () => {
+    const { client, asked, granted } = fakeBudgetClient({ requests: 4, windowMs: 1000 });
+    const budget = createJudgeBudget(client, 'http://judge.invalid/v1', 'm', { rpm: 4, windowMs: 1000, grantBlock: 4, blockTtlMs: 5000 });
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: 6 }, () => budget.acquire({ requests: 1, tokens: 0 })));
+    // The second block of 4 was granted only once the first had left the window.
+    expect(asked.filter((a) => a.requests === 4).length).toBeGreaterThanOrEqual(2);
+    expect(granted()).toBeLessThanOrEqual(4);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
   });
 });
