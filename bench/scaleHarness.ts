@@ -16,6 +16,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { Worker, type NativeConnection } from '@temporalio/worker';
 import type { Activities } from '../activities';
@@ -184,8 +185,11 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
     const steps = s.checkpointSteps;
     return {
       steps,
+      // The scripted trainer heartbeats at each checkpoint as the real one does on its progress
+      // events: a whole-tree stage trains for minutes, past the training activity's heartbeat timeout.
       onStart: () => sleep((steps[0] as number) * opts.stepMs),
       after: (_id, step) => {
+        Context.current().heartbeat({ step });
         const i = steps.indexOf(step);
         return i + 1 < steps.length ? sleep(((steps[i + 1] as number) - step) * opts.stepMs) : Promise.resolve();
       },
