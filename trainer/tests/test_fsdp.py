@@ -17,6 +17,9 @@ import pytest
 
 from conftest import check_event, free_port, tiny_config
 
+# Minutes of two-rank CPU training: outside `npm test` (CI's budget), in `npm run test:trainer-slow`.
+pytestmark = pytest.mark.slow
+
 RANKS = 2
 STEPS = 3
 

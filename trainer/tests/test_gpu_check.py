@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about three minutes of CPU: `npm run test:trainer-slow`
 def test_gpu_check_smoke(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(ROOT / "infra/gpu/check.py"), "--smoke"], env=env,
