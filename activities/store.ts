@@ -24,7 +24,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -71,17 +70,19 @@ export function sha256Hex(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-export async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
+/** The sha256 and length of a stream, read chunk by chunk (memory: one chunk). */
+async function sha256Stream(src: AsyncIterable<Uint8Array>): Promise<{ sha256: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
-  await pipeline(createReadStream(file), async function* (src: AsyncIterable<Buffer>) {
-    for await (const chunk of src) {
-      h.update(chunk);
-      bytes += chunk.length;
-    }
-    yield* [];
-  });
+  for await (const chunk of src) {
+    h.update(chunk);
+    bytes += chunk.length;
+  }
   return { sha256: h.digest('hex'), bytes };
+}
+
+export function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
+  return sha256Stream(createReadStream(file));
 }
 
 function isMissing(err: unknown): boolean {
@@ -206,13 +207,7 @@ export async function getRefIfExists(key: string): Promise<ArtifactRef | undefin
   }
   const body = out.Body as Readable | undefined;
   if (!body) throw new Error(`empty body for ${uri}`);
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of body) {
-    h.update(c as Uint8Array);
-    bytes += (c as Uint8Array).length;
-  }
-  const sha256 = h.digest('hex');
+  const { sha256, bytes } = await sha256Stream(body);
   const recorded = out.Metadata?.sha256;
   if (recorded !== undefined && recorded !== sha256) throw new Error(`sha256 mismatch for ${uri}: written as ${recorded}, reads as ${sha256}`);
   return { uri, sha256, bytes };

@@ -193,6 +193,7 @@ def _generate_data_parallel(cfg: GenerateConfig, prompts: list[dict[str, Any]]) 
     os.makedirs(work, exist_ok=True)
     done = [0] * len(cuts)
     failures: list[str] = []
+    kinds: list[str] = []
     lock = threading.Lock()
     procs: list[tuple[subprocess.Popen[str], threading.Thread]] = []
 
@@ -208,6 +209,7 @@ def _generate_data_parallel(cfg: GenerateConfig, prompts: list[dict[str, Any]]) 
                     done[k] = int(event.get("step", 0))
                     events.progress(sum(done), len(prompts))
                 elif event.get("event") == "error":
+                    kinds.append(str(event.get("kind")))
                     failures.append(f"data-parallel share {k} (prompts {cuts[k][0]}-{cuts[k][1] - 1}): "
                                     f"{event.get('kind')}: {event.get('message')}")
 
@@ -238,7 +240,6 @@ def _generate_data_parallel(cfg: GenerateConfig, prompts: list[dict[str, Any]]) 
         if not failures:
             failures = [f"data-parallel share {k} exited with {c}" for k, c in enumerate(codes) if c]
         # A share's refusal (bad_config, out_of_memory, ...) is the run's; an unexplained exit is retried.
-        kinds = [f.split(": ")[1] for f in failures if len(f.split(": ")) > 2]
         raise TrainerError(next((k for k in kinds if k in events.KINDS), "transient"), "; ".join(failures))
     rows: list[dict[str, Any]] = []
     for k in range(len(cuts)):
