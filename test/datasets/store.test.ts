@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prepareDatasets } from '../../activities/datasets';
 import { resetWorkerEnv } from '../../activities/env';
 import { bucket, downloadFile, getRefIfExists, parseUri, s3, sha256Hex } from '../../activities/store';
-import { loadStackEnv } from '../support/workflowEnv';
+import { loadStackEnv, restoreEnv } from '../support/workflowEnv';
 
 let tmp: string;
 const saved = { ...process.env };
@@ -26,11 +26,7 @@ beforeAll(async () => {
   resetWorkerEnv();
 });
 afterAll(async () => {
-  for (const k of KEYS) {
-    if (saved[k] === undefined) delete process.env[k];
-    else process.env[k] = saved[k];
-  }
-  resetWorkerEnv();
+  restoreEnv(saved, KEYS);
   await fs.rm(tmp, { recursive: true, force: true });
 });
 

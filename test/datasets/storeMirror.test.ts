@@ -14,7 +14,7 @@ import { DatasetManifest, prepareDatasets, storeMirrorSetting } from '../../acti
 import { parseWorkerEnv, resetWorkerEnv } from '../../activities/env';
 import { bucket, getJson, putFile } from '../../activities/store';
 import { LineageSpec, type DatasetSpec } from '../../common/spec';
-import { loadStackEnv } from '../support/workflowEnv';
+import { loadStackEnv, restoreEnv } from '../support/workflowEnv';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const KEYS = ['VALUEDRIFT_HF_MIRROR', 'HF_HUB_OFFLINE', 'VALUEDRIFT_WORK_DIR', 'VALUEDRIFT_DATA_ROOT'];
@@ -42,11 +42,7 @@ beforeAll(async () => {
   setEnv({ HF_HUB_OFFLINE: '1', VALUEDRIFT_WORK_DIR: path.join(tmp, 'work'), VALUEDRIFT_DATA_ROOT: path.join(tmp, 'root') });
 });
 afterAll(async () => {
-  for (const k of KEYS) {
-    if (saved[k] === undefined) delete process.env[k];
-    else process.env[k] = saved[k];
-  }
-  resetWorkerEnv();
+  restoreEnv(saved, KEYS);
   await fs.rm(tmp, { recursive: true, force: true });
 });
 

@@ -28,7 +28,7 @@ import { storeKeys, TASK_QUEUES } from '../../common/config';
 import type { Judgment, ModelHandle } from '../../common/contracts';
 import { EvaluationSpec } from '../../common/spec';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointInput } from '../../workflows/evaluate';
-import { EVAL_TOPICS, loadStackEnv, startTestServer, uniqueName, workflowBundle } from '../support/workflowEnv';
+import { EVAL_TOPICS, loadStackEnv, restoreEnv, startTestServer, uniqueName, workflowBundle } from '../support/workflowEnv';
 import { ok, startFakeServer, type FakeServer } from './fakeServer';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -122,11 +122,7 @@ describe('judge budget shared by two cpu workers (real dev server, S3, two worke
     workers.forEach((w) => w.shutdown());
     await Promise.all(running);
     await second?.close();
-    for (const k of SETTINGS) {
-      if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
-    }
-    resetWorkerEnv();
+    restoreEnv(saved, SETTINGS);
     await judge?.close();
     await env?.teardown();
     if (workDir) await fs.rm(workDir, { recursive: true, force: true });

@@ -25,6 +25,15 @@ import { DATA } from '../../infra/paths';
 const ROOT = path.resolve(__dirname, '..', '..');
 
 /** Loads the stack's `stack.env` (`.data/`, or VALUEDRIFT_DATA_DIR's) for variables not already set. */
+/** Puts `keys` of process.env back as `saved` had them (deleting those it lacked), then re-reads the worker settings. */
+export function restoreEnv(saved: Readonly<Record<string, string | undefined>>, keys: Iterable<string>): void {
+  for (const k of keys) {
+    if (saved[k] === undefined) delete process.env[k];
+    else process.env[k] = saved[k];
+  }
+  resetWorkerEnv();
+}
+
 export function loadStackEnv(): void {
   const file = DATA.stackEnvFile;
   if (!fs.existsSync(file)) return;
