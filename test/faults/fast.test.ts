@@ -1,7 +1,6 @@
 /**
- * The fast subset of the fault suite, `npm run test:faults:fast` (after `npm run dev:up`; kept out of
- * `npm test` for its cost: on 2 loaded cores one trial ran past 15 minutes). `npm run test:faults`
- * runs the whole matrix:
+ * The fast subset of the fault suite, in `npm test` (alone: `npm run test:faults:fast`, after
+ * `npm run dev:up`). `npm run test:faults` runs the whole matrix. This file runs
  * one trial of the cheapest fault on real parts (a lane's own Temporal dev server and S3 server,
  * cpu and gpu worker processes, the real trainer on the tiny model, the stack's local judge): the
  * Temporal server stopped and restarted on its SQLite file after checkpoint 2, the same workers going
