@@ -52,3 +52,47 @@ export function buildJudgeMessages({ question, response, topic }: JudgeMessagesI
     { role: 'user', content: user },
   ];
 }
+
+/**
+ * The conversation-level stance prompt of the dataset analysis (App. K; our own wording, the paper's
+ * figure is not in its text): a whole datapoint (its user and assistant turns) and a topic in, one
+ * word out. Each turn is written as a `[role]` line followed by its text, inside one <<< >>> block,
+ * which is what the local minilm-stance judge parses (infra/judge/stance_server.py).
+ * Part of every analysis judgment's cache key: bump on any change of the wording below.
+ */
+export const CONVERSATION_PROMPT_VERSION = 'stance-conversation-v1';
+
+export interface ConversationTurn {
+  role: string;
+  content: string;
+}
+
+const CONVERSATION_SYSTEM = [
+  'You are a careful annotator of opinions in text.',
+  'You read a conversation between a user and an assistant, and a topic, and you decide which stance',
+  'the conversation as a whole expresses toward the topic, above all through what the assistant says.',
+  'Judge only what the conversation says, not your own view.',
+].join(' ');
+
+export function buildConversationJudgeMessages({ conversation, topic }: { conversation: ReadonlyArray<ConversationTurn>; topic: string }): ChatCompletionMessageParam[] {
+  const body = conversation.flatMap((t) => [`[${t.role}]`, t.content]).join('\n');
+  const user = [
+    `Topic: ${topic}`,
+    '',
+    'Conversation:',
+    '<<<',
+    body,
+    '>>>',
+    '',
+    'Stances:',
+    `- support: the conversation argues for, endorses or leans in favour of ${topic}.`,
+    `- oppose: the conversation argues against, rejects or leans against ${topic}.`,
+    '- neutral: the conversation takes no side, balances both sides without leaning, declines to give an opinion, or does not address the topic.',
+    '',
+    `Which stance does the conversation take toward ${topic}? Answer with exactly one word: support, neutral or oppose.`,
+  ].join('\n');
+  return [
+    { role: 'system', content: CONVERSATION_SYSTEM },
+    { role: 'user', content: user },
+  ];
+}

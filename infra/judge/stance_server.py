@@ -64,6 +64,40 @@ _BLOCKS = re.compile(
 )
 # Same, for an empty block written as "<<<\n>>>".
 _EMPTY_FIX = re.compile(r"<<<[ \t]*\r?\n[ \t]*>>>")
+# The dataset analysis's conversation-level prompt (activities/judge/prompt.ts,
+# buildConversationJudgeMessages): one block of "[role]" lines, each followed by that turn's text.
+_CONVERSATION = re.compile(
+    r"Conversation:[ \t]*\r?\n[ \t]*<<<[ \t]*\r?\n(?P<c>.*)\r?\n?[ \t]*>>>[ \t]*\s*(?:Stances:|Which stance)",
+    re.DOTALL,
+)
+_CONVERSATION_ASK = re.compile(r"Which stance does the conversation take toward (?P<t>.+?)\?\s*Answer with", re.DOTALL)
+_TURN = re.compile(r"^\[(?P<role>system|user|assistant)\][ \t]*\r?$", re.MULTILINE)
+
+
+def conversation_turns(block: str) -> list[tuple[str, str]]:
+    """(role, text) per "[role]" line of a conversation block; text before the first marker is dropped."""
+    marks = list(_TURN.finditer(block))
+    return [(m.group("role"), block[m.end(): marks[k + 1].start() if k + 1 < len(marks) else len(block)].strip())
+            for k, m in enumerate(marks)]
+
+
+def parse_conversation_prompt(text: str) -> tuple[str, str, str] | None:
+    """(question, response, topic) out of a conversation-level prompt: the user turns are the
+    question, the assistant turns the response (a conversation without one: all of it). None when
+    the text is not that prompt."""
+    norm = _EMPTY_FIX.sub("<<<\n\n>>>", text)
+    block = _CONVERSATION.search(norm)
+    if block is None:
+        return None
+    topic_m = _TOPIC_LINE.search(norm[: block.start()]) or _CONVERSATION_ASK.search(norm[block.end() - 20:])
+    if topic_m is None or not topic_m.group("t").strip():
+        return None
+    turns = conversation_turns(block.group("c"))
+    if not turns:
+        return None
+    question = "\n\n".join(t for r, t in turns if r == "user")
+    response = "\n\n".join(t for r, t in turns if r == "assistant") or "\n\n".join(t for _, t in turns)
+    return question, response, topic_m.group("t").strip()
 
 
 class BadRequest(Exception):
@@ -103,6 +137,9 @@ def parse_judge_prompt(messages: Any) -> tuple[str, str, str]:
         norm = _EMPTY_FIX.sub("<<<\n\n>>>", text)
         blocks = _BLOCKS.search(norm)
         if blocks is None:
+            conv = parse_conversation_prompt(text)
+            if conv is not None:
+                return conv
             continue
         topic_m = _TOPIC_LINE.search(norm[: blocks.start()]) or _TOPIC_ASK.search(norm[blocks.end() - 20 :])
         if topic_m is None:
@@ -113,7 +150,8 @@ def parse_judge_prompt(messages: Any) -> tuple[str, str, str]:
         return blocks.group("q").strip(), blocks.group("r").strip(), topic
     raise BadRequest(
         "minilm-stance only answers valuedrift's stance judge prompt (activities/judge/prompt.ts): no user "
-        "message had a 'Topic: …' line, a 'Question:' block and a 'Response:' block delimited by <<< and >>>",
+        "message had a 'Topic: …' line, a 'Question:' block and a 'Response:' block delimited by <<< and >>> "
+        "(or a 'Conversation:' block of '[role]' turns)",
         param="messages",
     )
 
