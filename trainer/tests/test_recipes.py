@@ -179,3 +179,52 @@ def test_command_end_to_end_and_missing_split(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[-1])["event"] == "done"
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["rows"]["train"] == 20
+
+
+# ---------------------------------------------------------------- PRISM (V-PRISM's source)
+
+import prism_mirror  # noqa: E402
+
+PRISM = "hf:HannahRoseKirk/prism-alignment"
+
+
+@pytest.fixture
+def prism(mirror: Path) -> Path:
+    return Path(prism_mirror.write(str(mirror)))
+
+
+def test_prism_keeps_the_opening_prompts_of_value_and_controversy_guided_conversations(tmp_path: Path, prism: Path) -> None:
+    m, train, val = prep(tmp_path, source=PRISM, recipe="prism")
+    want = [o for k, o in prism_mirror.OPENINGS if k != "unguided"]
+    assert [r["prompt"] for r in train] == want and val == []
+    assert m["rows"] == {"read": 10, "filtered_out": 3, "dropped": {}, "converted": 7, "selected": 7, "train": 7, "validation": 0}
+    assert m["format"] == "prompts" and m["filters"] == {"conversation_type": ["values guided", "controversy guided"]}
+    # The conversations config, not the survey's or utterances' file.
+    assert m["source"]["files"] == ["conversations.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r.pop("opening_prompt"), "row 2: field 'opening_prompt': missing column"),
+        (lambda r: r.update(opening_prompt=["not", "a string"]), "row 2: field 'opening_prompt': must be a string"),
+        (lambda r: r.pop("conversation_type"), "row 2: field 'conversation_type': missing column"),
+    ],
+)
+def test_prism_malformed_rows_fail_naming_file_row_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mutate, needle: str) -> None:
+    rows = [prism_mirror.conversation(i, "values guided", f"Question {i}?") for i in range(3)]
+    mutate(rows[1])
+    folder = prism_mirror.write(str(tmp_path / "m"), rows)
+    monkeypatch.setenv(recipes.MIRROR_ENV, str(tmp_path / "m"))
+    with pytest.raises(TrainerError) as e:
+        prep(tmp_path, source=PRISM, recipe="prism")
+    assert e.value.kind == "dataset_schema"
+    assert os.path.join(folder, "conversations.jsonl") in str(e.value) and needle in str(e.value)
+
+
+def test_prism_refuses_a_source_with_no_value_guided_conversation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [prism_mirror.conversation(i, "unguided", f"Question {i}?") for i in range(2)]
+    prism_mirror.write(str(tmp_path / "m"), rows)
+    monkeypatch.setenv(recipes.MIRROR_ENV, str(tmp_path / "m"))
+    with pytest.raises(TrainerError, match=r"no rows left after filters \(2 read, 2 filtered out"):
+        prep(tmp_path, source=PRISM, recipe="prism")

@@ -6,8 +6,8 @@
 
     source      hf:<owner>/<name>[@revision][:split]  or  an absolute path to a JSONL/Parquet/CSV file
     split       hub split when the source names none (default "train")
-    recipe      wildchat | alpaca | ultrafeedback | hh-rlhf | columns
-    format      chat | preference (what the rows become)
+    recipe      wildchat | alpaca | ultrafeedback | hh-rlhf | prism | columns
+    format      chat | preference | prompts (what the rows become; prism makes prompts)
     columns     for `columns`: {"messages": col} or {"prompt": col|[cols], "response": col[, "system": col]}
                 for chat; {"prompt"?: col|[cols], "chosen": col, "rejected": col} for preference
     language    keep rows whose `language` column equals this (WildChat's English subset: "English")
@@ -52,7 +52,7 @@ from . import events
 from .events import TrainerError
 
 VERSION = 1
-RECIPES = ("wildchat", "alpaca", "ultrafeedback", "hh-rlhf", "columns")
+RECIPES = ("wildchat", "alpaca", "ultrafeedback", "hh-rlhf", "prism", "columns")
 MIRROR_ENV = "VALUEDRIFT_HF_MIRROR"
 ROLES = ("system", "user", "assistant")
 
@@ -62,6 +62,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "alpaca": {"format": "chat", "columns": {"prompt": ["instruction", "input"], "response": "output"}, "holdout": 0.1},
     "ultrafeedback": {"format": "preference", "columns": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}},
     "hh-rlhf": {"format": "preference", "columns": {"chosen": "chosen", "rejected": "rejected"}},
+    # PRISM (Kirk et al. 2024; hf:HannahRoseKirk/prism-alignment), its `conversations` config
+    # (conversations.jsonl): one row per conversation with `conversation_id`, `user_id`,
+    # `conversation_type` ("unguided", "values guided", "controversy guided"), `opening_prompt` (the
+    # participant's first message), `conversation_turns`, `conversation_history` (a list of
+    # {turn, role, content, model_provider, model_name, score, if_chosen, within_turn_id}) and the
+    # ratings/feedback columns. V-PRISM (App. A.1) starts from the opening prompts of the value- and
+    # controversy-guided conversations.
+    "prism": {"format": "prompts", "columns": {"prompt": "opening_prompt"}, "hub_config": "conversations",
+              "conversation_types": ["values guided", "controversy guided"]},
 }
 
 HF_RE = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?::(?P<split>[\w.\[\]%-]+))?$")
@@ -93,6 +102,7 @@ class Recipe:
     holdout: float
     limit: int | None
     seed: int
+    conversation_types: list[str] | None = None  # prism: keep rows whose `conversation_type` is one of these
 
     @staticmethod
     def from_config(cfg: dict[str, Any]) -> "Recipe":
@@ -101,14 +111,14 @@ class Recipe:
             raise TrainerError("bad_config", f"recipe must be one of {', '.join(RECIPES)}, got {name!r}")
         preset = PRESETS.get(name, {})
         fmt = cfg.get("format") or preset.get("format")
-        if fmt not in ("chat", "preference"):
-            raise TrainerError("bad_config", f"recipe {name}: format must be chat or preference, got {fmt!r}")
+        if fmt not in ("chat", "preference", "prompts"):
+            raise TrainerError("bad_config", f"recipe {name}: format must be chat, preference or prompts, got {fmt!r}")
         if preset and preset["format"] != fmt:
             raise TrainerError("bad_config", f"recipe {name} makes {preset['format']} rows, the dataset is declared {fmt}")
         columns = cfg.get("columns") or preset.get("columns")
         if not isinstance(columns, dict) or not columns:
             raise TrainerError("bad_config", f"recipe {name}: a column mapping is needed (columns)")
-        need = ("chosen", "rejected") if fmt == "preference" else (("messages",) if "messages" in columns else ("prompt", "response"))
+        need = ("chosen", "rejected") if fmt == "preference" else ("prompt",) if fmt == "prompts" else (("messages",) if "messages" in columns else ("prompt", "response"))
         missing = [k for k in need if k not in columns]
         if missing:
             raise TrainerError("bad_config", f"recipe {name}: columns needs {', '.join(missing)} for {fmt} rows")
@@ -118,11 +128,13 @@ class Recipe:
             raise TrainerError("bad_config", f"holdout must be in [0, 1), got {holdout}")
         language = cfg["language"] if "language" in cfg and cfg["language"] is not None else preset.get("language")
         limit = cfg.get("limit")
-        return Recipe(name, fmt, columns, language, holdout, int(limit) if limit else None, int(cfg.get("seed", 0)))
+        return Recipe(name, fmt, columns, language, holdout, int(limit) if limit else None, int(cfg.get("seed", 0)),
+                      preset.get("conversation_types"))
 
     def describe(self) -> dict[str, Any]:
         return {"recipe": self.name, "format": self.format, "columns": self.columns,
-                "filters": {"language": self.language} if self.language else {},
+                "filters": {**({"language": self.language} if self.language else {}),
+                            **({"conversation_type": self.conversation_types} if self.conversation_types else {})},
                 "holdout": self.holdout, "limit": self.limit, "seed": self.seed}
 
 
@@ -149,7 +161,7 @@ def _sha256_files(paths: list[str]) -> str:
     return h.hexdigest()
 
 
-def resolve(uri: str, split: str) -> Source:
+def resolve(uri: str, split: str, config_name: str | None = None) -> Source:
     """Which files make up the split, and the revision they are at."""
     if not uri.startswith("hf:"):
         if not os.path.isfile(uri):
@@ -164,10 +176,10 @@ def resolve(uri: str, split: str) -> Source:
     mirror = os.environ.get(MIRROR_ENV)
     folder = os.path.join(mirror, *repo.split("/")) if mirror else None
     if folder and os.path.isdir(folder):
-        files = _split_files(load_dataset_builder(folder), uri, split)
+        files = _split_files(load_dataset_builder(folder, name=config_name), uri, split)
         return Source("mirror", uri, split, f"mirror-sha256:{_sha256_files(files)}", files)
     try:
-        builder = load_dataset_builder(repo, revision=rev, token=os.environ.get("HF_TOKEN") or None)
+        builder = load_dataset_builder(repo, name=config_name, revision=rev, token=os.environ.get("HF_TOKEN") or None)
     except Exception as e:  # noqa: BLE001 — the hub's errors come in many classes
         text = f"{type(e).__name__}: {e}"
         kind = "bad_config" if any(s in text for s in ("DatasetNotFound", "doesn't exist", "RepositoryNotFound", "GatedRepo", "Offline")) else "hub_unreachable"
@@ -349,7 +361,16 @@ def convert(recipe: Recipe, row: dict[str, Any]) -> dict[str, Any] | None:
     """One raw row → one project row; None when the row is filtered out."""
     if recipe.language is not None and _cell(row, "language") != recipe.language:
         return None
+    if recipe.conversation_types is not None:
+        kind = _text(row, "conversation_type")
+        if re.sub(r"[\s_-]+", " ", kind.strip().lower()) not in recipe.conversation_types:
+            return None
     cols = recipe.columns
+    if recipe.format == "prompts":
+        prompt = _joined(row, cols["prompt"])
+        if not prompt.strip():
+            raise Skip("empty prompt")
+        return {"prompt": prompt}
     if recipe.format == "chat":
         if "messages" in cols:
             msgs = _messages(_cell(row, cols["messages"]), cols["messages"])
@@ -403,7 +424,8 @@ def prepare(cfg: dict[str, Any]) -> dict[str, Any]:
     uri = cfg.get("source")
     if not isinstance(uri, str):
         raise TrainerError("bad_config", "source is required")
-    src = resolve(uri, cfg.get("split") or "train")
+    # A hub repository of several configs (PRISM: survey, conversations, ...) is read in the recipe's.
+    src = resolve(uri, cfg.get("split") or "train", PRESETS.get(cfg.get("recipe") or "", {}).get("hub_config"))
     if cfg.get("fingerprint_only"):
         fp = {"kind": src.kind, "revision": src.revision, "split": src.split,
               "files": [os.path.basename(f) if src.kind != "hub" else f for f in src.files]}
