@@ -24,18 +24,19 @@ import {
   validateLineageSpec,
   type DatasetSpec,
   type LineageSpec,
+  type StanceAnalysisBuild,
 } from '../common/spec';
 import { datasets as datasetActivities } from './proxies';
 
 /** Key lookup and writing the result: store work and judge/generator calls (cpu queue); they heartbeat. */
-const derivedCpu = proxyActivities<Pick<DerivedActivities, 'resolveDerivedDataset' | 'writeStancePairs'>>({
+const derivedCpu = proxyActivities<Pick<DerivedActivities, 'resolveDerivedDataset' | 'writeStancePairs' | 'resolveStanceAnalysis' | 'writeStanceAnalysis'>>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '2 minutes',
   retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '10 minutes', maximumAttempts: 20 },
 });
 /** Embedding needs the trainer's Python (sentence-transformers), which the gpu role has. */
-const derivedEmbed = proxyActivities<Pick<DerivedActivities, 'selectStancePrompts'>>({
+const derivedEmbed = proxyActivities<Pick<DerivedActivities, 'selectStancePrompts' | 'retrieveStanceAnalysis'>>({
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '2 minutes',
@@ -43,7 +44,7 @@ const derivedEmbed = proxyActivities<Pick<DerivedActivities, 'selectStancePrompt
 });
 
 const Ref = z.strictObject({ uri: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
-const Prepared = z.object({ name: z.string(), format: z.enum(['chat', 'preference', 'stance-pairs', 'prompts', 'eval']), ref: Ref, rows: z.number().int().nonnegative() });
+const Prepared = z.object({ name: z.string(), format: z.enum(['chat', 'preference', 'stance-pairs', 'prompts', 'eval', 'analysis']), ref: Ref, rows: z.number().int().nonnegative() });
 
 export const BuildDatasetInput = z.strictObject({
   lineage: Slug,
@@ -78,6 +79,7 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
   const roles = Object.keys(input.build.from);
   const missing = roles.filter((r) => !Object.hasOwn(input.sources, r));
   if (missing.length) throw ApplicationFailure.nonRetryable(`dataset "${input.name}": no prepared input for ${missing.join(', ')}`, 'InvalidDatasetBuild');
+  if (input.build.build === 'stance-analysis') return buildStanceAnalysis({ ...input, build: input.build });
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
   const resolved = await derivedCpu.resolveDerivedDataset(base);
   const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
@@ -99,6 +101,31 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
     perCategory: input.build.promptsPerCategory,
   });
   const written = await derivedCpu.writeStancePairs({ ...base, buildKey: resolved.buildKey, prompts, selection });
+  return done(written.record, false);
+}
+
+/** A stance analysis (App. K): retrieval on the gpu queue, judging and the report on the cpu queue. */
+async function buildStanceAnalysis(input: z.infer<typeof BuildDatasetInput> & { build: StanceAnalysisBuild }): Promise<BuildDatasetResult> {
+  const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
+  const resolved = await derivedCpu.resolveStanceAnalysis(base);
+  const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
+    name: input.name,
+    buildKey: resolved.buildKey,
+    cached,
+    dataset: { ...(record.dataset as PreparedDataset), name: input.name },
+    outputs: record.outputs,
+    counts: record.counts,
+  });
+  if (resolved.cached) return done(resolved.cached, true);
+  const dataset = input.sources.dataset as PreparedDataset;
+  const retrieval = await derivedEmbed.retrieveStanceAnalysis({
+    buildKey: resolved.buildKey,
+    dataset,
+    questions: input.sources.questions as PreparedDataset,
+    categories: Object.keys(input.topics).sort(),
+    threshold: input.build.threshold,
+  });
+  const written = await derivedCpu.writeStanceAnalysis({ ...base, buildKey: resolved.buildKey, dataset, retrieval });
   return done(written.record, false);
 }
 

@@ -103,7 +103,9 @@ export async function lineageWorkflow(input: unknown): Promise<LineageResult> {
   const { datasets } = await datasetActivities.prepareDatasets({ lineage, datasets: sources, seed: spec.seed });
   if (toBuild.length) {
     const built = await buildDatasets(spec, toBuild, datasets, workflowIds.lineage(lineage));
-    for (const [name, b] of Object.entries(built)) datasets[name] = b.dataset;
+    // A stance analysis (format analysis) is a report, not training data: it is built (a child, after
+    // its inputs) but binds nothing, so a new judge never conflicts with the lineage's training inputs.
+    for (const [name, b] of Object.entries(built)) if ((b.dataset.format as string) !== 'analysis') datasets[name] = b.dataset;
   }
   const evalSet = (datasets[spec.evaluation.evalSet] as { ref: ArtifactRef }).ref;
   const base: ModelHandle = await models.resolveBaseModel({ uri: spec.base.model });

@@ -4,7 +4,7 @@
  * is built from, the topics it measures against, who judges and who generates (endpoint identity and
  * model) and the recipe's version. The same key is served from the store's cache, like a stage.
  */
-import type { BuiltDatasetSpec } from '../../common/spec';
+import type { SyntheticPairsBuild } from '../../common/spec';
 import { canonicalJson, endpointIdentity } from '../judge/cache';
 import type { JudgeIdentity } from '../judge/judgeAll';
 import { JUDGE_PROMPT_VERSION } from '../judge/prompt';
@@ -26,7 +26,7 @@ export const derivedKeys = {
 };
 
 export interface BuildKeyInput {
-  build: BuiltDatasetSpec;
+  build: SyntheticPairsBuild;
   /** Role in `from` → sha256 of that dataset's prepared rows. */
   sources: Record<string, string>;
   topics: Record<string, string>;
