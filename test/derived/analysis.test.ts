@@ -163,7 +163,7 @@ describe.skipIf(chromiumProblem !== null)('the stance analysis report in Chromiu
       const bins = await page.$$eval('#distance-histogram rect.bin', (rs) => rs.map((r) => Number(r.getAttribute('data-count'))));
       expect(bins).toEqual([1, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
       // The tallest bin is drawn tallest, and laid out with a size on the page.
-      const heights = await page.$$eval('#distance-histogram rect.bin', (rs) => rs.map((r) => (r as SVGGraphicsElement).getBoundingClientRect().height));
+      const heights = await page.$$eval('#distance-histogram rect.bin', (rs) => rs.map((r) => r.getBoundingClientRect().height));
       expect(heights[9]).toBeGreaterThan(heights[0]! * 1.9);
       expect(await page.$$eval('#gaps tr[data-category] td.value-gap', (tds) => tds.map((t) => t.textContent))).toEqual([((Math.SQRT2 + 0.97 * Math.SQRT2) / 2).toFixed(3), '0.000']);
       const bars = await page.$$eval('#stance-bars rect.bar', (rs) => rs.map((r) => `${r.getAttribute('data-stance')}:${r.getAttribute('data-share')}`));
@@ -172,7 +172,7 @@ describe.skipIf(chromiumProblem !== null)('the stance analysis report in Chromiu
       await page.screenshot({ path: path.join(screenshotDir(), 'stance-analysis-pairs.png'), fullPage: true });
       await page.goto(pathToFileURL(chatFile).href, { waitUntil: 'load' });
       expect(await page.$('#distance-histogram')).toBeNull();
-      const widths = await page.$$eval('#stance-bars rect.bar', (rs) => rs.map((r) => `${r.getAttribute('data-stance')}:${Math.round((r as SVGGraphicsElement).getBoundingClientRect().width)}`));
+      const widths = await page.$$eval('#stance-bars rect.bar', (rs) => rs.map((r) => `${r.getAttribute('data-stance')}:${Math.round(r.getBoundingClientRect().width)}`));
       expect(widths).toEqual(['support:210', 'neutral:210']);
       await page.screenshot({ path: path.join(screenshotDir(), 'stance-analysis-chat.png'), fullPage: true });
       expect(problems).toEqual([]);
