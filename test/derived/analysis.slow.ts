@@ -140,6 +140,30 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('dataset stance analysis', 
     expect(again).toMatchObject({ cached: true, buildKey: chat.buildKey, dataset: { ref: { sha256: chat.dataset.ref.sha256 } } });
   }, 600_000);
 
+  it('lineage build-dataset --wait (the CLI) builds an analysis and prints its report link', async () => {
+    const fs = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { main } = await import('../../worker/cli');
+    const name = uniqueName('analysis-cli');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-analysis-cli-'));
+    const file = path.join(dir, 'spec.json');
+    await fs.writeFile(file, JSON.stringify(specWithAnalyses(name)));
+    // The CLI connects where TEMPORAL_ADDRESS says: this file's test server, whose workers run here.
+    process.env.TEMPORAL_ADDRESS = env.connection.options.address;
+    const out: string[] = [];
+    try {
+      await withWorkers(env, fakeActivities(env, recorder(), () => ({ steps: [2] })), () => main(['build-dataset', file, 'pairs-analysis', '--wait'], { out: (s: string) => void out.push(s) }));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    const text = out.join('');
+    expect(text).toContain(`started: valuedrift-dataset/${name}/pairs-analysis`);
+    const link = /^report \(pairs-analysis\): (s3:\/\/\S+\/derived\/[0-9a-f]{64}\/report\/index\.html)$/m.exec(text);
+    expect(link).not.toBeNull();
+    expect((await getBytes(link![1]!)).toString('utf8')).toContain('id="distance-histogram"');
+  }, 300_000);
+
   it('a lineage builds its analyses as children after their inputs, and trains without binding them', async () => {
     const name = uniqueName('analysis-lineage');
     const spec = specWithAnalyses(name);
