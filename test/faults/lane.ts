@@ -141,7 +141,10 @@ export class Lane {
       await c.close();
       return true;
     });
-    await this.connection?.close().catch(() => undefined);
+    // After a restart the first connection is kept: gRPC reconnects it to the same address, and
+    // closing it would make a call that the client is still retrying throw from a timer
+    // ("Channel has been shut down", uncaught: it killed a matrix run).
+    if (this.connection) return;
     this.connection = await Connection.connect({ address: `127.0.0.1:${this.temporalPort}` });
     this.client = new Client({ connection: this.connection, namespace: 'default' });
   }
