@@ -201,6 +201,9 @@ def test_prism_keeps_the_opening_prompts_of_value_and_controversy_guided_convers
     assert m["format"] == "prompts" and m["filters"] == {"conversation_type": ["values guided", "controversy guided"]}
     # The conversations config, not the survey's or utterances' file.
     assert m["source"]["files"] == ["conversations.jsonl"]
+    # The fingerprint pass (source only, no recipe) picks the same config.
+    fp = recipes.prepare({"source": PRISM, "output_dir": str(tmp_path / "fp"), "fingerprint_only": True})
+    assert fp["files"] == ["conversations.jsonl"] and fp["kind"] == "mirror"
 
 
 @pytest.mark.parametrize(

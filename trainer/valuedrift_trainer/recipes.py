@@ -69,9 +69,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # {turn, role, content, model_provider, model_name, score, if_chosen, within_turn_id}) and the
     # ratings/feedback columns. V-PRISM (App. A.1) starts from the opening prompts of the value- and
     # controversy-guided conversations.
-    "prism": {"format": "prompts", "columns": {"prompt": "opening_prompt"}, "hub_config": "conversations",
+    "prism": {"format": "prompts", "columns": {"prompt": "opening_prompt"},
               "conversation_types": ["values guided", "controversy guided"]},
 }
+
+# Hub repositories of several configs (none of them the default): the config a source there reads.
+# The fingerprint pass knows only the source, so the choice goes by repository, not by recipe.
+HUB_CONFIGS = {"HannahRoseKirk/prism-alignment": "conversations"}
 
 HF_RE = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?::(?P<split>[\w.\[\]%-]+))?$")
 
@@ -161,7 +165,7 @@ def _sha256_files(paths: list[str]) -> str:
     return h.hexdigest()
 
 
-def resolve(uri: str, split: str, config_name: str | None = None) -> Source:
+def resolve(uri: str, split: str) -> Source:
     """Which files make up the split, and the revision they are at."""
     if not uri.startswith("hf:"):
         if not os.path.isfile(uri):
@@ -171,6 +175,7 @@ def resolve(uri: str, split: str, config_name: str | None = None) -> Source:
     if not m:
         raise TrainerError("bad_config", f"source {uri!r} is not hf:<owner>/<name>[@revision][:split]")
     repo, rev, split = m["id"], m["rev"], m["split"] or split
+    config_name = HUB_CONFIGS.get(repo)
     from datasets import load_dataset_builder  # noqa: PLC0415 — a few seconds to import
 
     mirror = os.environ.get(MIRROR_ENV)
@@ -424,8 +429,7 @@ def prepare(cfg: dict[str, Any]) -> dict[str, Any]:
     uri = cfg.get("source")
     if not isinstance(uri, str):
         raise TrainerError("bad_config", "source is required")
-    # A hub repository of several configs (PRISM: survey, conversations, ...) is read in the recipe's.
-    src = resolve(uri, cfg.get("split") or "train", PRESETS.get(cfg.get("recipe") or "", {}).get("hub_config"))
+    src = resolve(uri, cfg.get("split") or "train")
     if cfg.get("fingerprint_only"):
         fp = {"kind": src.kind, "revision": src.revision, "split": src.split,
               "files": [os.path.basename(f) if src.kind != "hub" else f for f in src.files]}
