@@ -58,6 +58,9 @@ export function createActivities(deps: ActivityDeps) {
     writeReport,
     /** Built datasets (activities/derived): key lookup, prompt selection, generating and checking. */
     ...derivedActivities,
+    // Their judge calls share the same budget as evaluations'.
+    writeStancePairs: (input: Parameters<typeof derivedActivities.writeStancePairs>[0]) => derivedActivities.writeStancePairs(input, budgets),
+    writeStanceAnalysis: (input: Parameters<typeof derivedActivities.writeStanceAnalysis>[0]) => derivedActivities.writeStanceAnalysis(input, budgets),
   };
 }
 export type Activities = ReturnType<typeof createActivities>;

@@ -28,6 +28,7 @@ import { RowSchemas, seededSample, toJsonl } from '../datasets';
 import { judgeEndpoint, judgeFailure, StoreJudgeCache } from '../evaluation/judge';
 import { judgeIdentity } from '../evaluation/keys';
 import { cacheKey, canonicalJson, type CachedJudgment } from '../judge/cache';
+import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { createJudgeClient } from '../judge/client';
 import { CacheWriter, judgeRequestBody, judgmentFromCompletion } from '../judge/judgeAll';
 import { buildConversationJudgeMessages, CONVERSATION_PROMPT_VERSION, type ConversationTurn } from '../judge/prompt';
@@ -211,7 +212,8 @@ class StartLimiter {
 }
 
 /** Judges, summarises and writes the analysis; writes the build's cache record last. Safe to retry. */
-export async function writeStanceAnalysis(raw: WriteAnalysisInput): Promise<{ record: DerivedRecord; judgeCalls: number; cacheHits: number }> {
+/** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */
+export async function writeStanceAnalysis(raw: WriteAnalysisInput, budgets?: JudgeBudgets): Promise<{ record: DerivedRecord; judgeCalls: number; cacheHits: number }> {
   const input = WriteAnalysisInput.parse(raw);
   const recordKey = derivedKeys.record(input.buildKey);
   const done = await getJsonIfExists(uriOf(recordKey), DerivedRecord);
@@ -226,7 +228,10 @@ export async function writeStanceAnalysis(raw: WriteAnalysisInput): Promise<{ re
   // One judge call per distinct (conversation, topic); identical ones share it.
   const { env, apiKey } = judgeEndpoint();
   const judge = judgeIdentity(env, input.judge);
-  const client = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
+  const base = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
+  const budget = budgets?.(base.baseURL, judge.judgeModel);
+  // A 429 the provider sends anyway pauses every worker's grants (the shared budget).
+  const client = budget ? base.withOptions({ fetch: budget.watch(fetch) }) : base;
   const items = chosen.map((k) => ({ k, topic: input.topics[k.category] as string, convs: conversationsOf(format, rows[k.index], input.build.alignment) }));
   const keyOf = (conv: Turn[], topic: string) => cacheKey({ ...judge, promptVersion: CONVERSATION_PROMPT_VERSION, question: canonicalJson(conv), response: '', topic });
   const work = new Map<string, { conv: Turn[]; topic: string }>();
@@ -257,7 +262,10 @@ export async function writeStanceAnalysis(raw: WriteAnalysisInput): Promise<{ re
       const { conv, topic } = work.get(key) as { conv: Turn[]; topic: string };
       const body = judgeRequestBody(buildConversationJudgeMessages({ conversation: conv, topic }), { model: judge.judgeModel, topLogprobs: judge.topLogprobs });
       await limiter.wait(controller.signal);
-      const { value } = await callWithRetries(async (signal) => judgmentFromCompletion(await client.chat.completions.create(body, { signal }), judge.judgeModel), {
+      const { value } = await callWithRetries(async (signal) => {
+        await budget?.acquire({ requests: 1, tokens: estimateTokens(body) }, signal);
+        return judgmentFromCompletion(await client.chat.completions.create(body, { signal }), judge.judgeModel);
+      }, {
         maxRetries: 8,
         backoff: DEFAULT_BACKOFF,
         signal: controller.signal,

@@ -30,6 +30,7 @@ import { RowSchemas, seededSample, toJsonl, type PreparedDataset } from '../data
 import { judgeIdentity } from '../evaluation/keys';
 import { StoreJudgeCache } from '../evaluation/judge';
 import { createJudgeClient, DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
+import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { judgeAll } from '../judge/judgeAll';
 import { argmaxStance } from '../judge/parse';
 import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
@@ -240,7 +241,8 @@ interface Task {
 }
 
 /** Generates, judges and writes the pairs; writes the build's cache record last. Safe to retry. */
-export async function writeStancePairs(raw: WriteInput): Promise<WriteResult> {
+/** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */
+export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets): Promise<WriteResult> {
   const input = WriteInput.parse(raw);
   const env = workerEnv();
   const recordKey = derivedKeys.record(input.buildKey);
@@ -333,9 +335,13 @@ export async function writeStancePairs(raw: WriteInput): Promise<WriteResult> {
     throw ApplicationFailure.nonRetryable('no judge endpoint: set VALUEDRIFT_JUDGE_BASE_URL (and VALUEDRIFT_JUDGE_API_KEY), or OPENAI_API_KEY, on the cpu worker', 'JudgeNotConfigured');
   }
   const judgeBeat = setInterval(() => c?.heartbeat({ step: 'judging' }), 10_000);
+  const judgeClient = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: judgeKey ?? 'unset' });
+  const budget = budgets?.(judgeClient.baseURL, judge.judgeModel);
   const judged = await judgeAll({
     items: judgeable.map((x) => ({ promptId: `${x.t.index}`, category: x.t.category, sample: x.t.side === 'support' ? 0 : 1, question: x.t.prompt, response: x.text, topic: x.t.topic })),
-    client: createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: judgeKey ?? 'unset' }),
+    // A 429 the provider sends anyway pauses every worker's grants (the shared budget).
+    client: budget ? judgeClient.withOptions({ fetch: budget.watch(fetch) }) : judgeClient,
+    beforeAttempt: budget ? (body, signal) => budget.acquire({ requests: 1, tokens: estimateTokens(body) }, signal).then(() => undefined) : undefined,
     model: judge.judgeModel,
     topLogprobs: judge.topLogprobs,
     concurrency: input.judge.concurrency,

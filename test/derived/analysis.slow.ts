@@ -18,6 +18,8 @@ import { resetWorkerEnv } from '../../activities/env';
 import { getBytes } from '../../activities/store';
 import { conversationsOf } from '../../activities/derived/analysis';
 import { euclidean, type JudgedRow } from '../../activities/derived/analysisReport';
+import { judgeBudgetWorkflowId } from '../../activities/judge/budget';
+import { createJudgeClient } from '../../activities/judge/client';
 import { readStanceLogprobs, usableTokens } from '../../activities/judge/parse';
 import { buildConversationJudgeMessages } from '../../activities/judge/prompt';
 import { startLocalJudge, type LocalJudge } from '../../infra/judge/serve';
@@ -50,7 +52,9 @@ beforeAll(async () => {
   if (!process.env.VALUEDRIFT_DERIVED_E2E) return;
   loadStackEnv();
   judge = await startLocalJudge({ kind: 'minilm', python: process.env.VALUEDRIFT_PYTHON ?? '.venv/bin/python' });
-  for (const k of ['VALUEDRIFT_JUDGE_BASE_URL', 'VALUEDRIFT_JUDGE_MODEL']) saved[k] = process.env[k];
+  for (const k of ['VALUEDRIFT_JUDGE_BASE_URL', 'VALUEDRIFT_JUDGE_MODEL', 'VALUEDRIFT_JUDGE_RPM']) saved[k] = process.env[k];
+  // A shared judge budget: the analysis's judge calls must ask it like evaluations do.
+  process.env.VALUEDRIFT_JUDGE_RPM = '60000';
   process.env.VALUEDRIFT_JUDGE_BASE_URL = judge.baseURL;
   process.env.VALUEDRIFT_JUDGE_MODEL = 'minilm-stance';
   resetWorkerEnv();
@@ -113,6 +117,10 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('dataset stance analysis', 
     expect(html).toContain('Content-Security-Policy');
     expect(html).toContain('id="stance-bars"');
     expect(html).not.toContain('<script');
+    // Its judge calls were granted by the shared budget of this endpoint and model.
+    const budget = env.client.workflow.getHandle(judgeBudgetWorkflowId(createJudgeClient({ baseURL: judge.baseURL }).baseURL, 'minilm-stance'));
+    // (Started by the first acquire; the workers are gone by now, so it is described, not queried.)
+    expect((await budget.describe()).type).toBe('judgeBudgetWorkflow');
 
     // --- stance pairs (K.4): opposite sides, so a large value gap.
     const pairs = (await run('pairs-analysis', `valuedrift-dataset/${name}/pairs`)).built['pairs-analysis']!;
