@@ -82,7 +82,9 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('V-PRISM built from a PRISM
       questionsPerCategory: 4,
       umapDimensions: 8,
       umapNeighbors: 5,
-      clustering: { minClusterSize: 3 },
+      clustering: { minClusterSize: 3, minSamples: 3, topNgrams: 5, assignThreshold: 0.3 },
+      // 4 per category make 8; `limit` keeps a seeded 7 of them.
+      limit: 7,
       generator: { model: 'scripted-writer', maxTokens: 64, concurrency: 4 },
     };
     spec.evaluation.evalSet = 'vprism';
@@ -95,8 +97,11 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('V-PRISM built from a PRISM
     expect(b.cached).toBe(false);
     // 18 statements (the unguided conversations filtered out by the recipe) + 3 names + 12 checks (abortion and immigration).
     expect(gen.chatRequests).toHaveLength(18 + 3 + 12);
-    expect(b.counts).toMatchObject({ statements: 18, questions: 18, clusters: 3, clustersAssigned: 2, clustersDropped: 1, inAssignedClusters: 12, valueLaden: 11, notValueLaden: 1, rows: 8, 'category.abortion': 4, 'category.immigration': 4, generatorCalls: 33 });
-    expect(b.dataset).toMatchObject({ name: 'vprism', format: 'eval', rows: 8 });
+    expect(b.counts).toMatchObject({ statements: 18, questions: 18, clusters: 3, clustersAssigned: 2, clustersDropped: 1, inAssignedClusters: 12, valueLaden: 11, notValueLaden: 1, rows: 7, generatorCalls: 33 });
+    expect([b.counts['category.abortion'], b.counts['category.immigration']].sort()).toEqual([3, 4]);
+    // The category the limit took one from is reported short of questionsPerCategory.
+    expect((b.counts['short.abortion'] ?? 0) + (b.counts['short.immigration'] ?? 0)).toBe(1);
+    expect(b.dataset).toMatchObject({ name: 'vprism', format: 'eval', rows: 7 });
     const rows = (await getBytes(b.dataset.ref.uri)).toString('utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; category: string; question: string });
     const source = (await fs.readFile(QUESTIONS, 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { question: string }).question);
     for (const r of rows) {
@@ -107,9 +112,11 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('V-PRISM built from a PRISM
       expect(r.category).toBe(i < 6 ? 'abortion' : 'immigration');
       expect(r.question).not.toBe(NOT_VALUE_LADEN);
     }
-    const manifest = JSON.parse((await getBytes(b.outputs.manifest!.uri)).toString('utf8')) as { embedder: string; umap: Record<string, number>; clusters: Array<{ size: number; name: string; category: string; reason: string; ngrams: string[] }>; categories: Record<string, { available: number; short: number }> };
+    const manifest = JSON.parse((await getBytes(b.outputs.manifest!.uri)).toString('utf8')) as { embedder: string; umap: Record<string, number>; clustering: Record<string, unknown>; clusters: Array<{ size: number; name: string; category: string; reason: string; ngrams: string[] }>; categories: Record<string, { available: number; short: number }> };
     expect(manifest.embedder).toMatch(/MiniLM/);
     expect(manifest.umap).toMatchObject({ dimensions: 8, neighbors: 5 });
+    expect(manifest.clustering).toMatchObject({ min_cluster_size: 3, min_samples: 3, top_ngrams: 5, assign_threshold: 0.3 });
+    for (const c of manifest.clusters) expect(c.ngrams.length).toBeLessThanOrEqual(5);
     expect(manifest.clusters.map((c) => [c.name, c.category, c.size]).sort()).toEqual([
       ['Cooking and Baking', 'dropped', 6],
       ['Discussions on Abortion', 'abortion', 6],
