@@ -25,6 +25,7 @@ import {
   type DatasetSpec,
   type LineageSpec,
   type StanceAnalysisBuild,
+  type VPrismBuild,
 } from '../common/spec';
 import { datasets as datasetActivities } from './proxies';
 
@@ -37,6 +38,20 @@ const derivedCpu = proxyActivities<Pick<DerivedActivities, 'resolveDerivedDatase
 });
 /** Embedding needs the trainer's Python (sentence-transformers), which the gpu role has. */
 const derivedEmbed = proxyActivities<Pick<DerivedActivities, 'selectStancePrompts' | 'retrieveStanceAnalysis'>>({
+  taskQueue: TASK_QUEUES.gpu,
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10 },
+});
+
+/** V-PRISM's generator steps (cpu) and its clustering in the trainer's Python (gpu, like the selector). */
+const vprismCpu = proxyActivities<Pick<DerivedActivities, 'resolveVPrism' | 'rephraseVPrism' | 'writeVPrism'>>({
+  taskQueue: TASK_QUEUES.cpu,
+  startToCloseTimeout: '24 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '10s', backoffCoefficient: 2, maximumInterval: '10 minutes', maximumAttempts: 20 },
+});
+const derivedEmbedVPrism = proxyActivities<Pick<DerivedActivities, 'clusterVPrism'>>({
   taskQueue: TASK_QUEUES.gpu,
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '2 minutes',
@@ -80,6 +95,7 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
   const missing = roles.filter((r) => !Object.hasOwn(input.sources, r));
   if (missing.length) throw ApplicationFailure.nonRetryable(`dataset "${input.name}": no prepared input for ${missing.join(', ')}`, 'InvalidDatasetBuild');
   if (input.build.build === 'stance-analysis') return buildStanceAnalysis({ ...input, build: input.build });
+  if (input.build.build === 'v-prism') return buildVPrism({ ...input, build: input.build });
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
   const resolved = await derivedCpu.resolveDerivedDataset(base);
   const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
@@ -126,6 +142,26 @@ async function buildStanceAnalysis(input: z.infer<typeof BuildDatasetInput> & { 
     threshold: input.build.threshold,
   });
   const written = await derivedCpu.writeStanceAnalysis({ ...base, buildKey: resolved.buildKey, dataset, retrieval });
+  return done(written.record, false);
+}
+
+/** V-PRISM (App. A.1): rephrasing, naming and the value check on the cpu queue, clustering on the gpu queue. */
+async function buildVPrism(input: z.infer<typeof BuildDatasetInput> & { build: VPrismBuild }): Promise<BuildDatasetResult> {
+  const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, seed: input.seed };
+  const resolved = await vprismCpu.resolveVPrism(base);
+  const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
+    name: input.name,
+    buildKey: resolved.buildKey,
+    cached,
+    dataset: { ...(record.dataset as PreparedDataset), name: input.name },
+    outputs: record.outputs,
+    counts: record.counts,
+  });
+  if (resolved.cached) return done(resolved.cached, true);
+  const buildKey = resolved.buildKey;
+  const rephrased = await vprismCpu.rephraseVPrism({ buildKey, name: input.name, build: input.build, statements: input.sources.statements as PreparedDataset });
+  const clusters = await derivedEmbedVPrism.clusterVPrism({ buildKey, build: input.build, questions: rephrased.questions, topics: input.topics, seed: input.seed });
+  const written = await vprismCpu.writeVPrism({ buildKey, name: input.name, build: input.build, questions: rephrased.questions, clusters, topics: input.topics, seed: input.seed, counts: rephrased.counts });
   return done(written.record, false);
 }
 
