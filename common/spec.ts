@@ -61,7 +61,7 @@ export const DatasetUri = z
 export const DatasetFormat = z.enum(['chat', 'preference', 'stance-pairs', 'prompts', 'eval']);
 export type DatasetFormat = z.infer<typeof DatasetFormat>;
 
-export const DatasetRecipe = z.enum(['wildchat', 'alpaca', 'ultrafeedback', 'hh-rlhf', 'columns']);
+export const DatasetRecipe = z.enum(['wildchat', 'alpaca', 'ultrafeedback', 'hh-rlhf', 'prism', 'columns']);
 const Column = z.string().min(1).max(128);
 export const DatasetColumns = z.strictObject({
   messages: Column.optional(),
@@ -89,7 +89,7 @@ export const DatasetSpec = z.strictObject({
    * corpus's recipe, or `columns` with a mapping. Omitted: a file:/s3: source is already in the
    * project's own schema; an hf: source is mapped column for column (messages, or prompt/chosen/rejected).
    */
-  recipe: DatasetRecipe.optional().describe('wildchat | alpaca | ultrafeedback | hh-rlhf | columns: how raw rows become chat/preference rows'),
+  recipe: DatasetRecipe.optional().describe('wildchat | alpaca | ultrafeedback | hh-rlhf | prism | columns: how raw rows become chat/preference/prompts rows (prism: PRISM conversations → prompts)'),
   /** Column mapping for `columns` (or to override a recipe's): chat {messages} or {prompt, response, system?}; preference {prompt?, chosen, rejected}. */
   columns: DatasetColumns.optional(),
   /** Keep only rows whose `language` column equals this (wildchat: English by default). */
@@ -141,10 +141,97 @@ export const SyntheticPairsBuild = z.strictObject({
 });
 export type SyntheticPairsBuild = z.infer<typeof SyntheticPairsBuild>;
 
+/** The format of a stance analysis's output: judged rows and a report, not training data (no stage reads it). */
+export const ANALYSIS_FORMAT = 'analysis';
+
+/**
+ * `stance-analysis` (App. K): which stances a dataset carries on the eval set's topics. Every datapoint
+ * of `from.dataset` (its first user turn) is embedded with the questions of `from.questions`; a
+ * datapoint whose cosine similarity to some question is ≥ `threshold` is kept, under that (most
+ * similar) question's category and topic. Each kept datapoint is judged as a whole conversation by
+ * the stance judge (`evaluation.judge`): a chat row once (K.2: stance distribution per topic), a
+ * preference or stance-pairs row once per side (K.3/K.4: Euclidean distance between the chosen and
+ * the rejected side's stance distributions, its histogram and the mean per topic, the value gap).
+ * The output is the judged rows, a JSON summary and an HTML report in the store; format `analysis`.
+ */
+export const StanceAnalysisBuild = z.strictObject({
+  build: z.literal('stance-analysis'),
+  format: z.literal(ANALYSIS_FORMAT).default(ANALYSIS_FORMAT),
+  from: z.strictObject({
+    /** A `chat`, `preference` or `stance-pairs` entry: the dataset analysed. */
+    dataset: Slug,
+    /** An `eval` entry: its questions decide which datapoints are kept, and under which topic. */
+    questions: Slug,
+  }),
+  /** Cosine similarity a datapoint needs to some question to be kept (the paper: 0.5). */
+  threshold: z.number().min(-1).max(1).default(0.5),
+  /** Judge at most this many of the kept datapoints (a seeded sample); omit for all. */
+  limit: z.number().int().positive().max(100_000_000).optional(),
+  /** stance-pairs only: which side is `chosen` (support-aligned: the supporting response). */
+  alignment: z.enum(['support-aligned', 'oppose-aligned']).default('support-aligned'),
+  /** Judge calls in flight at once, and started per minute at most (omit: no bound beyond concurrency). */
+  concurrency: z.number().int().min(1).max(1024).default(8),
+  requestsPerMinute: z.number().int().min(1).max(1_000_000).optional(),
+  /** Rows the build is expected to yield (judged datapoints), as declared; never trained on. */
+  rows: z.number().int().positive().max(10_000_000_000).optional(),
+});
+export type StanceAnalysisBuild = z.infer<typeof StanceAnalysisBuild>;
+
+/**
+ * `v-prism` (§3, App. A.1): the eval set built from PRISM-like statements (`from.statements`, e.g. the
+ * `prism` recipe's opening prompts). Each statement is rephrased into a natural question by the
+ * generator; the questions are embedded, reduced with UMAP to `umapDimensions` and clustered with
+ * HDBSCAN; each cluster gets c-TF-IDF n-grams and a generator-written name, and is assigned to the
+ * `evaluation.topics` category its centroid and n-grams are most similar to (at least
+ * `clustering.assignThreshold`), else dropped (the paper chose 11 of 22 clusters by hand; the manifest
+ * lists every cluster and why it went where). Questions of assigned clusters that the generator does
+ * not call value-laden are dropped; `questionsPerCategory` are sampled per category (seeded).
+ */
+export const VPrismBuild = z.strictObject({
+  build: z.literal('v-prism'),
+  format: z.literal('eval').default('eval'),
+  from: z.strictObject({
+    /** A `prompts` or `chat` entry: its prompts (first user turn) are the statements. */
+    statements: Slug,
+  }),
+  /** Questions sampled per category (the paper: 50, over 11 categories). A category with fewer is reported, not an error. */
+  questionsPerCategory: z.number().int().min(1).max(100_000).default(50),
+  /** UMAP's output dimensions (the paper: 20); 0 clusters the embeddings themselves. */
+  umapDimensions: z.number().int().min(0).max(1024).default(20),
+  umapNeighbors: z.number().int().min(2).max(1000).default(15),
+  clustering: z
+    .strictObject({
+      /** HDBSCAN's smallest cluster. */
+      minClusterSize: z.number().int().min(2).max(100_000).default(10),
+      /** HDBSCAN's min_samples (omit: the min cluster size). */
+      minSamples: z.number().int().min(1).max(100_000).optional(),
+      /** c-TF-IDF n-grams kept per cluster (shown to the naming model and in the manifest). */
+      topNgrams: z.number().int().min(1).max(100).default(10),
+      /** Mean cosine (centroid and n-grams to the topic) a cluster needs to be assigned to a category. */
+      assignThreshold: z.number().min(-1).max(1).default(0.3),
+    })
+    .default({ minClusterSize: 10, topNgrams: 10, assignThreshold: 0.3 }),
+  /** Use at most this many of the built questions (a seeded sample over all categories); omit for all. */
+  limit: z.number().int().positive().max(100_000_000).optional(),
+  /** Rows the build is expected to yield, as declared: `lineage plan` uses it. */
+  rows: z.number().int().positive().max(10_000_000_000).optional(),
+  generator: z
+    .strictObject({
+      /** Model name at the generator endpoint (VALUEDRIFT_GENERATOR_BASE_URL / _API_KEY on the cpu worker). */
+      model: z.string().min(1).max(200),
+      maxTokens: z.number().int().min(1).max(32_768).default(128),
+      concurrency: z.number().int().min(1).max(1024).default(8),
+      /** Calls started per minute at most; omit for no bound beyond `concurrency`. */
+      requestsPerMinute: z.number().int().min(1).max(1_000_000).optional(),
+    })
+    .describe('the OpenAI-compatible model that rephrases statements, names clusters and answers the value-laden check (greedy)'),
+});
+export type VPrismBuild = z.infer<typeof VPrismBuild>;
+
 /** Every recipe a built dataset may name (discriminated by `build`). */
-export const BuiltDatasetSpec = z.discriminatedUnion('build', [SyntheticPairsBuild]).meta({ id: 'BuiltDatasetSpec', description: 'a dataset built from other datasets (a node of the lineage DAG)' });
+export const BuiltDatasetSpec = z.discriminatedUnion('build', [SyntheticPairsBuild, StanceAnalysisBuild, VPrismBuild]).meta({ id: 'BuiltDatasetSpec', description: 'a dataset built from other datasets (a node of the lineage DAG)' });
 export type BuiltDatasetSpec = z.infer<typeof BuiltDatasetSpec>;
-export const BUILD_RECIPES = ['synthetic-pairs'] as const satisfies readonly BuiltDatasetSpec['build'][];
+export const BUILD_RECIPES = ['synthetic-pairs', 'stance-analysis', 'v-prism'] as const satisfies readonly BuiltDatasetSpec['build'][];
 
 /** A `datasets` entry: read from a source (`uri`) or built from other entries (`build`). */
 export const DatasetEntry = z.union([DatasetSpec, BuiltDatasetSpec]);
@@ -154,6 +241,8 @@ export const isBuilt = (d: DatasetEntry): d is BuiltDatasetSpec => 'build' in d;
 /** What each recipe's `from` roles must be. */
 export const BUILD_INPUT_FORMATS: { [R in BuiltDatasetSpec['build']]: Record<keyof Extract<BuiltDatasetSpec, { build: R }>['from'], DatasetFormat[]> } = {
   'synthetic-pairs': { prompts: ['preference', 'prompts', 'chat'], questions: ['eval'] },
+  'stance-analysis': { dataset: ['chat', 'preference', 'stance-pairs'], questions: ['eval'] },
+  'v-prism': { statements: ['prompts', 'chat'] },
 };
 
 /**
@@ -609,6 +698,7 @@ function buildIssues(spec: LineageSpec): SpecIssue[] {
       const s = own(spec.datasets, src);
       if (!s) issues.push({ path: at, message: `unknown dataset "${src}" (not in datasets)` });
       else if (src === name) issues.push({ path: at, message: 'a dataset cannot be built from itself' });
+      else if (s.format === ANALYSIS_FORMAT) issues.push({ path: at, message: `dataset "${src}" is a stance analysis (a report), not data: nothing is built from it` });
       else if (!(want[role] ?? []).includes(s.format)) issues.push({ path: at, message: `dataset "${src}" has format ${s.format}; ${d.build} needs ${(want[role] ?? []).join(' or ')} here` });
     }
   }
@@ -693,6 +783,8 @@ export function validateLineageSpec(input: unknown): SpecValidation {
     const ds = own(spec.datasets, s.dataset);
     if (!ds) {
       issues.push({ path: `${at}.dataset`, message: `unknown dataset "${s.dataset}" (not in datasets)` });
+    } else if (ds.format === ANALYSIS_FORMAT) {
+      issues.push({ path: `${at}.dataset`, message: `dataset "${s.dataset}" is a stance analysis (judged rows and a report): no stage trains on it` });
     } else if (!FORMATS_FOR[s.kind].includes(ds.format)) {
       issues.push({
         path: `${at}.dataset`,

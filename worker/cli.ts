@@ -206,7 +206,7 @@ export const COMMANDS: Record<string, Command> = {
         { name: 'spec.json', description: 'the lineage spec (JSON)' },
         { name: 'dataset', description: 'the name of a datasets entry with "build"' },
       ],
-      options: { wait: { type: 'boolean', description: 'wait for the build and print its result (JSON: dataset, build key, counts, outputs)' } },
+      options: { wait: { type: 'boolean', description: 'wait for the build and print its result (JSON: dataset, build key, counts, outputs), then the link to each built report (stance-analysis)' } },
     },
     async ({ args, options }, io) => {
       const fs = await import('node:fs/promises');
@@ -232,7 +232,12 @@ export const COMMANDS: Record<string, Command> = {
         }
         io.out(`${started ? 'started' : 'already running'}: ${workflowId}\n`);
         io.out(`ui: ${uiLink(workflowId)}\n`);
-        if (options.wait) io.out(json(await client.workflow.getHandle(workflowId).result()));
+        if (options.wait) {
+          const result = (await client.workflow.getHandle(workflowId).result()) as { built?: Record<string, { outputs?: Record<string, { uri: string }> }> };
+          io.out(json(result));
+          // A stance analysis's HTML report (and any other built entry's), one line each.
+          for (const [n, b] of Object.entries(result.built ?? {})) if (b.outputs?.report) io.out(`report (${n}): ${b.outputs.report.uri}\n`);
+        }
       } finally {
         await client.connection.close();
       }
