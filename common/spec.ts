@@ -228,22 +228,48 @@ export const VPrismBuild = z.strictObject({
 });
 export type VPrismBuild = z.infer<typeof VPrismBuild>;
 
+/**
+ * `concat`: one dataset made of the rows of several entries of one format, in the order of their
+ * labels (sorted), e.g. the prompts of UltraFeedback and HH-RLHF from which the paper retrieved its
+ * synthetic pairs' prompts (§6.1). `from` maps a label of your choice to a dataset; the manifest
+ * counts the rows each one gave.
+ */
+export const ConcatBuild = z.strictObject({
+  build: z.literal('concat'),
+  format: z.enum(['chat', 'preference', 'stance-pairs', 'prompts']).describe('the format of every dataset in from, and of the result'),
+  from: z
+    .record(Slug, Slug)
+    .refine((m) => Object.keys(m).length >= 2 && Object.keys(m).length <= 32, { message: 'concat needs 2 to 32 datasets in from (label → dataset)' })
+    .describe('label → dataset: the entries whose rows are joined, in label order'),
+  /** Use at most this many of the joined rows (after a seeded shuffle); omit for all. */
+  limit: z.number().int().positive().max(100_000_000).optional(),
+  /** Rows the build is expected to yield, as declared: `lineage plan` uses it. */
+  rows: z.number().int().positive().max(10_000_000_000).optional().describe('rows the build is expected to yield; lineage plan uses it'),
+});
+export type ConcatBuild = z.infer<typeof ConcatBuild>;
+
 /** Every recipe a built dataset may name (discriminated by `build`). */
-export const BuiltDatasetSpec = z.discriminatedUnion('build', [SyntheticPairsBuild, StanceAnalysisBuild, VPrismBuild]).meta({ id: 'BuiltDatasetSpec', description: 'a dataset built from other datasets (a node of the lineage DAG)' });
+export const BuiltDatasetSpec = z.discriminatedUnion('build', [SyntheticPairsBuild, StanceAnalysisBuild, VPrismBuild, ConcatBuild]).meta({ id: 'BuiltDatasetSpec', description: 'a dataset built from other datasets (a node of the lineage DAG)' });
 export type BuiltDatasetSpec = z.infer<typeof BuiltDatasetSpec>;
-export const BUILD_RECIPES = ['synthetic-pairs', 'stance-analysis', 'v-prism'] as const satisfies readonly BuiltDatasetSpec['build'][];
+export const BUILD_RECIPES = ['synthetic-pairs', 'stance-analysis', 'v-prism', 'concat'] as const satisfies readonly BuiltDatasetSpec['build'][];
 
 /** A `datasets` entry: read from a source (`uri`) or built from other entries (`build`). */
 export const DatasetEntry = z.union([DatasetSpec, BuiltDatasetSpec]);
 export type DatasetEntry = z.infer<typeof DatasetEntry>;
 export const isBuilt = (d: DatasetEntry): d is BuiltDatasetSpec => 'build' in d;
 
-/** What each recipe's `from` roles must be. */
-export const BUILD_INPUT_FORMATS: { [R in BuiltDatasetSpec['build']]: Record<keyof Extract<BuiltDatasetSpec, { build: R }>['from'], DatasetFormat[]> } = {
+/** What each recipe's `from` roles must be (concat's labels are the user's: each must have the build's `format`). */
+export const BUILD_INPUT_FORMATS: { [R in Exclude<BuiltDatasetSpec['build'], 'concat'>]: Record<keyof Extract<BuiltDatasetSpec, { build: R }>['from'], DatasetFormat[]> } = {
   'synthetic-pairs': { prompts: ['preference', 'prompts', 'chat'], questions: ['eval'] },
   'stance-analysis': { dataset: ['chat', 'preference', 'stance-pairs'], questions: ['eval'] },
   'v-prism': { statements: ['prompts', 'chat'] },
 };
+
+/** The formats a built dataset's `from` roles must have. */
+export function buildInputFormats(d: BuiltDatasetSpec): Record<string, DatasetFormat[]> {
+  if (d.build === 'concat') return Object.fromEntries(Object.keys(d.from).map((label) => [label, [d.format]]));
+  return BUILD_INPUT_FORMATS[d.build] as Record<string, DatasetFormat[]>;
+}
 
 /**
  * Stage hyperparameters. This is their only definition: every field is named as TRL / transformers
@@ -692,7 +718,7 @@ function buildIssues(spec: LineageSpec): SpecIssue[] {
   const issues: SpecIssue[] = [];
   const built = Object.entries(spec.datasets).filter((e): e is [string, BuiltDatasetSpec] => isBuilt(e[1]));
   for (const [name, d] of built) {
-    const want = BUILD_INPUT_FORMATS[d.build] as Record<string, DatasetFormat[]>;
+    const want = buildInputFormats(d);
     for (const [role, src] of Object.entries(d.from)) {
       const at = `datasets.${name}.from.${role}`;
       const s = own(spec.datasets, src);

@@ -30,7 +30,7 @@ import {
 import { datasets as datasetActivities } from './proxies';
 
 /** Key lookup and writing the result: store work and judge/generator calls (cpu queue); they heartbeat. */
-const derivedCpu = proxyActivities<Pick<DerivedActivities, 'resolveDerivedDataset' | 'writeStancePairs' | 'resolveStanceAnalysis' | 'writeStanceAnalysis'>>({
+const derivedCpu = proxyActivities<Pick<DerivedActivities, 'resolveDerivedDataset' | 'writeStancePairs' | 'resolveStanceAnalysis' | 'writeStanceAnalysis' | 'buildConcat'>>({
   taskQueue: TASK_QUEUES.cpu,
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '2 minutes',
@@ -96,6 +96,11 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
   if (missing.length) throw ApplicationFailure.nonRetryable(`dataset "${input.name}": no prepared input for ${missing.join(', ')}`, 'InvalidDatasetBuild');
   if (input.build.build === 'stance-analysis') return buildStanceAnalysis({ ...input, build: input.build });
   if (input.build.build === 'v-prism') return buildVPrism({ ...input, build: input.build });
+  if (input.build.build === 'concat') {
+    // One activity: it looks up the key's record itself and streams the rows only when there is none.
+    const r = await derivedCpu.buildConcat({ name: input.name, build: input.build, sources: input.sources, seed: input.seed });
+    return { name: input.name, buildKey: r.buildKey, cached: r.cached, dataset: { ...(r.record.dataset as PreparedDataset), name: input.name }, outputs: r.record.outputs, counts: r.record.counts };
+  }
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
   const resolved = await derivedCpu.resolveDerivedDataset(base);
   const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
