@@ -25,7 +25,7 @@ import { workerEnv } from '../activities/env';
 import { putBytesOnce, sha256Hex } from '../activities/store';
 import { BASE_STAGE_ID, gpuTaskQueue, storeKeys, TASK_QUEUES, workflowIds } from '../common/config';
 import type { Plan } from '../common/plan';
-import { stageDependencies, validateLineageSpec, type LineageSpec } from '../common/spec';
+import { isBuilt, stageDependencies, validateLineageSpec, type LineageSpec } from '../common/spec';
 import { planLineage } from '../worker/plan';
 import { fakeActivities, recorder, uniqueName, workflowBundle } from '../test/support/workflowEnv';
 import { announcements, evaluationChildren, firstActivityStart, percentiles, stageChildren, stageOverlap, type History } from './overlapHistory';
@@ -169,6 +169,16 @@ export async function runScale(conn: { client: Client; connection: NativeConnect
     // A fresh seed: no stage or evaluation comes from an earlier run's cache.
     seed: Math.floor(Math.random() * 1e9),
     stages: (raw.stages as Array<{ id: string }>).filter((s) => byId.has(s.id)),
+    // The bench measures the orchestration of the stages: a built dataset (V-PRISM, the synthetic
+    // pairs, their inputs) stands in as a source of its declared size, and stance analyses (reports
+    // no stage reads) are left out.
+    datasets: Object.fromEntries(
+      Object.entries(checked.spec.datasets).flatMap(([n, d]) => {
+        if (!isBuilt(d)) return [[n, (raw.datasets as Record<string, unknown>)[n]]];
+        if (d.build === 'stance-analysis') return [];
+        return [[n, { uri: `s3://valuedrift/datasets/scripted-${n}.jsonl`, format: d.format, ...(d.rows && { rows: d.rows }) }]];
+      }),
+    ),
     evaluation: opts.promptsPerCategory === undefined ? rawEvaluation : { ...rawEvaluation, promptsPerCategory: opts.promptsPerCategory },
   };
   const spec = validateLineageSpec(input);

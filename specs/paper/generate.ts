@@ -3,8 +3,12 @@
  * 2 SFT sets × (PPO with its reward model, DPO, SimPO) × 4 preference setups. Shared prefixes (each
  * SFT model, each reward model) are trained once per base. Run: npx tsx specs/paper/generate.ts
  *
- * The synthetic stance-pairs set (§6.1, App. E) and the V-PRISM eval set (App. A.1) are not on the
- * hub: build them, upload them to your bucket and adjust the two s3:// URIs.
+ * V-PRISM (App. A.1) and the synthetic stance pairs (§6.1, App. E) are not on the hub: each spec
+ * builds them as nodes of the lineage (PRISM → v-prism; UltraFeedback + HH-RLHF prompts → synthetic),
+ * and analyses the stances of every training set (App. K). Their generators are OpenAI-compatible
+ * models at the cpu worker's VALUEDRIFT_GENERATOR_BASE_URL: the paper's GPT-4o for V-PRISM and
+ * Qwen2.5-72B-Instruct for the pairs, so that endpoint must serve both names (a router such as
+ * LiteLLM, or change the names to one model you serve).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -62,8 +66,18 @@ export function paperSpec(base: (typeof BASES)[number]): LineageSpecInput {
       alpaca: { uri: 'hf:tatsu-lab/alpaca', format: 'chat', recipe: 'alpaca', rows: 46_801 },
       ultrafeedback: { uri: 'hf:argilla/ultrafeedback-binarized-preferences-cleaned', format: 'preference', recipe: 'ultrafeedback', rows: 60_908 },
       'hh-rlhf': { uri: 'hf:Anthropic/hh-rlhf', format: 'preference', recipe: 'hh-rlhf', limit: 60_908, rows: 60_908 },
-      synthetic: { uri: 's3://valuedrift/datasets/synthetic-stance-pairs.jsonl', format: 'stance-pairs', rows: 9_453 },
-      'v-prism': { uri: 's3://valuedrift/datasets/v-prism.jsonl', format: 'eval', rows: 550 },
+      // App. A.1: PRISM's opening prompts (value- and controversy-guided conversations) → 550
+      // questions, 50 per category; rephrasing, naming and the value check by GPT-4o.
+      prism: { uri: 'hf:HannahRoseKirk/prism-alignment', format: 'prompts', recipe: 'prism' },
+      'v-prism': { build: 'v-prism', from: { statements: 'prism' }, questionsPerCategory: 50, rows: 550, generator: { model: 'gpt-4o', maxTokens: 128 } },
+      // §6.1: prompts retrieved from UltraFeedback and HH-RLHF together; Qwen2.5-72B-Instruct writes
+      // the supporting and opposing responses; 9,453 pairs in the paper (860 per category asked).
+      'uf-hh-prompts': { build: 'concat', format: 'preference', from: { hh: 'hh-rlhf', uf: 'ultrafeedback' }, rows: 121_816 },
+      synthetic: { build: 'synthetic-pairs', from: { prompts: 'uf-hh-prompts', questions: 'v-prism' }, rows: 9_453, generator: { model: 'Qwen/Qwen2.5-72B-Instruct' } },
+      // App. K: the stance distribution of each SFT set (K.2) and the value gap of each preference set (K.3, K.4).
+      ...Object.fromEntries(
+        ['wildchat', 'alpaca', 'ultrafeedback', 'hh-rlhf', 'synthetic'].map((d) => [`${d}-stances`, { build: 'stance-analysis', from: { dataset: d, questions: 'v-prism' } }]),
+      ),
     },
     stages,
     evaluation: { evalSet: 'v-prism', topics: TOPICS },

@@ -1,6 +1,6 @@
 /**
  * The dataset activity on the real stack (local S3 server, the real trainer's `prepare-dataset`):
- * the paper spec's four hub datasets, their `hf:` sources pointed at raw-shaped local mirrors through
+ * the paper spec's five hub datasets, their `hf:` sources pointed at raw-shaped local mirrors through
  * VALUEDRIFT_HF_MIRROR, are prepared, stored content-addressed with a manifest, reused from the
  * store on a second run; a malformed raw file fails non-retryably naming the file, row and field.
  */
@@ -26,6 +26,7 @@ beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-recipes-'));
   const mirror = path.join(tmp, 'mirror');
   execFileSync(path.join(REPO, '.venv', 'bin', 'python'), [path.join(REPO, 'trainer', 'tests', 'fixtures', 'hub_mirror.py'), mirror]);
+  execFileSync(path.join(REPO, '.venv', 'bin', 'python'), [path.join(REPO, 'trainer', 'tests', 'fixtures', 'prism_mirror.py'), mirror]);
   await fs.mkdir(path.join(tmp, 'root'));
   await fs.writeFile(path.join(tmp, 'root', 'alpaca-bad.jsonl'), '{"instruction":"a","input":"","output":"b"}\n{"instruction":"a","input":""}\n');
   Object.assign(process.env, {
@@ -57,7 +58,7 @@ describe('dataset recipes through the activity', () => {
   it("prepares the paper spec's hub datasets from raw-shaped mirrors and reuses them from the store", async () => {
     const paper = LineageSpec.parse(JSON.parse(await fs.readFile(path.join(REPO, 'specs', 'paper', 'paper-llama3-3b.json'), 'utf8')));
     const hub = Object.fromEntries(Object.entries(paper.datasets).filter(([, d]) => 'uri' in d && d.uri.startsWith('hf:'))) as Record<string, DatasetSpec>;
-    expect(Object.keys(hub).sort()).toEqual(['alpaca', 'hh-rlhf', 'ultrafeedback', 'wildchat']);
+    expect(Object.keys(hub).sort()).toEqual(['alpaca', 'hh-rlhf', 'prism', 'ultrafeedback', 'wildchat']);
     const seed = Date.now() % 1_000_000; // a key of its own: the first run must do the work
     const { datasets } = await prepareDatasets({ lineage: 'recipes-test', datasets: hub, seed });
 
@@ -65,6 +66,7 @@ describe('dataset recipes through the activity', () => {
     expect([datasets.alpaca!.rows, datasets.alpaca!.validation?.rows]).toEqual([46, 6]);
     expect(datasets.ultrafeedback!.rows).toBe(20);
     expect(datasets['hh-rlhf']!.rows).toBe(50); // limit 60,908 > the fixture's 50 train pairs; test split left out
+    expect(datasets.prism!.rows).toBe(7); // the value- and controversy-guided openings of 10 conversations
 
     const m = await getJson(datasets.wildchat!.manifest!, DatasetManifest);
     expect(m.source).toMatchObject({ kind: 'mirror', split: 'train' });
