@@ -16,14 +16,13 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { execFile } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { ArtifactRef, StanceProbs } from '../../common/contracts';
 import { JudgeSpec, StanceAnalysisBuild } from '../../common/spec';
 import { activityContext } from '../context';
-import { scrubSecrets, workerEnv } from '../env';
+import { workerEnv } from '../env';
 import { RowSchemas, seededSample, toJsonl } from '../datasets';
 import { judgeEndpoint, judgeFailure, StoreJudgeCache } from '../evaluation/judge';
 import { judgeIdentity } from '../evaluation/keys';
@@ -35,6 +34,7 @@ import { buildConversationJudgeMessages, CONVERSATION_PROMPT_VERSION, type Conve
 import { callWithRetries, DEFAULT_BACKOFF, sleep } from '../judge/retry';
 import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { euclidean, renderAnalysisReport, summarise, type JudgedRow } from './analysisReport';
+import { runDerivedStep } from './python';
 import { derivedKeys } from './keys';
 import { DerivedRecord, promptText } from './syntheticPairs';
 
@@ -111,30 +111,6 @@ export const RetrieveInput = z.object({
   threshold: z.number().min(-1).max(1),
 });
 
-function runTrainer(python: string, configFile: string, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      python,
-      ['-m', 'valuedrift_trainer.analysis', 'retrieve', '--config', configFile],
-      { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false' }, ...(signal && { signal }) },
-      (err, stdout, stderr) => {
-        if (!err) return resolve();
-        const event = stdout
-          .split('\n')
-          .map((l) => {
-            try {
-              return JSON.parse(l) as { event?: string; kind?: string; message?: string };
-            } catch {
-              return undefined;
-            }
-          })
-          .find((e) => e?.event === 'error');
-        if (event?.kind === 'bad_input') reject(ApplicationFailure.nonRetryable(`stance analysis retrieval: ${event.message ?? ''}`, 'DerivedDatasetInput'));
-        else reject(ApplicationFailure.retryable(`stance analysis retrieval failed: ${scrubSecrets(String(stderr).slice(-2000))}`, 'DerivedSelectorFailed'));
-      },
-    );
-  });
-}
 
 /** The datapoints within the threshold of some eval question; stored under the build key. */
 export async function retrieveStanceAnalysis(raw: z.input<typeof RetrieveInput>): Promise<ArtifactRef> {
@@ -157,7 +133,7 @@ export async function retrieveStanceAnalysis(raw: z.input<typeof RetrieveInput>)
   const c = activityContext();
   const beat = setInterval(() => c?.heartbeat({ step: 'embedding' }), 5_000);
   try {
-    await runTrainer(env.python, configFile, c?.cancellationSignal);
+    await runDerivedStep(env.python, { args: ['valuedrift_trainer.analysis', 'retrieve', '--config', configFile], what: 'stance analysis retrieval', badInput: ['bad_input'], failureType: 'DerivedSelectorFailed' }, c?.cancellationSignal);
   } finally {
     clearInterval(beat);
   }

@@ -16,7 +16,6 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { execFile } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
 import type OpenAI from 'openai';
@@ -36,6 +35,7 @@ import { argmaxStance } from '../judge/parse';
 import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { buildKey, derivedKeys, generationCallKey } from './keys';
+import { runDerivedStep } from './python';
 
 const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
 const Prepared = z.object({ name: z.string(), format: z.string(), ref: Ref, rows: z.number().int() });
@@ -118,31 +118,6 @@ export const SelectInput = z.object({
   perCategory: z.number().int().min(1),
 });
 
-/** Runs the trainer's embedding selector (a Python process, argument array, no shell). */
-function runSelector(python: string, configFile: string, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      python,
-      ['-m', 'valuedrift_trainer.derived', 'select', '--config', configFile],
-      { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false' }, ...(signal && { signal }) },
-      (err, stdout, stderr) => {
-        if (!err) return resolve();
-        const event = stdout
-          .split('\n')
-          .map((l) => {
-            try {
-              return JSON.parse(l) as { event?: string; kind?: string; message?: string };
-            } catch {
-              return undefined;
-            }
-          })
-          .find((e) => e?.event === 'error');
-        if (event?.kind === 'bad_input') reject(ApplicationFailure.nonRetryable(`prompt selection: ${event.message ?? ''}`, 'DerivedDatasetInput'));
-        else reject(ApplicationFailure.retryable(`prompt selection failed: ${scrubSecrets(String(stderr).slice(-2000))}`, 'DerivedSelectorFailed'));
-      },
-    );
-  });
-}
 
 /** Per category, the candidate prompts closest to its questions; stored under the build key. */
 export async function selectStancePrompts(raw: z.input<typeof SelectInput>): Promise<ArtifactRef> {
@@ -165,7 +140,7 @@ export async function selectStancePrompts(raw: z.input<typeof SelectInput>): Pro
   const c = activityContext();
   const beat = setInterval(() => c?.heartbeat({ step: 'embedding' }), 5_000);
   try {
-    await runSelector(env.python, configFile, c?.cancellationSignal);
+    await runDerivedStep(env.python, { args: ['valuedrift_trainer.derived', 'select', '--config', configFile], what: 'prompt selection', badInput: ['bad_input'], failureType: 'DerivedSelectorFailed' }, c?.cancellationSignal);
   } finally {
     clearInterval(beat);
   }

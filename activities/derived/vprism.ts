@@ -16,7 +16,6 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { execFile } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -31,6 +30,7 @@ import { createJudgeClient, DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
 import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { derivedKeys } from './keys';
+import { runDerivedStep } from './python';
 import { DerivedRecord, promptText } from './syntheticPairs';
 
 /** Bump when the build makes different rows from the same inputs (steps, sampling, parsing). */
@@ -291,30 +291,6 @@ export type Clusters = z.infer<typeof Clusters>;
 
 export const ClusterInput = z.object({ buildKey: Key, build: VPrismBuild, questions: Ref, topics: z.record(z.string(), z.string()), seed: z.number().int() });
 
-function runTrainer(python: string, configFile: string, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      python,
-      ['-m', 'valuedrift_trainer', 'vprism-cluster', '--config', configFile],
-      { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, PYTHONUNBUFFERED: '1', TOKENIZERS_PARALLELISM: 'false' }, ...(signal && { signal }) },
-      (err, stdout, stderr) => {
-        if (!err) return resolve();
-        const event = String(stdout)
-          .split('\n')
-          .map((l) => {
-            try {
-              return JSON.parse(l) as { event?: string; kind?: string; message?: string };
-            } catch {
-              return undefined;
-            }
-          })
-          .find((e) => e?.event === 'error');
-        if (event?.kind === 'dataset_schema' || event?.kind === 'bad_config') reject(ApplicationFailure.nonRetryable(`V-PRISM clustering: ${event.message ?? ''}`, 'DerivedDatasetInput'));
-        else reject(ApplicationFailure.retryable(`V-PRISM clustering failed: ${scrubSecrets(event?.message ?? String(stderr).slice(-2000))}`, 'DerivedClusteringFailed'));
-      },
-    );
-  });
-}
 
 /** Embeds and clusters the questions in the trainer; the clusters JSON is stored under the build key. */
 export async function clusterVPrism(raw: z.input<typeof ClusterInput>): Promise<ArtifactRef> {
@@ -347,7 +323,7 @@ export async function clusterVPrism(raw: z.input<typeof ClusterInput>): Promise<
   const ctx = activityContext();
   const beat = setInterval(() => ctx?.heartbeat({ step: 'clustering' }), 5_000);
   try {
-    await runTrainer(env.python, configFile, ctx?.cancellationSignal);
+    await runDerivedStep(env.python, { args: ['valuedrift_trainer', 'vprism-cluster', '--config', configFile], what: 'V-PRISM clustering', badInput: ['dataset_schema', 'bad_config'], failureType: 'DerivedClusteringFailed' }, ctx?.cancellationSignal);
   } finally {
     clearInterval(beat);
   }
