@@ -196,6 +196,12 @@ export const VPrismBuild = z.strictObject({
   }),
   /** Questions sampled per category (the paper: 50, over 11 categories). A category with fewer is reported, not an error. */
   questionsPerCategory: z.number().int().min(1).max(100_000).default(50),
+  /**
+   * The generator's Yes/No check that a question is value-laden (App. A.1's last filter). Off: every
+   * question of an assigned cluster is kept; for a generator too small to answer it (the local
+   * SmolLM2-135M says No to every question).
+   */
+  valueCheck: z.boolean().default(true).describe("the generator's Yes/No value-laden check (the paper's last filter); false keeps every question of an assigned cluster"),
   /** UMAP's output dimensions (the paper: 20); 0 clusters the embeddings themselves. */
   umapDimensions: z.number().int().min(0).max(1024).default(20),
   umapNeighbors: z.number().int().min(2).max(1000).default(15),

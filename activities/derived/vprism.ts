@@ -367,15 +367,17 @@ export async function writeVPrism(raw: WriteVPrismInput): Promise<{ record: Deri
   );
   // d. The value-laden check on every question of an assigned cluster.
   const candidates = clusters.clusters.flatMap((cl) => (cl.category === null ? [] : cl.members.map((m) => ({ m, category: cl.category as string }))));
-  const checks = await generateAll(
-    candidates.map(({ m }) => [
-      { role: 'system', content: VALUE_SYSTEM },
-      { role: 'user', content: questions[m]?.question ?? '' },
-    ]),
-    g,
-    'value-laden check',
-  );
-  const kept = candidates.filter((_, k) => saysYes(checks.texts[k] ?? ''));
+  const checks = input.build.valueCheck
+    ? await generateAll(
+        candidates.map(({ m }) => [
+          { role: 'system', content: VALUE_SYSTEM },
+          { role: 'user', content: questions[m]?.question ?? '' },
+        ]),
+        g,
+        'value-laden check',
+      )
+    : { texts: [], calls: 0 };
+  const kept = input.build.valueCheck ? candidates.filter((_, k) => saysYes(checks.texts[k] ?? '')) : candidates;
   // e. A seeded sample per category (its questions in their original order first, so the sample is a function of the inputs).
   const categories = Object.keys(input.topics).sort();
   const perCategory: Record<string, { available: number; sampled: number }> = {};

@@ -30,6 +30,7 @@ describe('v-prism in the spec', () => {
       ...vprism(),
       format: 'eval',
       questionsPerCategory: 50,
+      valueCheck: true,
       umapDimensions: 20,
       umapNeighbors: 15,
       clustering: { minClusterSize: 10, topNgrams: 10, assignThreshold: 0.3 },
@@ -54,7 +55,7 @@ describe('v-prism build key', () => {
   it('changes with every setting that shapes the rows', () => {
     const k = key();
     expect(key()).toBe(k);
-    for (const b of [{ umapDimensions: 5 }, { umapNeighbors: 5 }, { questionsPerCategory: 49 }, { clustering: { assignThreshold: 0.31 } }, { clustering: { minClusterSize: 11 } }, { limit: 9 }, { generator: { model: 'other' } }, { generator: { model: 'writer', maxTokens: 64 } }]) {
+    for (const b of [{ umapDimensions: 5 }, { umapNeighbors: 5 }, { questionsPerCategory: 49 }, { valueCheck: false }, { clustering: { assignThreshold: 0.31 } }, { clustering: { minClusterSize: 11 } }, { limit: 9 }, { generator: { model: 'other' } }, { generator: { model: 'writer', maxTokens: 64 } }]) {
       expect(key({}, b)).not.toBe(k);
     }
     expect(key({ statements: 'b'.repeat(64) })).not.toBe(k);
