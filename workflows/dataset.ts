@@ -86,6 +86,11 @@ function invalid(what: string, err: z.ZodError): never {
   throw ApplicationFailure.nonRetryable(`invalid ${what}: ${err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`, 'InvalidDatasetBuild');
 }
 
+/** A build's result from its record (which may come from a build of another lineage or name: the dataset is this entry). */
+function builtResult(name: string, buildKey: string, record: DerivedRecord, cached: boolean): BuildDatasetResult {
+  return { name, buildKey, cached, dataset: { ...(record.dataset as PreparedDataset), name }, outputs: record.outputs, counts: record.counts };
+}
+
 /** Builds one dataset from its prepared inputs; served from the build cache when its key has a record. */
 export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetResult> {
   const parsed = BuildDatasetInput.safeParse(raw);
@@ -99,19 +104,11 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
   if (input.build.build === 'concat') {
     // One activity: it looks up the key's record itself and streams the rows only when there is none.
     const r = await derivedCpu.buildConcat({ name: input.name, build: input.build, sources: input.sources, seed: input.seed });
-    return { name: input.name, buildKey: r.buildKey, cached: r.cached, dataset: { ...(r.record.dataset as PreparedDataset), name: input.name }, outputs: r.record.outputs, counts: r.record.counts };
+    return builtResult(input.name, r.buildKey, r.record, r.cached);
   }
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
   const resolved = await derivedCpu.resolveDerivedDataset(base);
-  const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
-    name: input.name,
-    buildKey: resolved.buildKey,
-    cached,
-    // The record may come from a build of another lineage or name: the dataset is this entry.
-    dataset: { ...(record.dataset as PreparedDataset), name: input.name },
-    outputs: record.outputs,
-    counts: record.counts,
-  });
+  const done = (record: DerivedRecord, cached: boolean) => builtResult(input.name, resolved.buildKey, record, cached);
   if (resolved.cached) return done(resolved.cached, true);
   const prompts = input.sources.prompts as PreparedDataset;
   const selection = await derivedEmbed.selectStancePrompts({
@@ -129,14 +126,7 @@ export async function buildDatasetWorkflow(raw: unknown): Promise<BuildDatasetRe
 async function buildStanceAnalysis(input: z.infer<typeof BuildDatasetInput> & { build: StanceAnalysisBuild }): Promise<BuildDatasetResult> {
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, judge: input.judge, seed: input.seed };
   const resolved = await derivedCpu.resolveStanceAnalysis(base);
-  const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
-    name: input.name,
-    buildKey: resolved.buildKey,
-    cached,
-    dataset: { ...(record.dataset as PreparedDataset), name: input.name },
-    outputs: record.outputs,
-    counts: record.counts,
-  });
+  const done = (record: DerivedRecord, cached: boolean) => builtResult(input.name, resolved.buildKey, record, cached);
   if (resolved.cached) return done(resolved.cached, true);
   const dataset = input.sources.dataset as PreparedDataset;
   const retrieval = await derivedEmbed.retrieveStanceAnalysis({
@@ -154,14 +144,7 @@ async function buildStanceAnalysis(input: z.infer<typeof BuildDatasetInput> & { 
 async function buildVPrism(input: z.infer<typeof BuildDatasetInput> & { build: VPrismBuild }): Promise<BuildDatasetResult> {
   const base = { name: input.name, build: input.build, sources: input.sources, topics: input.topics, seed: input.seed };
   const resolved = await vprismCpu.resolveVPrism(base);
-  const done = (record: DerivedRecord, cached: boolean): BuildDatasetResult => ({
-    name: input.name,
-    buildKey: resolved.buildKey,
-    cached,
-    dataset: { ...(record.dataset as PreparedDataset), name: input.name },
-    outputs: record.outputs,
-    counts: record.counts,
-  });
+  const done = (record: DerivedRecord, cached: boolean) => builtResult(input.name, resolved.buildKey, record, cached);
   if (resolved.cached) return done(resolved.cached, true);
   const buildKey = resolved.buildKey;
   const rephrased = await vprismCpu.rephraseVPrism({ buildKey, name: input.name, build: input.build, statements: input.sources.statements as PreparedDataset });
