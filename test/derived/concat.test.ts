@@ -14,7 +14,9 @@ import { fakeActivities, loadStackEnv, recorder, stage, startTestServer, testSpe
 import * as fs from 'node:fs/promises';
 
 const concat = (extra: Record<string, unknown> = {}) => ({ build: 'concat', format: 'chat', from: { b: 'sft', a: 'more' }, ...extra });
-function spec(name: string, datasets: Record<string, unknown>, seed = 7): Record<string, unknown> {
+// A seed of its own per run: the build key must be new, or the first build would come from the cache.
+const SEED = Math.floor(Math.random() * 1e9);
+function spec(name: string, datasets: Record<string, unknown>, seed = SEED): Record<string, unknown> {
   const s = testSpec(name, [stage.sft()], seed) as { datasets: Record<string, unknown> };
   s.datasets.more = { uri: 'file:test/fixtures/chat-small.jsonl', format: 'chat' };
   Object.assign(s.datasets, datasets);
@@ -80,7 +82,7 @@ describe('concat through datasetWorkflow (real dev server, activities and store)
     expect(picked).toHaveLength(5);
     for (const r of picked) expect(rows).toContainEqual(r);
     // Another seed, another sample (and another key).
-    const other = (await run(spec(name, { sampled: concat({ limit: 5 }) }, 8), 'sampled', `valuedrift-dataset/${name}/sampled-8`)).built.sampled!;
+    const other = (await run(spec(name, { sampled: concat({ limit: 5 }) }, SEED + 1), 'sampled', `valuedrift-dataset/${name}/sampled-8`)).built.sampled!;
     expect(other.buildKey).not.toBe(sampled.buildKey);
 
   }, 300_000);
