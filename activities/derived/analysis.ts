@@ -31,10 +31,11 @@ import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { createJudgeClient } from '../judge/client';
 import { CacheWriter, judgeRequestBody, judgmentFromCompletion } from '../judge/judgeAll';
 import { buildConversationJudgeMessages, CONVERSATION_PROMPT_VERSION, type ConversationTurn } from '../judge/prompt';
-import { callWithRetries, DEFAULT_BACKOFF, sleep } from '../judge/retry';
+import { callWithRetries, DEFAULT_BACKOFF } from '../judge/retry';
 import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { euclidean, renderAnalysisReport, summarise, type JudgedRow } from './analysisReport';
 import { runDerivedStep } from './python';
+import { StartLimiter } from './generator';
 import { derivedKeys } from './keys';
 import { DerivedRecord, promptText } from './syntheticPairs';
 
@@ -174,18 +175,6 @@ export const WriteAnalysisInput = z.object({
 });
 export type WriteAnalysisInput = z.input<typeof WriteAnalysisInput>;
 
-/** Spaces call starts at least `60000 / perMinute` ms apart. */
-class StartLimiter {
-  private next = 0;
-  constructor(private readonly perMinute: number | undefined) {}
-  async wait(signal: AbortSignal): Promise<void> {
-    if (this.perMinute === undefined) return;
-    const now = Date.now();
-    const at = Math.max(now, this.next);
-    this.next = at + 60_000 / this.perMinute;
-    if (at > now) await sleep(at - now, signal);
-  }
-}
 
 /** Judges, summarises and writes the analysis; writes the build's cache record last. Safe to retry. */
 /** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */

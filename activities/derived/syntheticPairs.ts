@@ -16,9 +16,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
-import type OpenAI from 'openai';
 import { z } from 'zod';
 import { type ArtifactRef, type Stance, type StanceProbs } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
@@ -32,9 +30,10 @@ import { createJudgeClient, DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
 import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { judgeAll } from '../judge/judgeAll';
 import { argmaxStance } from '../judge/parse';
-import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
+import { JudgeRequestError } from '../judge/retry';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { buildKey, derivedKeys, generationCallKey } from './keys';
+import { generateCached } from './generator';
 import { runDerivedStep } from './python';
 
 const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
@@ -185,27 +184,6 @@ export interface WriteResult {
   cachedGenerations: number;
 }
 
-const CachedGeneration = z.object({ text: z.string(), model: z.string(), finishReason: z.string().nullable(), generatedAt: z.string() });
-
-/** Spaces call starts at least `60000 / perMinute` ms apart (all workers of one activity share it). */
-class StartLimiter {
-  private next = 0;
-  constructor(private readonly perMinute: number | undefined) {}
-  async wait(signal: AbortSignal): Promise<void> {
-    if (this.perMinute === undefined) return;
-    const now = Date.now();
-    const at = Math.max(now, this.next);
-    this.next = at + 60_000 / this.perMinute;
-    if (at > now) await sleep(at - now, signal);
-  }
-}
-
-function generatorFailure(err: unknown): unknown {
-  if (err instanceof JudgeRequestError) return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorRequestRefused', nonRetryable: true });
-  if (err instanceof JudgeRetriesExhaustedError) return ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorUnavailable', nonRetryable: false });
-  return err;
-}
-
 interface Task {
   category: string;
   topic: string;
@@ -237,70 +215,28 @@ export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets):
   if (tasks.length === 0) throw ApplicationFailure.nonRetryable(`dataset "${input.name}": no prompt was selected for any category`, 'DerivedDatasetInput');
 
   const gen = generatorSettings(env);
-  const client: OpenAI = createJudgeClient({ baseURL: gen.baseURL, apiKey: gen.apiKey ?? 'unset', timeoutMs: 600_000 });
   const g = input.build.generator;
   const c = activityContext();
-  const controller = new AbortController();
-  setMaxListeners(g.concurrency * 2 + 10, controller.signal);
-  c?.cancellationSignal.addEventListener('abort', () => controller.abort(c.cancellationSignal.reason), { once: true });
-  const limiter = new StartLimiter(g.requestsPerMinute);
-  const texts: Array<string | undefined> = new Array<string | undefined>(tasks.length);
-  let calls = 0;
-  let hits = 0;
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const beat = setInterval(() => c?.heartbeat({ step: 'generating', done: calls + hits, total: tasks.length }), 5_000);
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < tasks.length) {
-      const i = next++;
-      const t = tasks[i] as Task;
-      const messages = [
-        { role: 'system' as const, content: stanceSystemPrompt(t.topic, t.side) },
-        { role: 'user' as const, content: t.prompt },
-      ];
-      const callKey = generationCallKey({ endpoint: gen.baseURL, model: g.model, messages, maxTokens: g.maxTokens, temperature: g.temperature, seed: input.seed });
-      const objectKey = derivedKeys.generation(callKey);
-      const hit = await getJsonIfExists(uriOf(objectKey), CachedGeneration).catch(() => undefined);
-      if (hit) {
-        hits++;
-        texts[i] = hit.text;
-        continue;
-      }
-      await limiter.wait(controller.signal);
-      const body = {
-        model: g.model,
-        messages,
-        max_tokens: g.maxTokens,
-        temperature: g.temperature,
-        // A seed only matters when sampling; the local server refuses what it cannot honour.
-        ...(g.temperature > 0 && { seed: input.seed }),
-      };
-      const { value } = await callWithRetries(async (signal) => client.chat.completions.create(body, { signal }), {
-        maxRetries: 8,
-        backoff: DEFAULT_BACKOFF,
-        signal: controller.signal,
-        what: `generator call to ${g.model}`,
-      });
-      const choice = value.choices[0];
-      const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
-      calls++;
-      texts[i] = text;
-      await putJson(objectKey, { text, model: g.model, finishReason: choice?.finish_reason ?? null, generatedAt: new Date().toISOString() });
-    }
-  };
-  try {
-    await Promise.all(
-      Array.from({ length: Math.min(g.concurrency, tasks.length) }, () =>
-        worker().catch((err: unknown) => {
-          failure ??= { err };
-          controller.abort(err);
-        }),
-      ),
-    );
-  } finally {
-    clearInterval(beat);
-  }
-  if (failure !== undefined) throw generatorFailure(failure.err);
+  const generated = await generateCached(
+    tasks.map((t) => [
+      { role: 'system', content: stanceSystemPrompt(t.topic, t.side) },
+      { role: 'user', content: t.prompt },
+    ]),
+    {
+      endpoint: gen,
+      model: g.model,
+      maxTokens: g.maxTokens,
+      temperature: g.temperature,
+      seed: input.seed,
+      concurrency: g.concurrency,
+      requestsPerMinute: g.requestsPerMinute,
+      keyOf: (messages) => generationCallKey({ endpoint: gen.baseURL, model: g.model, messages, maxTokens: g.maxTokens, temperature: g.temperature, seed: input.seed }),
+      step: 'generating',
+    },
+  );
+  const texts = generated.texts;
+  const calls = generated.calls;
+  const hits = generated.cached;
 
   // The stance judge reads each response against its category's topic, the prompt as the question.
   const judgeable = tasks.map((t, i) => ({ t, i, text: (texts[i] ?? '').trim() })).filter((x) => x.text !== '');

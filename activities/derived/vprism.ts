@@ -16,20 +16,19 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { ArtifactRef } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
 import { VPrismBuild } from '../../common/spec';
 import { activityContext } from '../context';
-import { scrubSecrets, workerEnv, type WorkerEnv } from '../env';
+import { workerEnv, type WorkerEnv } from '../env';
 import { seededSample, toJsonl } from '../datasets';
 import { canonicalJson, endpointIdentity } from '../judge/cache';
-import { createJudgeClient, DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
-import { callWithRetries, DEFAULT_BACKOFF, JudgeRequestError, JudgeRetriesExhaustedError, sleep } from '../judge/retry';
+import { DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { derivedKeys } from './keys';
+import { generateCached, type ChatMessage } from './generator';
 import { runDerivedStep } from './python';
 import { DerivedRecord, promptText } from './syntheticPairs';
 
@@ -125,84 +124,21 @@ export async function resolveVPrism(raw: ResolveVPrismInput): Promise<{ buildKey
 
 // ---------------------------------------------------------------- the generator, cached per call
 
-const CachedGeneration = z.object({ text: z.string(), model: z.string(), finishReason: z.string().nullable(), generatedAt: z.string() });
-type Message = { role: 'system' | 'user'; content: string };
+type Message = ChatMessage;
 
-/** Spaces call starts at least `60000 / perMinute` ms apart. */
-class StartLimiter {
-  private next = 0;
-  constructor(private readonly perMinute: number | undefined) {}
-  async wait(signal: AbortSignal): Promise<void> {
-    if (this.perMinute === undefined) return;
-    const now = Date.now();
-    const at = Math.max(now, this.next);
-    this.next = at + 60_000 / this.perMinute;
-    if (at > now) await sleep(at - now, signal);
-  }
-}
-
-/** Answers every conversation (greedy), from the store's cache where it has them; heartbeats `step`. */
-async function generateAll(
-  conversations: Message[][],
-  g: VPrismBuild['generator'],
-  step: string,
-): Promise<{ texts: string[]; calls: number; cached: number }> {
-  const env = workerEnv();
-  const gen = generatorSettings(env);
-  const client = createJudgeClient({ baseURL: gen.baseURL, apiKey: gen.apiKey ?? 'unset', timeoutMs: 600_000 });
-  const c = activityContext();
-  const controller = new AbortController();
-  setMaxListeners(g.concurrency * 2 + 10, controller.signal);
-  c?.cancellationSignal.addEventListener('abort', () => controller.abort(c.cancellationSignal.reason), { once: true });
-  const limiter = new StartLimiter(g.requestsPerMinute);
-  const texts: string[] = new Array<string>(conversations.length).fill('');
-  let calls = 0;
-  let hits = 0;
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const beat = setInterval(() => c?.heartbeat({ step, done: calls + hits, total: conversations.length }), 5_000);
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < conversations.length) {
-      const i = next++;
-      const messages = conversations[i] as Message[];
-      const objectKey = derivedKeys.generation(callKey({ endpoint: gen.baseURL, model: g.model, messages, maxTokens: g.maxTokens }));
-      const hit = await getJsonIfExists(uriOf(objectKey), CachedGeneration).catch(() => undefined);
-      if (hit) {
-        hits++;
-        texts[i] = hit.text;
-        continue;
-      }
-      await limiter.wait(controller.signal);
-      const { value } = await callWithRetries(
-        async (signal) => client.chat.completions.create({ model: g.model, messages, max_tokens: g.maxTokens, temperature: 0 }, { signal }),
-        { maxRetries: 8, backoff: DEFAULT_BACKOFF, signal: controller.signal, what: `generator call to ${g.model}` },
-      );
-      const choice = value.choices[0];
-      const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
-      calls++;
-      texts[i] = text;
-      await putJson(objectKey, { text, model: g.model, finishReason: choice?.finish_reason ?? null, generatedAt: new Date().toISOString() });
-    }
-  };
-  try {
-    await Promise.all(
-      Array.from({ length: Math.min(g.concurrency, conversations.length) }, () =>
-        worker().catch((err: unknown) => {
-          failure ??= { err };
-          controller.abort(err);
-        }),
-      ),
-    );
-  } finally {
-    clearInterval(beat);
-  }
-  if (failure !== undefined) {
-    const err = failure.err;
-    if (err instanceof JudgeRequestError) throw ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorRequestRefused', nonRetryable: true });
-    if (err instanceof JudgeRetriesExhaustedError) throw ApplicationFailure.create({ message: scrubSecrets(err.message), type: 'GeneratorUnavailable', nonRetryable: false });
-    throw err;
-  }
-  return { texts, calls, cached: hits };
+/** Answers every conversation (greedy) through the cached generator; heartbeats `step`. */
+function generateAll(conversations: Message[][], g: VPrismBuild['generator'], step: string): Promise<{ texts: string[]; calls: number; cached: number }> {
+  const endpoint = generatorSettings(workerEnv());
+  return generateCached(conversations, {
+    endpoint,
+    model: g.model,
+    maxTokens: g.maxTokens,
+    temperature: 0,
+    concurrency: g.concurrency,
+    requestsPerMinute: g.requestsPerMinute,
+    keyOf: (messages) => callKey({ endpoint: endpoint.baseURL, model: g.model, messages, maxTokens: g.maxTokens }),
+    step,
+  });
 }
 
 /** The first non-empty line of an answer, without quotes or a leading label. */
