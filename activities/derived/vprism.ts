@@ -351,6 +351,7 @@ export async function writeVPrism(raw: WriteVPrismInput): Promise<{ record: Deri
     umap: clusters.umap,
     clustering: clusters.settings,
     assignment: 'each cluster goes to the category whose topic is most similar (mean cosine of its centroid and its n-grams) if that reaches assignThreshold; else dropped',
+    valueCheck: input.build.valueCheck ? 'the generator\'s Yes/No check; only Yes kept' : 'off: every question of an assigned cluster kept',
     clusters: clusters.clusters.map((cl, k) => ({
       id: cl.id,
       size: cl.size,
