@@ -47,7 +47,11 @@ describe('built datasets in the spec', () => {
     await fs.writeFile(file, JSON.stringify(withDatasets({ synth: synth() })));
     const out: string[] = [];
     const io = { out: (s: string) => void out.push(s) };
-    await expect(main(['build-dataset', file, 'sft'], io)).rejects.toThrow(/dataset "sft" is read from file:data\/demo\/sft\.jsonl, not built/);
-    await expect(main(['build-dataset', file, 'nope'], io)).rejects.toThrow(/no dataset "nope"/);
+    try {
+      await expect(main(['build-dataset', file, 'sft'], io)).rejects.toThrow(/dataset "sft" is read from file:data\/demo\/sft\.jsonl, not built/);
+      await expect(main(['build-dataset', file, 'nope'], io)).rejects.toThrow(/no dataset "nope"/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
