@@ -93,5 +93,6 @@ describe('lineage validate with a v-prism entry', () => {
     const bad = path.join(dir, 'bad.json');
     await fs.writeFile(bad, JSON.stringify(withDatasets({ vp: vprism({ umapDimensions: -1 }) })));
     await expect(main(['validate', bad], { out: () => undefined })).rejects.toThrow(/datasets\.vp\.umapDimensions/);
+    await fs.rm(dir, { recursive: true, force: true });
   });
 });

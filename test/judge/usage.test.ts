@@ -5,7 +5,7 @@ import { costOf, loadPriceTable, UsageTally } from '../../activities/evaluation/
 import { createJudgeClient } from '../../activities/judge/client';
 import { renderLineageReport } from '../../activities/report/html';
 import { usageOf } from '../../activities/judge/batch';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -48,6 +48,7 @@ describe('judge token accounting', () => {
     expect(costOf('gpt-4o', online, online, over).total).toBeCloseTo(3 + 3 * 0.75);
     writeFileSync(file, JSON.stringify({ judge: { 'gpt-4o': { inputPerMillion: -1 } } }));
     await expect(loadPriceTable(file)).rejects.toThrow(/VALUEDRIFT_PRICES_FILE/);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('the report shows the lineage’s judge tokens and cost', async () => {
