@@ -112,7 +112,6 @@ export const RetrieveInput = z.object({
   threshold: z.number().min(-1).max(1),
 });
 
-
 /** The datapoints within the threshold of some eval question; stored under the build key. */
 export async function retrieveStanceAnalysis(raw: z.input<typeof RetrieveInput>): Promise<ArtifactRef> {
   const input = RetrieveInput.parse(raw);
@@ -175,9 +174,10 @@ export const WriteAnalysisInput = z.object({
 });
 export type WriteAnalysisInput = z.input<typeof WriteAnalysisInput>;
 
-
-/** Judges, summarises and writes the analysis; writes the build's cache record last. Safe to retry. */
-/** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */
+/**
+ * Judges, summarises and writes the analysis; writes the build's cache record last. Safe to retry.
+ * `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one.
+ */
 export async function writeStanceAnalysis(raw: WriteAnalysisInput, budgets?: JudgeBudgets): Promise<{ record: DerivedRecord; judgeCalls: number; cacheHits: number }> {
   const input = WriteAnalysisInput.parse(raw);
   const recordKey = derivedKeys.record(input.buildKey);

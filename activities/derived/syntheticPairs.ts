@@ -117,7 +117,6 @@ export const SelectInput = z.object({
   perCategory: z.number().int().min(1),
 });
 
-
 /** Per category, the candidate prompts closest to its questions; stored under the build key. */
 export async function selectStancePrompts(raw: z.input<typeof SelectInput>): Promise<ArtifactRef> {
   const input = SelectInput.parse(raw);
@@ -193,8 +192,10 @@ interface Task {
   index: number;
 }
 
-/** Generates, judges and writes the pairs; writes the build's cache record last. Safe to retry. */
-/** `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one. */
+/**
+ * Generates, judges and writes the pairs; writes the build's cache record last. Safe to retry.
+ * `budgets`: the judge budget shared by the cpu workers (activities/judge/budget.ts), when the worker sets one.
+ */
 export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets): Promise<WriteResult> {
   const input = WriteInput.parse(raw);
   const env = workerEnv();

@@ -227,7 +227,6 @@ export type Clusters = z.infer<typeof Clusters>;
 
 export const ClusterInput = z.object({ buildKey: Key, build: VPrismBuild, questions: Ref, topics: z.record(z.string(), z.string()), seed: z.number().int() });
 
-
 /** Embeds and clusters the questions in the trainer; the clusters JSON is stored under the build key. */
 export async function clusterVPrism(raw: z.input<typeof ClusterInput>): Promise<ArtifactRef> {
   const input = ClusterInput.parse(raw);
