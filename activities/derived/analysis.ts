@@ -16,22 +16,20 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { setMaxListeners } from 'node:events';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import type { ArtifactRef, StanceProbs } from '../../common/contracts';
+import type { ArtifactRef } from '../../common/contracts';
 import { JudgeSpec, StanceAnalysisBuild } from '../../common/spec';
 import { activityContext } from '../context';
 import { workerEnv } from '../env';
 import { RowSchemas, seededSample, toJsonl } from '../datasets';
 import { judgeEndpoint, judgeFailure, StoreJudgeCache } from '../evaluation/judge';
 import { judgeIdentity } from '../evaluation/keys';
-import { cacheKey, canonicalJson, type CachedJudgment } from '../judge/cache';
+import { canonicalJson } from '../judge/cache';
 import { estimateTokens, type JudgeBudgets } from '../judge/budget';
 import { createJudgeClient } from '../judge/client';
-import { CacheWriter, judgeRequestBody, judgmentFromCompletion } from '../judge/judgeAll';
+import { judgeAll } from '../judge/judgeAll';
 import { buildConversationJudgeMessages, CONVERSATION_PROMPT_VERSION, type ConversationTurn } from '../judge/prompt';
-import { callWithRetries, DEFAULT_BACKOFF } from '../judge/retry';
 import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
 import { euclidean, renderAnalysisReport, summarise, type JudgedRow } from './analysisReport';
 import { runDerivedStep } from './python';
@@ -190,81 +188,60 @@ export async function writeStanceAnalysis(raw: WriteAnalysisInput, budgets?: Jud
   const retained = retrieval.kept.filter((k) => input.topics[k.category] !== undefined);
   const chosen = seededSample(retained, input.build.limit, input.seed).sort((a, b) => a.index - b.index);
 
-  // One judge call per distinct (conversation, topic); identical ones share it.
+  // Each conversation is one judge item (its canonical JSON is the item's question, which keys the
+  // cache); judgeAll asks once per distinct (conversation, topic), through the cache, the worker's
+  // flush settings, the shared budget and this build's own rate.
   const { env, apiKey } = judgeEndpoint();
   const judge = judgeIdentity(env, input.judge);
   const base = createJudgeClient({ baseURL: env.VALUEDRIFT_JUDGE_BASE_URL, apiKey: apiKey ?? 'unset' });
   const budget = budgets?.(base.baseURL, judge.judgeModel);
-  // A 429 the provider sends anyway pauses every worker's grants (the shared budget).
-  const client = budget ? base.withOptions({ fetch: budget.watch(fetch) }) : base;
   const items = chosen.map((k) => ({ k, topic: input.topics[k.category] as string, convs: conversationsOf(format, rows[k.index], input.build.alignment) }));
-  const keyOf = (conv: Turn[], topic: string) => cacheKey({ ...judge, promptVersion: CONVERSATION_PROMPT_VERSION, question: canonicalJson(conv), response: '', topic });
-  const work = new Map<string, { conv: Turn[]; topic: string }>();
-  for (const it of items) for (const conv of it.convs) work.set(keyOf(conv, it.topic), { conv, topic: it.topic });
-  const keys = [...work.keys()];
-  const results = new Map<string, CachedJudgment>();
-  const cache = new StoreJudgeCache();
-  const writer = new CacheWriter(cache, 8, 5_000);
-  const c = activityContext();
-  const controller = new AbortController();
-  setMaxListeners(input.build.concurrency * 2 + 10, controller.signal);
-  c?.cancellationSignal.addEventListener('abort', () => controller.abort(c.cancellationSignal.reason), { once: true });
+  const conversations = new Map<string, Turn[]>();
+  const judgeItems = items.flatMap(({ k, topic, convs }) =>
+    convs.map((conv, side) => {
+      const question = canonicalJson(conv);
+      conversations.set(question, conv);
+      return { promptId: String(k.index), category: k.category, sample: side, question, response: '', topic };
+    }),
+  );
   const limiter = new StartLimiter(input.build.requestsPerMinute);
-  let calls = 0;
-  let hits = 0;
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const beat = setInterval(() => c?.heartbeat({ step: 'judging', done: calls + hits, total: keys.length }), 5_000);
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < keys.length) {
-      const key = keys[next++] as string;
-      const hit = await cache.get(key);
-      if (hit) {
-        hits++;
-        results.set(key, hit);
-        continue;
-      }
-      const { conv, topic } = work.get(key) as { conv: Turn[]; topic: string };
-      const body = judgeRequestBody(buildConversationJudgeMessages({ conversation: conv, topic }), { model: judge.judgeModel, topLogprobs: judge.topLogprobs });
-      await limiter.wait(controller.signal);
-      const { value } = await callWithRetries(async (signal) => {
-        await budget?.acquire({ requests: 1, tokens: estimateTokens(body) }, signal);
-        return judgmentFromCompletion(await client.chat.completions.create(body, { signal }), judge.judgeModel);
-      }, {
-        maxRetries: 8,
-        backoff: DEFAULT_BACKOFF,
-        signal: controller.signal,
-        what: `judge call to ${judge.judgeModel}`,
-      });
-      const judged = { ...value, promptVersion: CONVERSATION_PROMPT_VERSION };
-      calls++;
-      results.set(key, judged);
-      writer.add(key, judged);
-    }
-  };
-  try {
-    await Promise.all(
-      Array.from({ length: Math.min(input.build.concurrency, Math.max(1, keys.length)) }, () =>
-        worker().catch((err: unknown) => {
-          failure ??= { err };
-          controller.abort(err);
-        }),
-      ),
-    );
-  } finally {
-    clearInterval(beat);
-    // Keep what was paid for, even when failing.
-    await writer.flush().catch((err: unknown) => {
-      failure ??= { err };
-    });
-  }
-  if (failure !== undefined) throw judgeFailure(failure.err);
+  const c = activityContext();
+  let judgedSoFar = 0;
+  const beat = setInterval(() => c?.heartbeat({ step: 'judging', done: judgedSoFar, total: judgeItems.length }), 5_000);
+  const result = await judgeAll({
+    items: judgeItems,
+    // A 429 the provider sends anyway pauses every worker's grants (the shared budget).
+    client: budget ? base.withOptions({ fetch: budget.watch(fetch) }) : base,
+    model: judge.judgeModel,
+    topLogprobs: judge.topLogprobs,
+    prompt: { version: CONVERSATION_PROMPT_VERSION, messages: (it) => buildConversationJudgeMessages({ conversation: conversations.get(it.question) ?? [], topic: it.topic }) },
+    concurrency: input.build.concurrency,
+    cache: new StoreJudgeCache(),
+    cacheFlushEvery: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_EVERY,
+    cacheFlushMs: env.VALUEDRIFT_JUDGE_CACHE_FLUSH_MS,
+    maxRetries: 8,
+    beforeAttempt: async (body, signal) => {
+      await limiter.wait(signal);
+      await budget?.acquire({ requests: 1, tokens: estimateTokens(body) }, signal);
+    },
+    onProgress: (d) => {
+      judgedSoFar = d;
+    },
+    signal: c?.cancellationSignal,
+  })
+    .catch((err: unknown) => {
+      throw judgeFailure(err);
+    })
+    .finally(() => clearInterval(beat));
+  const calls = result.calls;
+  const hits = result.cacheHits;
 
-  const probsOf = (conv: Turn[], topic: string): StanceProbs | null => results.get(keyOf(conv, topic))?.probs ?? null;
+  let at = 0;
   const judgedRows: JudgedRow[] = items.map(({ k, topic, convs }) => {
+    const probs = convs.map(() => result.judgments[at++]?.probs ?? null);
     const base = { index: k.index, category: k.category, topic, question: retrieval.questions[k.question] ?? '', similarity: k.similarity };
-    if (format === 'chat') return { ...base, kind: 'conversation', probs: probsOf(convs[0] as Turn[], topic) };
-    const [a, b] = [probsOf(convs[0] as Turn[], topic), probsOf(convs[1] as Turn[], topic)];
+    if (format === 'chat') return { ...base, kind: 'conversation', probs: probs[0] ?? null };
+    const [a, b] = [probs[0] ?? null, probs[1] ?? null];
     return { ...base, kind: 'pair', chosen: a, rejected: b, distance: a && b ? euclidean(a, b) : null };
   });
   const summary = summarise(format, judgedRows);

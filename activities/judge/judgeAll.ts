@@ -31,6 +31,17 @@ const UNLABELLED_AUDIT_TOKENS = 5;
 /** Label tokens kept in a judgment (OpenAI sends at most 20 alternatives; the rest of a flood is dropped from the record, not from the reading). */
 const MAX_AUDIT_TOKENS = 64;
 
+/**
+ * How an item is put to the judge, and the version its cache entries carry. The default is the
+ * question/response stance prompt (prompt.ts); the dataset stance analysis judges whole
+ * conversations with its own.
+ */
+export interface JudgePrompt {
+  version: string;
+  messages: (item: Pick<JudgeItem, 'question' | 'response' | 'topic'>) => ChatCompletionCreateParamsNonStreaming['messages'];
+}
+export const STANCE_JUDGE_PROMPT: JudgePrompt = { version: JUDGE_PROMPT_VERSION, messages: buildJudgeMessages };
+
 export interface JudgeRequestOptions {
   client: OpenAI;
   model: string;
@@ -58,6 +69,8 @@ export interface JudgeAllInput extends JudgeRequestOptions {
   signal?: AbortSignal | undefined;
   /** Awaited before every HTTP attempt, retries included (the shared judge budget, budget.ts). */
   beforeAttempt?: BeforeAttempt | undefined;
+  /** How items are put to the judge; default STANCE_JUDGE_PROMPT. */
+  prompt?: JudgePrompt | undefined;
 }
 
 /** Waits, if it must, before one request is sent; rejects only with the signal's reason. */
@@ -131,14 +144,15 @@ interface CallOutcome {
 /** One judgment with retries. Rejects with JudgeRequestError, JudgeRetriesExhaustedError or the abort reason. */
 export function judgeOneWithRetries(
   item: Pick<JudgeItem, 'question' | 'response' | 'topic'>,
-  opts: JudgeRequestOptions & { maxRetries: number; backoff: BackoffOptions; signal: AbortSignal; beforeAttempt?: BeforeAttempt | undefined },
+  opts: JudgeRequestOptions & { maxRetries: number; backoff: BackoffOptions; signal: AbortSignal; beforeAttempt?: BeforeAttempt | undefined; prompt?: JudgePrompt | undefined },
 ): Promise<CallOutcome> {
-  const body = judgeRequestBody(buildJudgeMessages(item), opts);
+  const prompt = opts.prompt ?? STANCE_JUDGE_PROMPT;
+  const body = judgeRequestBody(prompt.messages(item), opts);
   return callWithRetries(
     async (signal) => {
       // Before the SDK's request timeout starts: a long wait for the budget is not a timed-out call.
       await opts.beforeAttempt?.(body, signal);
-      return judgmentFromCompletion(await opts.client.chat.completions.create(body, { signal }), opts.model);
+      return { ...judgmentFromCompletion(await opts.client.chat.completions.create(body, { signal }), opts.model), promptVersion: prompt.version };
     },
     { maxRetries: opts.maxRetries, backoff: opts.backoff, signal: opts.signal, what: `judge call to ${opts.model}` },
   );
@@ -219,10 +233,10 @@ export interface JudgeIdentity {
 }
 
 /** Identical (judge, prompt version, question, response, topic) → one call shared by every copy: cache key → item indexes. */
-export function groupByCacheKey(items: ReadonlyArray<JudgeItem>, judge: JudgeIdentity): Map<string, number[]> {
+export function groupByCacheKey(items: ReadonlyArray<JudgeItem>, judge: JudgeIdentity, promptVersion = JUDGE_PROMPT_VERSION): Map<string, number[]> {
   const groups = new Map<string, number[]>();
   items.forEach((item, i) => {
-    const key = cacheKey({ ...judge, promptVersion: JUDGE_PROMPT_VERSION, question: item.question, response: item.response, topic: item.topic });
+    const key = cacheKey({ ...judge, promptVersion, question: item.question, response: item.response, topic: item.topic });
     const g = groups.get(key);
     if (g === undefined) groups.set(key, [i]);
     else g.push(i);
@@ -238,7 +252,7 @@ export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
   const backoff: BackoffOptions = { ...DEFAULT_BACKOFF, ...input.backoff };
   const total = items.length;
 
-  const groups = groupByCacheKey(items, { endpoint: input.client.baseURL, judgeModel: input.model, topLogprobs: input.topLogprobs ?? DEFAULT_TOP_LOGPROBS });
+  const groups = groupByCacheKey(items, { endpoint: input.client.baseURL, judgeModel: input.model, topLogprobs: input.topLogprobs ?? DEFAULT_TOP_LOGPROBS }, (input.prompt ?? STANCE_JUDGE_PROMPT).version);
   const keys = [...groups.keys()];
 
   // Internal controller: the caller's abort, or our own first fatal error, stops every worker.
@@ -288,6 +302,7 @@ export async function judgeAll(input: JudgeAllInput): Promise<JudgeAllResult> {
         backoff,
         signal: controller.signal,
         beforeAttempt: input.beforeAttempt,
+        prompt: input.prompt,
       }).catch((err: unknown) => {
         // Count the failed attempts too, so `attempts` reflects what the provider saw.
         if (err instanceof JudgeRetriesExhaustedError) attempts += err.attempts;

@@ -314,3 +314,24 @@ describe('judgeAll: concurrency, cache, duplicates, progress, abort', () => {
     await expect(judgeAll({ ...input, items: [{ ...items(1)[0]!, sample: -1 }] })).rejects.toThrow();
   });
 });
+
+describe('judgeAll: a prompt of its own (the dataset stance analysis)', () => {
+  it('sends its messages, keys and stamps the cache with its version, apart from the default prompt', async () => {
+    const seen: string[] = [];
+    const { input } = await run((body) => {
+      seen.push(body.messages.map((m) => m.content).join('|'));
+      return ok([['support', -0.05]]);
+    });
+    const prompt = { version: 'test-conversation-v1', messages: (it: Pick<JudgeItem, 'question' | 'topic'>) => [{ role: 'user' as const, content: `whole conversation ${it.question} on ${it.topic}` }] };
+    const own = await judgeAll({ ...input, prompt });
+    expect(seen).toEqual(['whole conversation question p0? on more open immigration']);
+    expect(own).toMatchObject({ calls: 1, cacheHits: 0 });
+    const cached = [...(input.cache as InMemoryJudgeCache).entries.values()];
+    expect(cached.map((v) => v.promptVersion)).toEqual(['test-conversation-v1']);
+    // Same item, same prompt: from the cache. The default prompt: a different key, so a new call.
+    expect(await judgeAll({ ...input, prompt })).toMatchObject({ calls: 0, cacheHits: 1 });
+    expect(await judgeAll(input)).toMatchObject({ calls: 1, cacheHits: 0 });
+    expect(seen).toHaveLength(2);
+    expect(seen[1]).not.toContain('whole conversation');
+  });
+});
