@@ -34,6 +34,7 @@ import { getJsonIfExists, getRefIfExists, getVerified, putBytesOnce, putJson, sh
 import { euclidean, renderAnalysisReport, summarise, type JudgedRow } from './analysisReport';
 import { runDerivedStep } from './python';
 import { StartLimiter } from './generator';
+import { Prepared, readRows, Ref } from './rows';
 import { derivedKeys } from './keys';
 import { DerivedRecord, promptText } from './syntheticPairs';
 
@@ -46,9 +47,6 @@ export const analysisKeys = {
   summary: (buildKey: string) => `derived/${buildKey}/summary.json`,
   report: (buildKey: string) => `derived/${buildKey}/report/index.html`,
 };
-
-const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
-const Prepared = z.object({ name: z.string(), format: z.string(), ref: Ref, rows: z.number().int() });
 
 export const ResolveAnalysisInput = z.object({
   name: z.string(),
@@ -83,14 +81,6 @@ export async function resolveStanceAnalysis(raw: ResolveAnalysisInput): Promise<
   const key = analysisKey(input, judgeIdentity(workerEnv(), input.judge));
   const cached = await getJsonIfExists(uriOf(derivedKeys.record(key)), DerivedRecord);
   return { buildKey: key, cached: cached ?? null };
-}
-
-async function readRows(ref: ArtifactRef): Promise<unknown[]> {
-  return (await getVerified(ref))
-    .toString('utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as unknown);
 }
 
 export const Retrieval = z.object({

@@ -32,12 +32,10 @@ import { judgeAll } from '../judge/judgeAll';
 import { argmaxStance } from '../judge/parse';
 import { JudgeRequestError } from '../judge/retry';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
+import { Prepared, readRows, Ref } from './rows';
 import { buildKey, derivedKeys, generationCallKey } from './keys';
 import { generateCached } from './generator';
 import { runDerivedStep } from './python';
-
-const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
-const Prepared = z.object({ name: z.string(), format: z.string(), ref: Ref, rows: z.number().int() });
 
 /** What a build's cache record holds: the dataset a stage reads and the side outputs. */
 export const DerivedRecord = z.object({
@@ -91,14 +89,6 @@ export function promptText(format: string, row: unknown): string {
   if (format === 'chat') return first(RowSchemas.chat.parse(row).messages);
   const p = format === 'preference' ? RowSchemas.preference.parse(row).prompt : RowSchemas.prompts.parse(row).prompt;
   return typeof p === 'string' ? p : first(p);
-}
-
-async function readRows(ref: ArtifactRef): Promise<unknown[]> {
-  return (await getVerified(ref))
-    .toString('utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as unknown);
 }
 
 export const Selection = z.object({

@@ -27,6 +27,7 @@ import { seededSample, toJsonl } from '../datasets';
 import { canonicalJson, endpointIdentity } from '../judge/cache';
 import { DEFAULT_JUDGE_ENDPOINT } from '../judge/client';
 import { exists, getJsonIfExists, getRefIfExists, getVerified, putBytes, putBytesOnce, putJson, sha256Hex, uriOf } from '../store';
+import { Prepared, readRows, Ref } from './rows';
 import { derivedKeys } from './keys';
 import { generateCached, type ChatMessage } from './generator';
 import { runDerivedStep } from './python';
@@ -37,8 +38,6 @@ export const VPRISM_VERSION = 'v-prism-v1';
 /** Part of every generator call's key: bump when a system prompt's wording changes. */
 export const VPRISM_PROMPT_VERSION = 'v-prism-prompts-v1';
 
-const Ref = z.object({ uri: z.string(), sha256: z.string(), bytes: z.number().int() });
-const Prepared = z.object({ name: z.string(), format: z.string(), ref: Ref, rows: z.number().int() });
 const Key = z.string().regex(/^[0-9a-f]{64}$/);
 
 export const vprismKeys = {
@@ -150,14 +149,6 @@ export function firstLine(text: string): string {
 /** Yes/No answers: a leading "yes" (any case, after quotes or asterisks) is Yes; everything else is No. */
 export function saysYes(text: string): boolean {
   return /^[\s"'*`]*yes\b/i.test(text);
-}
-
-async function readRows(ref: ArtifactRef): Promise<unknown[]> {
-  return (await getVerified(ref))
-    .toString('utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as unknown);
 }
 
 // ---------------------------------------------------------------- a. rephrase
