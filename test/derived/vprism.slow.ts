@@ -123,7 +123,8 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('V-PRISM built from a PRISM
       ['Immigration Policies', 'immigration', 6],
     ]);
     expect(manifest.clusters.find((c) => c.category === 'dropped')!.reason).toMatch(/below the threshold 0\.3/);
-    expect(manifest.categories.abortion).toMatchObject({ available: 5, short: 0 });
+    // Which category the limit shortens depends on the run's (random) seed: the manifest says the same as the counts.
+    expect(manifest.categories.abortion).toMatchObject({ available: 5, short: b.counts['short.abortion'] ?? 0 });
 
     const again = await run(`valuedrift-dataset/${name}/vprism-again`);
     expect(again.built.vprism).toMatchObject({ cached: true, buildKey: b.buildKey, dataset: { ref: { sha256: b.dataset.ref.sha256 } } });
