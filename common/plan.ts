@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { BASE_STAGE_ID } from './config';
-import type { LineageSpec, StageKind, StageSpec } from './spec';
+import { buildOrder, isBuilt, type BuiltDatasetSpec, type LineageSpec, type StageKind, type StageSpec } from './spec';
 
 // ---------------------------------------------------------------------------------------------
 // Tables (data/plan/throughput.json, data/plan/prices.json; --throughput / --prices override them)
@@ -60,9 +60,14 @@ export const PriceTable = z.strictObject({
   storageGbMonth: Price,
   /** Judge model name (as in the spec's evaluation.judge.model) → token prices. */
   judge: z.record(z.string().min(1).max(200), JudgePrice),
+  /**
+   * Generator model name (a built dataset's generator.model) → token prices. A model missing here is
+   * looked up in `judge` (token prices are the model's, whatever it is asked).
+   */
+  generator: z.record(z.string().min(1).max(200), JudgePrice).default({}),
 });
 export type PriceTable = z.infer<typeof PriceTable>;
-export const PriceOverride = PriceTable.partial();
+export const PriceOverride = PriceTable.partial().extend({ generator: z.record(z.string().min(1).max(200), JudgePrice).optional() });
 export type PriceOverride = z.infer<typeof PriceOverride>;
 
 /** Defaults with an override laid over them: rates by (device, algorithm, params), models and judge prices by key. */
@@ -80,6 +85,7 @@ export function mergePrices(base: PriceTable, over: PriceOverride): PriceTable {
     cpuHour: over.cpuHour ?? base.cpuHour,
     storageGbMonth: over.storageGbMonth ?? base.storageGbMonth,
     judge: { ...base.judge, ...over.judge },
+    generator: { ...base.generator, ...over.generator },
   };
 }
 
@@ -111,12 +117,15 @@ export const JUDGMENT_BYTES = 1000;
 /** How many rows a dataset has, and how that is known. */
 export interface DatasetCount {
   rows: number | null;
-  source: 'counted' | 'declared' | 'unknown';
+  /** `paper`: the paper's size for the entry's recipe (data/plan/sizes.json), when nothing is declared. */
+  source: 'counted' | 'declared' | 'paper' | 'unknown';
   /** Where the count came from, or why there is none. */
   detail: string;
   /** Eval sets read from a file: rows per category and mean question length in characters. */
   categories?: Record<string, number>;
   meanQuestionChars?: number;
+  /** Files that were counted: mean characters of a row's JSON line (sizes the text a build sends). */
+  meanRowChars?: number;
 }
 
 export interface PlanInput {
@@ -129,6 +138,8 @@ export interface PlanInput {
   judgeTemplateChars: number;
   /** Mean answer tokens; default: evaluation.maxNewTokens (an upper bound). */
   answerTokens?: number;
+  /** Lengths of the prompts the dataset builds send (worker/plan.ts measures them); zeros when absent. */
+  buildTemplates?: BuildTemplates;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,9 +217,12 @@ export interface PlanTotals {
   gpuHours: number;
   cpuHours: number;
   storageBytes: number;
-  cost: { currency: string; compute: number; judgeOnline: number; judgeBatch: number; judge: number; total: number; storagePerMonth: number };
-  /** True when some figure could not be computed: the totals then sum what is known. */
+  /** Stages (training and evaluation); `withBuilds` adds the dataset builds' generator and judge calls. */
+  cost: { currency: string; compute: number; judgeOnline: number; judgeBatch: number; judge: number; total: number; storagePerMonth: number; withBuilds: number };
+  /** True when some figure of the stages could not be computed: the totals then sum what is known. */
   incomplete: boolean;
+  /** The dataset builds (`builds` of the plan): calls, tokens and cost; their own unknowns. */
+  builds: PlanBuildTotals;
 }
 
 export interface Plan {
@@ -228,6 +242,8 @@ export interface Plan {
   };
   /** The base model's evaluation, then every stage in the spec's order. */
   stages: PlanStage[];
+  /** Built datasets (v-prism, synthetic-pairs, stance-analysis, concat) in build order: their generator and judge calls. */
+  builds: PlanBuild[];
   totals: PlanTotals;
   assumptions: string[];
   /** Everything that is unknown, one line each ("stage sft: rows unknown, declare rows …"). */
@@ -329,6 +345,243 @@ export function evalPrompts(count: DatasetCount, perCategory: number | undefined
   }
   const n = Math.min(count.rows, perCategory * categories);
   return { prompts: n, detail: `at most ${perCategory} per category × ${categories} topics of ${formatCount(count.rows)} rows (${count.source})` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dataset builds (activities/derived/*.ts): generator and judge calls before any stage trains
+// ---------------------------------------------------------------------------------------------
+
+/** A PRISM opening prompt (a statement or question someone wrote to a chatbot), when it cannot be measured. */
+export const ASSUMED_STATEMENT_TOKENS = 40;
+/** A preference-set prompt (UltraFeedback / HH-RLHF first user turn), when it cannot be measured. */
+export const ASSUMED_PROMPT_TOKENS = 150;
+/** One side of a datapoint judged as a whole conversation (prompt and one response), when it cannot be measured. */
+export const ASSUMED_CONVERSATION_TOKENS = 600;
+/** Tokens of one c-TF-IDF n-gram shown to the naming call (one to three words). */
+export const NGRAM_TOKENS = 3;
+/** Questions of a cluster shown to its naming call (activities/derived/vprism.ts). */
+export const NAMING_QUESTIONS = 10;
+
+/** Characters of the prompts the builds send, with empty user text (worker/plan.ts reads them from the builders). */
+export interface BuildTemplates {
+  /** V-PRISM's system prompts: rephrase a statement, name a cluster, the value-laden Yes/No check. */
+  rephrase: number;
+  naming: number;
+  valueCheck: number;
+  /** Synthetic pairs: the supporting / opposing system prompt, mean over the spec's topics and both sides. */
+  stanceResponse: number;
+  /** Stance analysis: the conversation-level judge prompt with an empty conversation, mean over topics. */
+  conversationJudge: number;
+}
+export const NO_BUILD_TEMPLATES: BuildTemplates = { rephrase: 0, naming: 0, valueCheck: 0, stanceResponse: 0, conversationJudge: 0 };
+
+export interface PlanBuildCall {
+  /** What the calls do ("rephrase statements", "stance-check responses", …). */
+  step: string;
+  role: 'generator' | 'judge';
+  model: string;
+  calls: number | null;
+  /** True when `calls` is an upper bound (the count depends on what an earlier step returns). */
+  bound: boolean;
+  /** How the count follows from the spec. */
+  detail: string;
+  inputTokensPerCall: number;
+  /** Generator: its maxTokens (an upper bound); judge: one token. */
+  outputTokensPerCall: number;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  /** At the model's online token prices; null when the calls or the price are unknown. */
+  cost: number | null;
+  /** The price used, or "no price for <model>". */
+  price: string;
+}
+
+export interface PlanBuild {
+  name: string;
+  build: BuiltDatasetSpec['build'];
+  from: Record<string, string>;
+  /** Rows of the input the calls scale with (statements, candidate prompts, datapoints); null when unknown. */
+  inputRows: number | null;
+  inputDetail: string;
+  calls: PlanBuildCall[];
+  generatorCalls: number | null;
+  judgeCalls: number | null;
+  /** Sum of the calls' costs; null when any is unknown. */
+  cost: number | null;
+  /** True when some count is an upper bound. */
+  bound: boolean;
+  unknown: string[];
+}
+
+export interface PlanBuildTotals {
+  builds: number;
+  generatorCalls: number;
+  judgeCalls: number;
+  generatorInputTokens: number;
+  generatorOutputTokens: number;
+  judgeInputTokens: number;
+  judgeOutputTokens: number;
+  /** Known costs summed (online prices). */
+  cost: number;
+  bound: boolean;
+  incomplete: boolean;
+  unknown: string[];
+}
+
+/** What a role's token prices are for `model`: generators look in `generator` then `judge`; the judge in `judge`. */
+export function tokenPrice(prices: PriceTable, role: 'generator' | 'judge', model: string): z.infer<typeof JudgePrice> | undefined {
+  if (role === 'generator' && Object.hasOwn(prices.generator, model)) return prices.generator[model];
+  return Object.hasOwn(prices.judge, model) ? prices.judge[model] : undefined;
+}
+
+/** Online cost of `calls` calls of a model at its token prices. */
+export function callCost(calls: number, inputPerCall: number, outputPerCall: number, price: { inputPerMillion: number; outputPerMillion: number }): number {
+  return (calls * inputPerCall * price.inputPerMillion + calls * outputPerCall * price.outputPerMillion) / 1e6;
+}
+
+/** Rows a build reads from `name`: its count with the entry's own `limit` applied. */
+function inputRowsOf(spec: LineageSpec, datasets: Record<string, DatasetCount>, name: string): { rows: number | null; detail: string; meanRowChars?: number } {
+  const count = datasets[name] ?? { rows: null, source: 'unknown' as const, detail: 'not in datasets' };
+  const entry = Object.hasOwn(spec.datasets, name) ? spec.datasets[name] : undefined;
+  const limit = entry?.limit;
+  if (count.rows === null) return { rows: null, detail: `rows of "${name}" unknown (${count.detail})` };
+  if (limit !== undefined && limit < count.rows) return { rows: limit, detail: `"${name}": limit ${formatCount(limit)} of ${formatCount(count.rows)} (${count.source})`, meanRowChars: count.meanRowChars };
+  return { rows: count.rows, detail: `"${name}": ${formatCount(count.rows)} rows (${count.source}${count.source === 'paper' ? `: ${count.detail}` : ''})`, meanRowChars: count.meanRowChars };
+}
+
+const tokensOf = (chars: number) => Math.ceil(chars / CHARS_PER_TOKEN);
+
+/**
+ * Generator and judge calls of every built dataset, in build order. What each builder does
+ * (activities/derived/*.ts):
+ * - v-prism: one rephrasing per statement; one naming call per HDBSCAN cluster (at most
+ *   statements / minClusterSize, since a cluster has at least that many members); with valueCheck,
+ *   one Yes/No call per question of an assigned cluster (at most every question). No judge calls.
+ * - synthetic-pairs: per category at most promptsPerCategory distinct prompts (and no more than the
+ *   candidates); two responses per prompt (support, oppose); each non-empty response stance-checked
+ *   by the spec's judge.
+ * - stance-analysis: each datapoint within `threshold` of some question is judged once (chat) or once
+ *   per side (preference, stance-pairs); which datapoints are kept is known only after embedding, so
+ *   the count is a bound: the dataset's rows (after its limit), at most the build's `limit`.
+ * - concat: no calls.
+ */
+export function planBuilds(a: {
+  spec: LineageSpec;
+  datasets: Record<string, DatasetCount>;
+  prices: PriceTable;
+  templates: BuildTemplates;
+  /** Judge prompt template tokens for a question/response call (with chat framing), as the stages use. */
+  judgeTemplateTokens: number;
+}): { builds: PlanBuild[]; totals: PlanBuildTotals } {
+  const { spec, datasets, prices, templates } = a;
+  const judgeModel = spec.evaluation.judge.model;
+  const topics = Object.keys(spec.evaluation.topics).length;
+  const builds: PlanBuild[] = [];
+
+  const call = (c: Omit<PlanBuildCall, 'inputTokens' | 'outputTokens' | 'cost' | 'price'>): PlanBuildCall => {
+    const price = tokenPrice(prices, c.role, c.model);
+    return {
+      ...c,
+      inputTokens: c.calls === null ? null : c.calls * c.inputTokensPerCall,
+      outputTokens: c.calls === null ? null : c.calls * c.outputTokensPerCall,
+      cost: c.calls === null || !price ? null : callCost(c.calls, c.inputTokensPerCall, c.outputTokensPerCall, price),
+      price: price ? `${price.inputPerMillion} / ${price.outputPerMillion} ${prices.currency} per million input / output tokens (online) — ${price.source}` : `no price for ${c.model}`,
+    };
+  };
+
+  for (const name of buildOrder(spec)) {
+    const d = spec.datasets[name];
+    if (!d || !isBuilt(d)) continue;
+    const calls: PlanBuildCall[] = [];
+    const unknown: string[] = [];
+    let inputRows: number | null = null;
+    let inputDetail = '';
+    if (d.build === 'v-prism') {
+      const src = inputRowsOf(spec, datasets, d.from.statements);
+      inputRows = src.rows;
+      inputDetail = `statements: ${src.detail}`;
+      const n = src.rows;
+      const g = d.generator;
+      const statementTokens = src.meanRowChars !== undefined ? tokensOf(src.meanRowChars) : ASSUMED_STATEMENT_TOKENS;
+      const clusters = n === null ? null : Math.floor(n / d.clustering.minClusterSize);
+      calls.push(
+        call({ step: 'rephrase statements', role: 'generator', model: g.model, calls: n, bound: false, detail: 'one per statement (empty ones skipped)', inputTokensPerCall: tokensOf(templates.rephrase) + CHAT_FRAMING_TOKENS + statementTokens, outputTokensPerCall: g.maxTokens }),
+        call({
+          step: 'name clusters', role: 'generator', model: g.model, calls: clusters, bound: true,
+          detail: `one per cluster: at most statements / minClusterSize ${d.clustering.minClusterSize}`,
+          inputTokensPerCall: tokensOf(templates.naming) + CHAT_FRAMING_TOKENS + d.clustering.topNgrams * NGRAM_TOKENS + NAMING_QUESTIONS * ASSUMED_QUESTION_TOKENS,
+          outputTokensPerCall: g.maxTokens,
+        }),
+      );
+      if (d.valueCheck) {
+        calls.push(call({ step: 'value-laden check', role: 'generator', model: g.model, calls: n, bound: true, detail: 'one per question of an assigned cluster: at most one per statement', inputTokensPerCall: tokensOf(templates.valueCheck) + CHAT_FRAMING_TOKENS + ASSUMED_QUESTION_TOKENS, outputTokensPerCall: g.maxTokens }));
+      }
+    } else if (d.build === 'synthetic-pairs') {
+      const src = inputRowsOf(spec, datasets, d.from.prompts);
+      const cap = d.promptsPerCategory * topics;
+      const selected = src.rows === null ? null : Math.min(cap, src.rows);
+      inputRows = selected;
+      inputDetail = `prompts: at most ${formatCount(d.promptsPerCategory)} per category × ${topics} categories = ${formatCount(cap)}, of ${src.detail}`;
+      const g = d.generator;
+      const promptTokens = src.meanRowChars !== undefined ? tokensOf(src.meanRowChars) : ASSUMED_PROMPT_TOKENS;
+      const responses = selected === null ? null : 2 * selected;
+      calls.push(
+        call({ step: 'supporting and opposing responses', role: 'generator', model: g.model, calls: responses, bound: true, detail: 'two per selected prompt (support, oppose)', inputTokensPerCall: tokensOf(templates.stanceResponse) + CHAT_FRAMING_TOKENS + promptTokens, outputTokensPerCall: g.maxTokens }),
+        call({ step: 'stance-check responses', role: 'judge', model: judgeModel, calls: responses, bound: true, detail: 'one per non-empty response', inputTokensPerCall: a.judgeTemplateTokens + promptTokens + g.maxTokens, outputTokensPerCall: JUDGE_OUTPUT_TOKENS }),
+      );
+    } else if (d.build === 'stance-analysis') {
+      const src = inputRowsOf(spec, datasets, d.from.dataset);
+      const format = Object.hasOwn(spec.datasets, d.from.dataset) ? spec.datasets[d.from.dataset]?.format : undefined;
+      const sides = format === 'chat' ? 1 : 2;
+      const kept = src.rows === null ? null : d.limit !== undefined ? Math.min(d.limit, src.rows) : src.rows;
+      inputRows = kept;
+      inputDetail = `datapoints: at most ${src.detail}${d.limit !== undefined ? `, at most limit ${formatCount(d.limit)}` : ''} (those within cosine ${d.threshold} of a question; known only after embedding)`;
+      const convTokens = src.meanRowChars !== undefined ? tokensOf(src.meanRowChars) : ASSUMED_CONVERSATION_TOKENS;
+      calls.push(
+        call({
+          step: 'judge datapoints', role: 'judge', model: judgeModel, calls: kept === null ? null : kept * sides, bound: true,
+          detail: `${sides === 1 ? 'one per kept chat row' : 'one per side of each kept pair'}; an upper bound: every row counted as kept`,
+          inputTokensPerCall: tokensOf(templates.conversationJudge) + CHAT_FRAMING_TOKENS + convTokens, outputTokensPerCall: JUDGE_OUTPUT_TOKENS,
+        }),
+      );
+    } else {
+      const parts = Object.entries(d.from).map(([, n]) => inputRowsOf(spec, datasets, n));
+      inputRows = parts.some((p) => p.rows === null) ? null : parts.reduce((s, p) => s + (p.rows ?? 0), 0);
+      inputDetail = `rows joined: ${parts.map((p) => p.detail).join(' + ')}`;
+    }
+    if (inputRows === null) unknown.push(`build ${name}: ${inputDetail}; declare rows on its input`);
+    for (const c of calls) if (c.calls !== null && c.cost === null) unknown.push(`build ${name}: ${c.price} (${c.role}); add it to the ${c.role} prices of a --prices file`);
+    const sum = (role: 'generator' | 'judge') => {
+      const cs = calls.filter((c) => c.role === role);
+      return cs.some((c) => c.calls === null) ? null : cs.reduce((s, c) => s + (c.calls ?? 0), 0);
+    };
+    builds.push({
+      name, build: d.build, from: { ...d.from }, inputRows, inputDetail, calls,
+      generatorCalls: sum('generator'), judgeCalls: sum('judge'),
+      cost: calls.some((c) => c.cost === null) ? null : calls.reduce((s, c) => s + (c.cost ?? 0), 0),
+      bound: calls.some((c) => c.bound),
+      unknown: [...new Set(unknown)],
+    });
+  }
+  const all = builds.flatMap((b) => b.calls);
+  const total = (role: 'generator' | 'judge', k: 'calls' | 'inputTokens' | 'outputTokens') => sumKnown(all.filter((c) => c.role === role).map((c) => c[k]));
+  const unknown = builds.flatMap((b) => b.unknown);
+  return {
+    builds,
+    totals: {
+      builds: builds.length,
+      generatorCalls: total('generator', 'calls'),
+      judgeCalls: total('judge', 'calls'),
+      generatorInputTokens: total('generator', 'inputTokens'),
+      generatorOutputTokens: total('generator', 'outputTokens'),
+      judgeInputTokens: total('judge', 'inputTokens'),
+      judgeOutputTokens: total('judge', 'outputTokens'),
+      cost: sumKnown(all.map((c) => c.cost)),
+      bound: builds.some((b) => b.bound),
+      incomplete: unknown.length > 0,
+      unknown,
+    },
+  };
 }
 
 export function computePlan(input: PlanInput): Plan {
@@ -462,6 +715,7 @@ export function computePlan(input: PlanInput): Plan {
     };
   }
 
+  const built = planBuilds({ spec, datasets: input.datasets, prices, templates: input.buildTemplates ?? NO_BUILD_TEMPLATES, judgeTemplateTokens: templateTokens });
   const unknown = [...unknownAll, ...stages.flatMap((s) => s.unknown.map((u) => `stage ${s.id}: ${u}`))];
   const incomplete =
     unknown.length > 0 ||
@@ -486,8 +740,10 @@ export function computePlan(input: PlanInput): Plan {
       judge: sumKnown(stages.map((s) => s.cost.judge)),
       total: sumKnown(stages.map((s) => s.cost.compute)) + sumKnown(stages.map((s) => s.cost.judge)),
       storagePerMonth: sumKnown(stages.map((s) => s.cost.storagePerMonth)),
+      withBuilds: sumKnown(stages.map((s) => s.cost.compute)) + sumKnown(stages.map((s) => s.cost.judge)) + built.totals.cost,
     },
     incomplete,
+    builds: built.totals,
   };
 
   const assumptions = [
@@ -498,6 +754,7 @@ export function computePlan(input: PlanInput): Plan {
     `judge input tokens per call ≈ ${inputPerCall}: prompt template ${templateTokens} (activities/judge/prompt.ts at ${CHARS_PER_TOKEN} characters per token, with chat framing) + question ${questionTokens} (${questionTokensSource}) + answer ${answerTokens} (${answerTokensSource}); output ${JUDGE_OUTPUT_TOKENS} token per call`,
     `generation runs on one ${genDevice === 'gpu' ? 'GPU' : 'CPU machine'}: ${genRate ? `${formatCount(Math.round(genRate.tokensPerSecond))} completion tokens/s — ${genRate.source}` : 'rate unknown'}`,
     `storage: a generation ≈ ${bytesPerGeneration} bytes, a cached judgment ≈ ${JUDGMENT_BYTES} bytes; datasets and reports not counted`,
+    `dataset builds: generator calls are counted at the generator's maxTokens output (an upper bound) and priced online; judge calls of builds are online (judgeAll), one output token each; a "≤" count is an upper bound; embedding and clustering time is not counted; text lengths are measured on file: inputs (a JSON line's characters / ${CHARS_PER_TOKEN}), else assumed (statement ${ASSUMED_STATEMENT_TOKENS}, prompt ${ASSUMED_PROMPT_TOKENS}, conversation side ${ASSUMED_CONVERSATION_TOKENS}, question ${ASSUMED_QUESTION_TOKENS} tokens)`,
     `prices (${prices.currency}): GPU-hour ${prices.gpuHour.price} — ${prices.gpuHour.source}; CPU-hour ${prices.cpuHour.price} — ${prices.cpuHour.source}; storage ${prices.storageGbMonth.price} per GB-month — ${prices.storageGbMonth.source}`,
   ];
 
@@ -523,6 +780,7 @@ export function computePlan(input: PlanInput): Plan {
       },
     },
     stages,
+    builds: built.builds,
     totals,
     assumptions,
     unknown,
@@ -617,6 +875,21 @@ export function renderPlan(plan: Plan): string {
     kids.forEach((k, i) => walk(k, next, i === kids.length - 1, false));
   };
   if (root) walk(root, '', true, true);
+  if (plan.builds.length > 0) {
+    lines.push('');
+    lines.push('dataset builds (before the stages that use them; online prices; ≤ marks an upper bound)');
+    for (const b of plan.builds) {
+      const cost = b.cost === null ? 'cost unknown' : `${b.bound ? '≤ ' : ''}${formatMoney(b.cost, cur)}`;
+      lines.push(`${b.name}  [${b.build}] from ${Object.values(b.from).join(', ')}: ${b.inputDetail} · ${cost}`);
+      for (const c of b.calls) {
+        const n = c.calls === null ? 'calls unknown' : `${c.bound ? '≤ ' : ''}${formatCount(c.calls)} calls`;
+        const tok = c.inputTokens === null || c.outputTokens === null ? '' : ` · ${formatTokens(c.inputTokens)} input + ${c.role === 'generator' ? '≤ ' : ''}${formatTokens(c.outputTokens)} output tokens`;
+        const money = c.cost === null ? (c.calls === null ? '' : ` · ${c.price}`) : ` · ${formatMoney(c.cost, cur)}`;
+        lines.push(`   ${c.step}: ${c.role} ${c.model}, ${n} — ${c.detail}${tok}${money}`);
+      }
+      if (b.calls.length === 0) lines.push('   no generator or judge calls');
+    }
+  }
   const t = plan.totals;
   lines.push('');
   lines.push(`totals${t.incomplete ? ' (incomplete: some figures unknown, see below)' : ''}`);
@@ -632,6 +905,21 @@ export function renderPlan(plan: Plan): string {
   row('storage', `${formatBytes(t.storageBytes)} (${formatMoney(t.cost.storagePerMonth, cur)} per month)`);
   row('cost', `${formatMoney(t.cost.total, cur)} = compute ${formatMoney(t.cost.compute, cur)} + judge ${formatMoney(t.cost.judge, cur)} (${e.judge.mode})`);
   row('judge by mode', `online ${formatMoney(t.cost.judgeOnline, cur)}, batch API ${formatMoney(t.cost.judgeBatch, cur)}${e.judge.price ? '' : ' (no price for this judge)'}`);
+  if (plan.builds.length > 0) {
+    const tb = t.builds;
+    const le = tb.bound ? '≤ ' : '';
+    lines.push('');
+    lines.push(`dataset builds total${tb.incomplete ? ' (incomplete: see below)' : ''}`);
+    row('builds', String(tb.builds));
+    row('generator calls', `${le}${formatCount(tb.generatorCalls)} (${formatTokens(tb.generatorInputTokens)} input, ≤ ${formatTokens(tb.generatorOutputTokens)} output tokens)`);
+    row('judge calls', `${le}${formatCount(tb.judgeCalls)} (${formatTokens(tb.judgeInputTokens)} input, ${formatTokens(tb.judgeOutputTokens)} output tokens)`);
+    row('cost', `${le}${formatMoney(tb.cost, cur)}${tb.incomplete ? ' (priced calls only)' : ''}`);
+    row('cost with builds', `${formatMoney(t.cost.withBuilds, cur)} = stages ${formatMoney(t.cost.total, cur)} + builds ${formatMoney(tb.cost, cur)}`);
+    if (tb.unknown.length > 0) {
+      lines.push('  unknown:');
+      for (const u of tb.unknown) lines.push(`    - ${u}`);
+    }
+  }
   if (plan.unknown.length > 0) {
     lines.push('');
     lines.push('unknown:');

@@ -8,9 +8,10 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import type { z } from 'zod';
-import { buildJudgeMessages } from '../activities/judge/prompt';
+import { z } from 'zod';
+import { buildConversationJudgeMessages, buildJudgeMessages } from '../activities/judge/prompt';
 import {
+  type BuildTemplates,
   computePlan,
   type DatasetCount,
   mergePrices,
@@ -28,6 +29,14 @@ import { CliError } from './cliArgs';
 const REPO_ROOT = path.resolve(__dirname, '..');
 export const DEFAULT_THROUGHPUT_FILE = path.join(REPO_ROOT, 'data', 'plan', 'throughput.json');
 export const DEFAULT_PRICES_FILE = path.join(REPO_ROOT, 'data', 'plan', 'prices.json');
+export const DEFAULT_SIZES_FILE = path.join(REPO_ROOT, 'data', 'plan', 'sizes.json');
+
+/** data/plan/sizes.json: the paper's rows per known recipe, for datasets that declare none. */
+export const RecipeSizes = z.strictObject({
+  $comment: z.string().optional(),
+  recipes: z.record(z.string().min(1).max(64), z.strictObject({ rows: z.number().int().positive(), source: z.string().min(1).max(500) })),
+});
+export type RecipeSizes = z.infer<typeof RecipeSizes>;
 /** An s3: dataset that does not answer within this time is "unknown". */
 const S3_COUNT_TIMEOUT_MS = 10_000;
 
@@ -66,6 +75,7 @@ export async function loadTables(opts: { throughputFile?: string; pricesFile?: s
 
 interface LineTally {
   rows: number;
+  chars: number;
   categories: Record<string, number>;
   questionChars: number;
   questions: number;
@@ -73,10 +83,11 @@ interface LineTally {
 
 /** Counts the non-empty lines of JSONL text arriving in chunks; for an eval set also categories and question lengths. */
 async function tallyLines(lines: AsyncIterable<string>, evalSet: boolean): Promise<LineTally> {
-  const t: LineTally = { rows: 0, categories: {}, questionChars: 0, questions: 0 };
+  const t: LineTally = { rows: 0, chars: 0, categories: {}, questionChars: 0, questions: 0 };
   for await (const line of lines) {
     if (!line.trim()) continue;
     t.rows++;
+    t.chars += line.length;
     if (!evalSet) continue;
     try {
       const row = JSON.parse(line) as { category?: unknown; question?: unknown };
@@ -94,6 +105,7 @@ async function tallyLines(lines: AsyncIterable<string>, evalSet: boolean): Promi
 
 function fromTally(t: LineTally, detail: string, evalSet: boolean): DatasetCount {
   const out: DatasetCount = { rows: t.rows, source: 'counted', detail };
+  if (t.rows > 0) out.meanRowChars = t.chars / t.rows;
   if (evalSet && Object.keys(t.categories).length > 0) out.categories = t.categories;
   if (evalSet && t.questions > 0) out.meanQuestionChars = t.questionChars / t.questions;
   return out;
@@ -180,16 +192,43 @@ export function judgeTemplateChars(topics: readonly string[]): number {
   return sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
 }
 
+/**
+ * Characters of the prompts the dataset builds send with empty user text, taken from the builders
+ * themselves (loaded only when the spec builds a dataset: they bring the store's SDK with them).
+ */
+export async function buildTemplates(topics: readonly string[]): Promise<BuildTemplates> {
+  const { REPHRASE_SYSTEM, NAME_SYSTEM, VALUE_SYSTEM } = await import('../activities/derived/vprism');
+  const { stanceSystemPrompt } = await import('../activities/derived/syntheticPairs');
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const chars = (ms: ReadonlyArray<{ content?: unknown }>) => ms.reduce((a, m) => a + (typeof m.content === 'string' ? m.content.length : 0), 0);
+  return {
+    rephrase: REPHRASE_SYSTEM.length,
+    naming: NAME_SYSTEM.length,
+    valueCheck: VALUE_SYSTEM.length,
+    stanceResponse: mean(topics.flatMap((t) => [stanceSystemPrompt(t, 'support').length, stanceSystemPrompt(t, 'oppose').length])),
+    conversationJudge: mean(topics.map((topic) => chars(buildConversationJudgeMessages({ conversation: [], topic })))),
+  };
+}
+
+/** A dataset that declares no rows and is not counted: the paper's size for its recipe, when there is one. */
+export function withRecipeSize(entry: DatasetSpec, count: DatasetCount, sizes: RecipeSizes): DatasetCount {
+  if (count.rows !== null || entry.recipe === undefined) return count;
+  const known = Object.hasOwn(sizes.recipes, entry.recipe) ? sizes.recipes[entry.recipe] : undefined;
+  if (!known) return count;
+  return { rows: known.rows, source: 'paper', detail: `${entry.recipe} recipe: ${known.source}` };
+}
+
 export async function planLineage(
   spec: LineageSpec,
   opts: { throughputFile?: string; pricesFile?: string; answerTokens?: number } = {},
 ): Promise<Plan> {
   const { throughput, prices } = await loadTables(opts);
+  const sizes = await readTable(DEFAULT_SIZES_FILE, RecipeSizes, 'recipe size table');
   const names = Object.keys(spec.datasets);
   const counts = await Promise.all(
     names.map((n) => {
       const d = spec.datasets[n] as DatasetEntry;
-      if (!isBuilt(d)) return countDataset(d, n === spec.evaluation.evalSet);
+      if (!isBuilt(d)) return countDataset(d, n === spec.evaluation.evalSet).then((c) => withRecipeSize(d, c, sizes));
       const built: DatasetCount = d.rows === undefined ? { rows: null, source: 'unknown', detail: `built (${d.build}); declare rows` } : { rows: d.rows, source: 'declared', detail: `built (${d.build}), declared` };
       return Promise.resolve(built);
     }),
@@ -202,5 +241,6 @@ export async function planLineage(
     prices,
     judgeTemplateChars: judgeTemplateChars(Object.values(spec.evaluation.topics)),
     answerTokens: opts.answerTokens,
+    buildTemplates: Object.values(spec.datasets).some(isBuilt) ? await buildTemplates(Object.values(spec.evaluation.topics)) : undefined,
   });
 }
