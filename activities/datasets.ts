@@ -15,6 +15,7 @@ import { storeKeys } from '../common/config';
 import { DatasetFormat as DatasetFormatSchema, type Alignment, type DatasetFormat, type DatasetSpec, type StageSpec } from '../common/spec';
 import { activityContext } from './context';
 import { workerEnv } from './env';
+import { acquireLease, cacheLog, evictLeastRecentlyUsed, nameCache, touchEntry, type Lease } from './modelCache';
 import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { downloadFile, exists, getJsonIfExists, getRefIfExists, putFile, putJson, s3, sha256File, sha256Hex, unsafeManifestPath, uriOf } from './store';
 
@@ -192,14 +193,33 @@ export function storeMirrorSetting(value = workerEnv().VALUEDRIFT_HF_MIRROR): { 
 
 const hubId = (uri: string): string | undefined => /^hf:([\w.-]+\/[\w.-]+)(?:[@:]|$)/.exec(uri)?.[1];
 
+/** The store-mirror cache (`<work dir>/hf-mirror`): one folder per listing digest, kept under VALUEDRIFT_HF_MIRROR_CACHE_BYTES. */
+function mirrorCache(): string {
+  const root = path.join(workerEnv().workDir, 'hf-mirror');
+  nameCache(root, 'hf-mirror cache');
+  return root;
+}
+
+/** Whether an eviction pass left the mirror cache over its limit (then a release runs another). */
+let mirrorOverLimit = false;
+
+/** Evicts least recently used mirror folders past the limit, never a leased one nor those in `keep`. */
+async function evictMirrors(keep: readonly string[] = []): Promise<void> {
+  const limit = workerEnv().VALUEDRIFT_HF_MIRROR_CACHE_BYTES;
+  mirrorOverLimit = (await evictLeastRecentlyUsed(mirrorCache(), limit, keep)).totalBytes > limit;
+}
+
 /**
  * Brings `<mirror>/<owner>/<name>/` from the store into `<root>/<owner>/<name>` for the trainer: each
  * object streamed to disk (checked against the sha256 it was written with, when it has one), the
  * folder cached on this worker under the digest of the listing (keys, sizes, ETags), so a mirror
- * that has not changed is downloaded once and a changed object gives a new folder. False when the
- * store has no folder for the id (the trainer then asks the hub, as with a folder mirror).
+ * that has not changed is downloaded once and a changed object gives a new folder. The folder is
+ * leased (activities/modelCache.ts) before it is looked at: the caller releases the lease when the
+ * trainer has finished reading it; a download evicts least recently used folders past
+ * VALUEDRIFT_HF_MIRROR_CACHE_BYTES, never a leased one. Null when the store has no folder for the id
+ * (the trainer then asks the hub, as with a folder mirror).
  */
-async function fetchStoreMirror(mirror: NonNullable<ReturnType<typeof storeMirrorSetting>>, id: string, root: string): Promise<boolean> {
+async function fetchStoreMirror(mirror: NonNullable<ReturnType<typeof storeMirrorSetting>>, id: string, root: string): Promise<Lease | null> {
   const prefix = `${mirror.prefix ? `${mirror.prefix}/` : ''}${id}/`;
   const objects: { key: string; rel: string; size: number; etag: string }[] = [];
   let token: string | undefined;
@@ -214,26 +234,38 @@ async function fetchStoreMirror(mirror: NonNullable<ReturnType<typeof storeMirro
     }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
-  if (objects.length === 0) return false;
+  if (objects.length === 0) return null;
   objects.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const digest = sha256Hex(JSON.stringify([mirror.bucket, objects.map((o) => [o.key, o.size, o.etag])]));
-  const cached = path.join(workerEnv().workDir, 'hf-mirror', digest.slice(0, 32));
+  const cache = mirrorCache();
+  const key = digest.slice(0, 32);
+  const cached = path.join(cache, key);
   const marker = path.join(cached, '.valuedrift-complete');
+  const lease = await acquireLease(cache, key);
   try {
-    await fs.access(marker);
-  } catch {
-    for (const o of objects) {
-      activityContext()?.heartbeat({ mirror: mirror.uri, id, file: o.rel });
-      const head = await s3().send(new HeadObjectCommand({ Bucket: mirror.bucket, Key: o.key }));
-      // downloadFile writes under a temporary name and renames: a cut-off download leaves no file.
-      await downloadFile(`s3://${mirror.bucket}/${o.key}`, path.join(cached, ...o.rel.split('/')), head.Metadata?.sha256);
+    let downloaded = false;
+    try {
+      await fs.access(marker);
+    } catch {
+      for (const o of objects) {
+        activityContext()?.heartbeat({ mirror: mirror.uri, id, file: o.rel });
+        const head = await s3().send(new HeadObjectCommand({ Bucket: mirror.bucket, Key: o.key }));
+        // downloadFile writes under a temporary name and renames: a cut-off download leaves no file.
+        await downloadFile(`s3://${mirror.bucket}/${o.key}`, path.join(cached, ...o.rel.split('/')), head.Metadata?.sha256);
+      }
+      await fs.writeFile(marker, `${mirror.uri}/${id}\n`);
+      downloaded = true;
     }
-    await fs.writeFile(marker, `${mirror.uri}/${id}\n`);
+    await touchEntry(cache, key);
+    if (downloaded || mirrorOverLimit) await evictMirrors([key]);
+    const link = path.join(root, ...id.split('/'));
+    await fs.mkdir(path.dirname(link), { recursive: true });
+    await fs.symlink(cached, link, 'dir');
+    return lease;
+  } catch (err) {
+    await lease.release();
+    throw err;
   }
-  const link = path.join(root, ...id.split('/'));
-  await fs.mkdir(path.dirname(link), { recursive: true });
-  await fs.symlink(cached, link, 'dir');
-  return true;
 }
 
 /**
@@ -364,6 +396,8 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
   };
   const beat = setInterval(() => activityContext()?.heartbeat(phase), 15_000);
   let mirrorRoot: string | undefined;
+  /** Leases on the mirror folders the trainer reads through mirrorRoot's links, released when it has finished. */
+  const mirrorLeases: Lease[] = [];
   try {
     for (const [name, spec] of Object.entries(datasets)) {
       report({ dataset: name, phase: 'resolve' });
@@ -391,7 +425,9 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
         report({ dataset: p.name, phase: 'mirror', mirror: mirror.uri });
         const linked = path.join(mirrorRoot, ...id.split('/'));
         const there = await fs.lstat(linked).then(() => true, () => false);
-        if (there || (await fetchStoreMirror(mirror, id, mirrorRoot))) fromMirror.set(p.name, `${mirror.uri}/${id}`);
+        const lease = there ? null : await fetchStoreMirror(mirror, id, mirrorRoot);
+        if (lease) mirrorLeases.push(lease);
+        if (there || lease) fromMirror.set(p.name, `${mirror.uri}/${id}`);
       }
       trainerEnv = { VALUEDRIFT_HF_MIRROR: mirrorRoot };
     }
@@ -422,8 +458,10 @@ async function prepareAll(datasets: Record<string, DatasetSpec>, seed: number): 
   } finally {
     clearInterval(beat);
     for (const p of pending) await fs.rm(p.work, { recursive: true, force: true });
-    // Only the links: the downloaded mirror stays cached under the work dir's hf-mirror/.
+    // Only the links: the downloaded mirror stays cached under the work dir's hf-mirror/ (within its limit).
     if (mirrorRoot !== undefined) await fs.rm(mirrorRoot, { recursive: true, force: true });
+    for (const lease of mirrorLeases) await lease.release();
+    if (mirrorOverLimit) await evictMirrors().catch((err: unknown) => cacheLog.warn(`hf-mirror cache: eviction after release failed: ${String(err)}`));
   }
 }
 

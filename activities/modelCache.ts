@@ -1,6 +1,9 @@
 /**
  * The GPU node's model cache (`<workDir>/models`): one folder per model (named by its manifest's
- * hash), kept under a byte limit by evicting the least recently used folders.
+ * hash), kept under a byte limit by evicting the least recently used folders. The same mechanism
+ * keeps the store-mirror downloads (`<workDir>/hf-mirror`, one folder per mirrored hub id's listing
+ * digest; activities/datasets.ts) under theirs: every function takes the cache's root folder, and
+ * `nameCache` gives a root the name its messages use ("model cache" unless named).
  *
  * - Use: every request for a model takes a lease (a file under `.leases/<entry>/` naming this host,
  *   process and a random id) before it looks at the folder, and the caller releases it when the
@@ -62,6 +65,13 @@ export const cacheLog = {
 };
 
 const host = os.hostname();
+const names = new Map<string, string>();
+
+/** The name a cache's messages use for `root` (default: "model cache"). */
+export function nameCache(root: string, name: string): void {
+  names.set(path.resolve(root), name);
+}
+const nameOf = (root: string): string => names.get(path.resolve(root)) ?? 'model cache';
 const queues = new Map<string, Promise<void>>();
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
@@ -113,12 +123,12 @@ async function takeFileLock(root: string): Promise<() => Promise<void>> {
     if ((holder && staleOwner(holder)) || Date.now() - since > STALE_LOCK_MS) {
       const stale = path.join(root, `${LOCK}-stale-${randomUUID()}`);
       if (await fs.rename(lock, stale).then(() => true, () => false)) {
-        cacheLog.warn(`model cache ${root}: removed a lock left by ${holder ? decodeURIComponent(holder.split('~')[0] ?? '') + ' pid ' + holder.split('~')[1] : 'a crashed process'}`);
+        cacheLog.warn(`${nameOf(root)} ${root}: removed a lock left by ${holder ? decodeURIComponent(holder.split('~')[0] ?? '') + ' pid ' + holder.split('~')[1] : 'a crashed process'}`);
         await fs.rm(stale, { recursive: true, force: true });
       }
       continue;
     }
-    if (Date.now() > deadline) throw new Error(`model cache ${root}: lock ${lock} held for over ${LOCK_TIMEOUT_MS / 1000}s`);
+    if (Date.now() > deadline) throw new Error(`${nameOf(root)} ${root}: lock ${lock} held for over ${LOCK_TIMEOUT_MS / 1000}s`);
     await sleep(10 + Math.random() * 30);
   }
 }
@@ -147,7 +157,7 @@ export async function withCacheLock<T>(root: string, fn: () => Promise<T>): Prom
 
 /** Takes a lease on an entry (before its folder is looked at or downloaded into). */
 export async function acquireLease(root: string, key: string): Promise<Lease> {
-  if (!ENTRY.test(key)) throw new Error(`model cache: bad entry name ${JSON.stringify(key)}`);
+  if (!ENTRY.test(key)) throw new Error(`${nameOf(root)}: bad entry name ${JSON.stringify(key)}`);
   const dir = path.join(root, LEASES, key);
   const file = path.join(dir, owner());
   await withCacheLock(root, async () => {
@@ -173,7 +183,7 @@ async function liveLeases(root: string, key: string): Promise<number> {
   let n = 0;
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
     if (staleOwner(name)) {
-      cacheLog.warn(`model cache ${root}: dropped a lease on ${key} left by dead process ${name.split('~')[1]}`);
+      cacheLog.warn(`${nameOf(root)} ${root}: dropped a lease on ${key} left by dead process ${name.split('~')[1]}`);
       await fs.rm(path.join(dir, name), { force: true });
     } else n++;
   }
@@ -241,18 +251,18 @@ export async function evictLeastRecentlyUsed(root: string, limitBytes: number, k
     return { evicted: doomed.map((d) => d.entry), totalBytes: total, limitBytes, pinned: total > limitBytes ? pinned : [] };
   });
   for (const { entry } of doomed) {
-    cacheLog.info(`model cache ${root}: evicted ${entry.key} (${entry.bytes} bytes, last used ${entry.lastUsed.toISOString()})`);
+    cacheLog.info(`${nameOf(root)} ${root}: evicted ${entry.key} (${entry.bytes} bytes, last used ${entry.lastUsed.toISOString()})`);
   }
   // Folders renamed here, and any left by a process that died between rename and delete.
   const leftovers = (await fs.readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(EVICTING));
   await Promise.all(
     leftovers.map((n) =>
-      fs.rm(path.join(root, n), { recursive: true, force: true }).catch((err: unknown) => cacheLog.warn(`model cache ${root}: could not delete ${n}: ${String(err)}`)),
+      fs.rm(path.join(root, n), { recursive: true, force: true }).catch((err: unknown) => cacheLog.warn(`${nameOf(root)} ${root}: could not delete ${n}: ${String(err)}`)),
     ),
   );
   if (result.totalBytes > result.limitBytes) {
     cacheLog.warn(
-      `model cache ${root}: ${result.totalBytes} bytes, over its limit of ${result.limitBytes}: ` +
+      `${nameOf(root)} ${root}: ${result.totalBytes} bytes, over its limit of ${result.limitBytes}: ` +
         `kept ${result.pinned.map((e) => `${e.key} (${e.leases > 0 ? `in use, ${e.leases} lease${e.leases > 1 ? 's' : ''}` : 'just downloaded'})`).join(', ')}`,
     );
   }
