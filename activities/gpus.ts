@@ -144,6 +144,17 @@ export function setGpuPool(p: GpuPool | undefined): void {
   pool = p;
 }
 
+/** This node's place in a multi-node group: its rank and where rank 0 listens (activities/multinode.ts). */
+export interface MachineRank {
+  /** Nodes in the group. */
+  nodes: number;
+  /** This node's rank, 0 (the leader) to nodes − 1. */
+  rank: number;
+  /** The leader's reachable address and its rendezvous port. */
+  addr: string;
+  port: number;
+}
+
 /**
  * accelerate's launcher for an `n`-GPU job, every setting explicit so that a default accelerate config
  * on the node (DeepSpeed, fp16, another port) cannot change what the stage asked for; precision is the
@@ -152,13 +163,20 @@ export function setGpuPool(p: GpuPool | undefined): void {
  *
  * The launch is the same for every stage `parallelism`: FSDP and DeepSpeed ZeRO-3 are the trainer's
  * decision too (its TrainingArguments, trainer/valuedrift_trainer/sharding.py), so no accelerate
- * sharding flag appears here, and one node only (`nodes` > 1 is refused when the spec is validated).
+ * sharding flag appears here.
+ *
+ * One node of a multi-node group (`machine`): `n` is this node's processes (its GPUs, or one CPU
+ * process for a 0-GPU stage), the world is nodes × n, and every node connects to the leader's
+ * address and port (torch's static rendezvous: rank 0 listens there).
  */
-export function accelerateLauncher(n: number, port: number): string[] {
+export function accelerateLauncher(n: number, port: number, machine?: MachineRank): string[] {
+  const machines = machine
+    ? ['--num_processes', String(n * machine.nodes), '--num_machines', String(machine.nodes), '--machine_rank', String(machine.rank), '--main_process_ip', machine.addr]
+    : ['--num_processes', String(n), '--num_machines', '1'];
   return [
     '-m', 'accelerate.commands.launch',
-    '--multi_gpu', '--num_processes', String(n), '--num_machines', '1',
-    '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', String(port),
+    '--multi_gpu', ...machines,
+    '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', String(machine ? machine.port : port),
     '-m', 'valuedrift_trainer',
   ];
 }

@@ -24,7 +24,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { NON_RETRYABLE_TRAINER_ERRORS, type TrainerEvent } from '../common/contracts';
 import { activityContext } from './context';
 import { scrubSecrets, secretValues, workerEnv } from './env';
-import { accelerateLauncher, gpuPool, gpuShortfall } from './gpus';
+import { accelerateLauncher, gpuPool, gpuShortfall, type MachineRank } from './gpus';
 import { freePort } from './net';
 import { lastLines, spawnTrainer, TrainerSpawnError, type TrainerExit, type TrainerRun } from './trainerProcess';
 
@@ -56,6 +56,16 @@ export interface TrainerCommandInput {
   gpus?: number;
   /** Launch through accelerate with one process per GPU when `gpus` > 1 (data-parallel training). */
   distributed?: boolean;
+  /**
+   * This node's place in a multi-node group (activities/multinode.ts): launched through accelerate
+   * with the group's machine settings, whatever `gpus` is (a 0-GPU stage: one CPU process per node).
+   */
+  machine?: MachineRank;
+  /**
+   * A follower of a multi-node group (machine rank > 0): only rank 0 reports progress, checkpoints and
+   * `done`, so a follower succeeds on exit code 0 alone (and has no `done` event to return).
+   */
+  follower?: boolean;
   /** Every event the trainer prints, with the pid of its process group. */
   onEvent?: (e: TrainerEvent, pid: number) => void;
   /** The heartbeat details (default: the trainer's last event). */
@@ -196,7 +206,9 @@ function stopFailure(what: string, reason: unknown): ApplicationFailure {
   return ApplicationFailure.retryable(`${what}: stopped: ${scrubSecrets(message)}`, 'TrainerStopped');
 }
 
-export async function runTrainerCommand(input: TrainerCommandInput): Promise<DoneEvent> {
+export async function runTrainerCommand(input: TrainerCommandInput & { follower: true }): Promise<DoneEvent | undefined>;
+export async function runTrainerCommand(input: TrainerCommandInput): Promise<DoneEvent>;
+export async function runTrainerCommand(input: TrainerCommandInput): Promise<DoneEvent | undefined> {
   const env = workerEnv();
   const ctx = activityContext();
   const signal = ctx?.cancellationSignal;
@@ -252,7 +264,11 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
     };
     try {
       signal?.throwIfAborted();
-      const launcher = input.distributed && gpus > 1 ? accelerateLauncher(gpus, await freePort()) : undefined;
+      const launcher = input.machine
+        ? accelerateLauncher(Math.max(1, gpus), input.machine.port, input.machine)
+        : input.distributed && gpus > 1
+          ? accelerateLauncher(gpus, await freePort())
+          : undefined;
       try {
         run = await spawnTrainer({
           python: env.python,
@@ -303,6 +319,7 @@ export async function runTrainerCommand(input: TrainerCommandInput): Promise<Don
     if (ended) throw ended;
     if (settleFailed) throw settleError;
     if (exit.code === 0 && done) return done;
+    if (exit.code === 0 && input.follower && !error) return undefined;
     const extra = stray.length ? `\nunexpected stdout: ${stray.slice(-3).join(' | ')}` : '';
     throw trainerFailure(input.what, error, exit, run.stderrTail() + extra);
   } finally {

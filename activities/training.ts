@@ -44,6 +44,9 @@ import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { bucket, downloadDir, getBytes, listKeys, Manifest, MANIFEST_NAME, putBytes, putFile, s3, sha256Hex, uploadDir, uriOf } from './store';
 import { killGroup, waitForGroupExit } from './processGroup';
 import { runTrainerCommand, type DoneEvent } from './trainerCommand';
+import { freePort } from './net';
+import { multiNodeSettings, publishRendezvous, requireSharedDir, sharedWorkDir, type GroupMember } from './multinode';
+import type { MachineRank } from './gpus';
 
 export interface TrainStageInput {
   lineage: string;
@@ -54,6 +57,12 @@ export interface TrainStageInput {
   rewardModel?: ModelHandle;
   dataset: PreparedDataset;
   seed: number;
+  /**
+   * Multi-node (the stage's `nodes` > 1): this activity is the group's leader, machine rank 0. Its
+   * trainer output, training rows and resume state go under VALUEDRIFT_SHARED_DIR, and it publishes
+   * the rendezvous for the followers under `token` (activities/multinode.ts).
+   */
+  group?: GroupMember;
 }
 
 export interface TrainStageResult {
@@ -302,7 +311,13 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   const ctx = activityContext();
   const { lineage, stage } = input;
   const work = path.join(env.workDir, 'train', lineage, stage.id, input.stageKey.slice(0, 16));
-  const outputDir = path.join(work, 'out');
+  // A group's leader: what every node's trainer reads or writes lies on the shared mount (the pid
+  // file and the log stay on this node).
+  const group = input.group;
+  const multi = group ? multiNodeSettings() : undefined;
+  const data = group ? sharedWorkDir(requireSharedDir(`training stage "${stage.id}"`, multi), lineage, stage.id, input.stageKey) : work;
+  const outputDir = path.join(data, 'out');
+  await fs.mkdir(work, { recursive: true });
   await fs.mkdir(outputDir, { recursive: true });
   // A trainer left behind by a worker that died (it runs in its own process group) must not write
   // into the same folder as the one this attempt starts.
@@ -323,13 +338,13 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
   let resumeFrom: string | undefined;
   if (resumeStep > 0) {
     const ref = resumable.get(resumeStep) as ArtifactRef;
-    resumeFrom = path.join(work, 'resume', `checkpoint-${resumeStep}`);
+    resumeFrom = path.join(data, 'resume', `checkpoint-${resumeStep}`);
     await downloadDir(ref, resumeFrom);
   }
 
   // 2. Inputs: the stage's training rows, the starting model, the reward model.
   // Row by row (download, check, shape, write): no whole-dataset string in the worker.
-  const trainFile = path.join(work, 'train.jsonl');
+  const trainFile = path.join(data, 'train.jsonl');
   await writeTrainerFile(input.dataset, stage.kind, 'alignment' in stage ? stage.alignment : 'as-is', trainFile);
   // Held in the worker's model cache (not evicted) until the trainer has exited.
   const models = [await localModel(input.parent), ...(input.rewardModel ? [await localModel(input.rewardModel)] : [])];
@@ -348,6 +363,20 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     await putSnapshot(logKey, logFile, LOG_TYPE);
   };
   const config = trainerConfig({ stage, model, rewardModel, trainFile, outputDir, tensorboardDir, resumeFrom, seed: input.seed });
+  // The leader's rank 0 listens on a port of this node; the followers find it under the token.
+  let machine: MachineRank | undefined;
+  let rendezvous: string | undefined;
+  if (group && multi) {
+    machine = { nodes: group.nodes, rank: 0, addr: multi.nodeAddr, port: await freePort('0.0.0.0') };
+    rendezvous = await publishRendezvous(requireSharedDir(`training stage "${stage.id}"`, multi), {
+      token: group.token,
+      nodes: group.nodes,
+      addr: machine.addr,
+      port: machine.port,
+      attempt,
+      config,
+    });
+  }
 
   // 3. Run, uploading checkpoints in order as they appear.
   const checkpoints = new Map<number, ArtifactRef>(done);
@@ -407,6 +436,7 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
       what: `training stage "${stage.id}"`,
       gpus: stage.gpus,
       distributed: true,
+      machine,
       logFile,
       env: integrationEnv(stage),
       heartbeat: () => ({ ...state }),
@@ -443,6 +473,7 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     throw err;
   } finally {
     await Promise.all(models.map((m) => m.release()));
+    if (rendezvous) await fs.rm(rendezvous, { force: true });
   }
   await saveAttempt();
   const finalStep = doneEvent.finalStep;
@@ -453,5 +484,6 @@ export async function trainStage(input: TrainStageInput, announce: Announce, hoo
     .sort((a, b) => a[0] - b[0])
     .map(([step, ref]) => ({ stageId: stage.id, step, totalSteps, ref }));
   await fs.rm(work, { recursive: true, force: true });
+  if (data !== work) await fs.rm(data, { recursive: true, force: true });
   return { stageId: stage.id, totalSteps, checkpoints: list, final: { stageId: stage.id, step: finalStep, totalSteps, ref: finalRef }, resumedFrom: resumeStep };
 }

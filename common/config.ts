@@ -26,6 +26,17 @@ export function gpuTaskQueue(gpus: number): string {
   return gpus > 0 ? `${TASK_QUEUES.gpu}-x${gpus}` : TASK_QUEUES.gpu;
 }
 
+/**
+ * The queue of one member (leader or follower) of a multi-node training group whose nodes each train
+ * on `gpus` GPUs (0: CPU processes). Polled only by gpu workers that can take part in multi-node jobs
+ * (VALUEDRIFT_SHARED_DIR set, the same mount on every node) and have at least that many GPUs, with the
+ * same GPU slots as `gpuTaskQueue`: a member holding a node's GPUs keeps other jobs, and the other
+ * members of its group, off them.
+ */
+export function gpuMultiNodeTaskQueue(gpus: number): string {
+  return `${TASK_QUEUES.gpu}-multinode-x${Math.max(0, gpus)}`;
+}
+
 export const BASE_STAGE_ID = 'base';
 
 /**

@@ -2,7 +2,8 @@
  * Worker entry: `VALUEDRIFT_WORKER_ROLE=cpu|gpu|all npm run worker`.
  * - cpu: workflow tasks plus judge, store, metrics and report activities;
  * - gpu: training and generation: the plain gpu queue and one queue per GPU count up to the node's
- *   (gpuWorkerOptions), each polled only while the node has GPUs free for its jobs.
+ *   (gpuWorkerOptions), each polled only while the node has GPUs free for its jobs; with
+ *   VALUEDRIFT_SHARED_DIR also the multi-node queues of those sizes (activities/multinode.ts).
  * Every setting comes from activities/env.ts (the worker's settings module).
  */
 import * as path from 'node:path';
@@ -10,8 +11,9 @@ import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { type WorkerRole, workerEnv } from '../activities/env';
 import { gpuPool, GpuSlots } from '../activities/gpus';
+import { multiNodeSettings, trainStageFollower } from '../activities/multinode';
 import { trainerPythonProblem } from '../activities/trainerCommand';
-import { gpuTaskQueue, TASK_QUEUES } from '../common/config';
+import { gpuMultiNodeTaskQueue, gpuTaskQueue, TASK_QUEUES } from '../common/config';
 import { nativeConnection, temporalClient } from './connection';
 
 /**
@@ -25,11 +27,18 @@ export function gpuWorkerOptions(
   slots: GpuSlots,
   activities: WorkerOptions['activities'],
   base: Pick<WorkerOptions, 'connection' | 'namespace'>,
+  opts: { multiNode?: boolean } = {},
 ): WorkerOptions[] {
   const sizes = [0, ...Array.from({ length: slots.pool.size }, (_, i) => i + 1)];
-  return sizes.map((n) => ({
+  // A worker with a shared dir also takes members of multi-node groups of each size it fits, from the
+  // same slots: a member holding the node's GPUs keeps other jobs (and its own group's members) off them.
+  const queues = [
+    ...sizes.map((n) => ({ n, taskQueue: gpuTaskQueue(n) })),
+    ...(opts.multiNode ? sizes.map((n) => ({ n, taskQueue: gpuMultiNodeTaskQueue(n) })) : []),
+  ];
+  return queues.map(({ n, taskQueue }) => ({
     ...base,
-    taskQueue: gpuTaskQueue(n),
+    taskQueue,
     activities,
     tuner: {
       activityTaskSlotSupplier: slots.supplier(n),
@@ -54,7 +63,9 @@ export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal 
   }
   const connection = await nativeConnection(env);
   const client = await temporalClient(env);
-  const activities = createActivities({ client });
+  // Multi-node followers run only on gpu workers (their queues are polled only with a shared dir).
+  const activities = { ...createActivities({ client }), trainStageFollower };
+  const multi = multiNodeSettings();
   const namespace = env.TEMPORAL_NAMESPACE;
   const workers: Worker[] = [];
   const base: Pick<WorkerOptions, 'connection' | 'namespace'> = { connection, namespace };
@@ -70,7 +81,7 @@ export async function runWorkers(role: WorkerRole, opts: { signal?: AbortSignal 
     );
   }
   if (role === 'gpu' || role === 'all') {
-    const options = gpuWorkerOptions(new GpuSlots(gpuPool()), activities, base);
+    const options = gpuWorkerOptions(new GpuSlots(gpuPool()), activities, base, { multiNode: multi.sharedDir !== undefined });
     for (const o of options) workers.push(await Worker.create(o));
     console.error(`[worker] gpu role: GPUs [${gpuPool().devices.join(', ')}], queues ${options.map((o) => o.taskQueue).join(', ')}`);
   }

@@ -2,9 +2,10 @@
  * Activity proxies, one per group, each with the reason for its bounds. Only the `Activities` type
  * is imported: activity code never enters the workflow bundle.
  */
-import { patched, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, patched, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import { gpuTaskQueue, TASK_QUEUES } from '../common/config';
+import type { trainStageFollower } from '../activities/multinode';
+import { gpuMultiNodeTaskQueue, gpuTaskQueue, TASK_QUEUES } from '../common/config';
 
 /**
  * Training runs for hours to days. The activity heartbeats every 5 s from its own timer, so a crashed
@@ -30,6 +31,41 @@ export const GPU_QUEUES_PATCH = 'gpu-queues-per-size';
 export function trainingOn(gpus: number): typeof training {
   if (gpus <= 0 || !patched(GPU_QUEUES_PATCH)) return training;
   return proxyActivities<Pick<Activities, 'trainStage'>>({ ...TRAINING, taskQueue: gpuTaskQueue(gpus) });
+}
+
+/**
+ * A multi-node group's retries (workflows/stage.ts `trainGroup`): the same bounds as a single node's
+ * training, applied to the whole group, since one member cannot be retried alone (its peers' processes
+ * are gone with the failed collective).
+ */
+export interface GroupRetry {
+  initialIntervalMs: number;
+  backoffCoefficient: number;
+  maximumIntervalMs: number;
+  maximumAttempts: number;
+}
+export const GROUP_RETRY: GroupRetry = { initialIntervalMs: 10_000, backoffCoefficient: 2, maximumIntervalMs: 10 * 60_000, maximumAttempts: 20 };
+
+/**
+ * The members of a multi-node group on `gpus` GPUs each: the leader (`trainStage`, rank 0) and the
+ * followers, on the multi-node queue of that size (polled only by gpu workers with a shared dir). Each
+ * runs once per group attempt (the workflow retries the group), and a cancelled member is waited for
+ * until its worker has stopped it, so that a new attempt never overlaps the processes of the old one.
+ */
+export function trainingGroupOn(gpus: number): {
+  leader: Pick<Activities, 'trainStage'>;
+  follower: { trainStageFollower: typeof trainStageFollower };
+} {
+  const options: ActivityOptions = {
+    ...TRAINING,
+    taskQueue: gpuMultiNodeTaskQueue(gpus),
+    retry: { maximumAttempts: 1 },
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  };
+  return {
+    leader: proxyActivities<Pick<Activities, 'trainStage'>>(options),
+    follower: proxyActivities<{ trainStageFollower: typeof trainStageFollower }>(options),
+  };
 }
 
 /**

@@ -1,9 +1,23 @@
-import { condition, defineQuery, defineSignal, executeChild, log, ParentClosePolicy, setHandler } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineSignal,
+  executeChild,
+  log,
+  ParentClosePolicy,
+  setHandler,
+  sleep,
+  uuid4,
+} from '@temporalio/workflow';
 import { CheckpointAnnouncement, type ArtifactRef, type ModelHandle } from '../common/contracts';
 import { checkpointDirUri, QUERIES, SIGNALS, TASK_QUEUES, workflowIds } from '../common/config';
 import type { EvaluationSpec, StageSpec } from '../common/spec';
 import type { PreparedDataset } from '../activities/datasets';
-import { store, trainingOn } from './proxies';
+import type { TrainStageInput, TrainStageResult } from '../activities/training';
+import { GROUP_RETRY, store, trainingGroupOn, trainingOn, type GroupRetry } from './proxies';
 import { evaluateCheckpointWorkflow, type EvaluateCheckpointResult } from './evaluate';
 
 /** The training activity's announcement: a checkpoint is uploaded completely (the only signal). */
@@ -58,6 +72,65 @@ type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 /** A stored checkpoint as a model to start from or evaluate. */
 export function checkpointModel(ref: ArtifactRef): ModelHandle {
   return { uri: checkpointDirUri(ref.uri), manifest: ref, contentKey: ref.sha256 };
+}
+
+/**
+ * A multi-node stage's training: the leader (`trainStage`, machine rank 0, which uploads and announces
+ * the checkpoints) and `nodes` − 1 followers (`trainStageFollower`, ranks 1..nodes − 1) run together,
+ * sharing a rendezvous token made here per group attempt. When any member fails, the others are
+ * cancelled (and waited for), and the whole group runs again with a new token after a backoff, up to
+ * GROUP_RETRY's attempts; a non-retryable failure ends it at once. Each attempt's leader resumes from
+ * the last checkpoint uploaded, as a single node's retry does.
+ */
+export async function trainGroup(input: TrainStageInput, retry: GroupRetry = GROUP_RETRY): Promise<TrainStageResult> {
+  const { stage } = input;
+  const nodes = stage.nodes ?? 1;
+  const { leader, follower } = trainingGroupOn(stage.gpus);
+  for (let attempt = 1; ; attempt++) {
+    const token = uuid4();
+    let first: unknown;
+    const scope = new CancellationScope();
+    const settled = await scope.run(() => {
+      const members: Promise<unknown>[] = [
+        leader.trainStage({ ...input, group: { token, nodes } }),
+        ...Array.from({ length: nodes - 1 }, (_, i) =>
+          follower.trainStageFollower({
+            lineage: input.lineage,
+            stageKey: input.stageKey,
+            stage,
+            parent: input.parent,
+            rewardModel: input.rewardModel,
+            token,
+            nodes,
+            rank: i + 1,
+          }),
+        ),
+      ];
+      for (const m of members) {
+        m.catch((err: unknown) => {
+          first ??= err;
+          scope.cancel();
+        });
+      }
+      return Promise.allSettled(members);
+    });
+    const lead = settled[0];
+    // The leader's success is the stage's: every checkpoint is uploaded and announced.
+    if (lead?.status === 'fulfilled') return lead.value as TrainStageResult;
+    if (CancellationScope.current().consideredCancelled) throw first;
+    const cause = first instanceof ActivityFailure ? first.cause : first;
+    const final = cause instanceof ApplicationFailure && cause.nonRetryable;
+    if (final || attempt >= retry.maximumAttempts) throw first;
+    const waitMs = Math.min(retry.maximumIntervalMs, retry.initialIntervalMs * retry.backoffCoefficient ** (attempt - 1));
+    log.warn('multi-node group failed; running the whole group again', {
+      stageId: stage.id,
+      attempt,
+      nodes,
+      error: first instanceof Error ? first.message : String(first),
+      retryInMs: waitMs,
+    });
+    await sleep(waitMs);
+  }
 }
 
 /**
@@ -148,7 +221,8 @@ export async function stageWorkflow(input: StageWorkflowInput): Promise<StageWor
     progress.status = 'cached';
   } else {
     progress.status = 'training';
-    const t = await trainingOn(stage.gpus).trainStage({
+    const train = (stage.nodes ?? 1) > 1 ? (i: TrainStageInput) => trainGroup(i) : trainingOn(stage.gpus).trainStage;
+    const t = await train({
       lineage,
       stageKey: resolved.stageKey,
       stage,
