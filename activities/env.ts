@@ -98,6 +98,12 @@ const Env = z.object({
    */
   VALUEDRIFT_MODEL_CACHE_BYTES: wholeNumber().positive().default(200 * 1024 ** 3),
   /**
+   * Bytes the store-mirror downloads (`<work dir>/hf-mirror`, VALUEDRIFT_HF_MIRROR=s3://…) may hold;
+   * past it the least recently used mirrored ids not being read by a trainer are evicted after each
+   * download (activities/modelCache.ts, as the model cache). Default 100 GiB.
+   */
+  VALUEDRIFT_HF_MIRROR_CACHE_BYTES: wholeNumber().positive().default(100 * 1024 ** 3),
+  /**
    * A training stage whose trainer prints no event (progress, checkpoint) for this many seconds is
    * taken as hung: its process group is killed and the attempt fails retryably (`TrainerStalled`),
    * so the retry resumes from the last uploaded checkpoint. It covers model loading before the first
@@ -116,6 +122,15 @@ const Env = z.object({
   VALUEDRIFT_GPUS: wholeNumber().min(0).optional(),
   /** The devices this worker may hand out (a worker confined to some GPUs hands out only those); "" = none. */
   CUDA_VISIBLE_DEVICES: z.string().optional(),
+  /**
+   * Multi-node training (a stage's `nodes` > 1; activities/multinode.ts): a folder every node mounts at
+   * the same path. Only gpu workers with it poll the multi-node queues.
+   */
+  VALUEDRIFT_SHARED_DIR: z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path (the same mount on every node)').optional(),
+  /** Where the other nodes of a multi-node group reach this one (default: the hostname). */
+  VALUEDRIFT_NODE_ADDR: z.string().optional(),
+  /** How long a multi-node follower waits for its leader's rendezvous record. Default 15 min. */
+  VALUEDRIFT_RENDEZVOUS_TIMEOUT_SECONDS: wholeNumber().positive().max(86_400).default(900),
 });
 export type WorkerEnv = z.infer<typeof Env> & { python: string; dataRoot: string; workDir: string };
 

@@ -136,8 +136,21 @@ export const SyntheticPairsBuild = z.strictObject({
       concurrency: z.number().int().min(1).max(1024).default(8),
       /** Calls started per minute at most; omit for no bound beyond `concurrency`. */
       requestsPerMinute: z.number().int().min(1).max(1_000_000).optional(),
+      /**
+       * Where the stance instruction goes: `system` (a system prompt; for instruction-tuned models of
+       * the paper's kind) or `user` (appended to the user's message, asking for a first sentence that
+       * states the position; for small local models that ignore system prompts). Rows keep the
+       * original prompt either way.
+       */
+      stanceInstruction: z.enum(['system', 'user']).default('system').describe('system prompt, or appended to the user turn (small local models)'),
     })
     .describe('the OpenAI-compatible model that writes the supporting and opposing responses'),
+  /**
+   * When a response counts as taking its side: `argmax` (the judge's most likely stance is that side)
+   * or `margin` (the judge gives that side more probability than the opposite side; neutral may lead:
+   * for weak local judges that favour neutral).
+   */
+  stanceCheck: z.enum(['argmax', 'margin']).default('argmax').describe('argmax: the side is the judge\'s most likely stance; margin: the side outweighs the opposite side'),
 });
 export type SyntheticPairsBuild = z.infer<typeof SyntheticPairsBuild>;
 
@@ -453,7 +466,7 @@ const stageCommon = {
   dataset: Slug,
   /** Save (and evaluate) a checkpoint every N optimizer steps; the final step is always saved. */
   checkpointEvery: z.number().int().positive().max(10_000_000),
-  /** GPUs for this stage; 0 trains on CPU. More than 1 launches the trainer with accelerate. */
+  /** GPUs for this stage (on each node when `nodes` > 1); 0 trains on CPU. More than 1 launches the trainer with accelerate. */
   gpus: z.number().int().min(0).max(1024).default(1),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
   /** What the store keeps of this stage's checkpoints (defaults: resume state of the newest only, bf16 weights). */
@@ -488,7 +501,11 @@ const stageCommon = {
    * fsdp and zero3 need gpus ≥ 2 and are not for ppo stages or with lora.
    */
   parallelism: z.enum(PARALLELISMS).optional(),
-  /** Nodes the stage trains on. Only 1 is supported: multi-node launch is not implemented, and a larger value is refused. */
+  /**
+   * Nodes the stage trains on (default 1). With N ≥ 2, `gpus` is the GPUs on each node (world size N × gpus; a 0-GPU
+   * stage runs one CPU process per node): one gpu worker per node with VALUEDRIFT_SHARED_DIR takes part (README
+   * "Multi-node training"). ddp or fsdp only; not for ppo stages or with lora.
+   */
   nodes: z.number().int().min(1).max(1024).optional(),
 };
 
@@ -845,11 +862,12 @@ export function validateLineageSpec(input: unknown): SpecValidation {
     if (h.max_steps > 0 && s.checkpointEvery > h.max_steps) {
       issues.push({ path: `${at}.checkpointEvery`, message: `must be ≤ hyperparameters.max_steps (${h.max_steps})` });
     }
-    const perStep = h.per_device_train_batch_size * Math.max(1, s.gpus);
+    const nodes = s.nodes ?? 1;
+    const perStep = h.per_device_train_batch_size * Math.max(1, s.gpus) * nodes;
     if (h.global_batch_size % perStep !== 0) {
       issues.push({
         path: `${hp}.global_batch_size`,
-        message: `must be a multiple of per_device_train_batch_size × max(1, gpus) = ${perStep} (gradient accumulation)`,
+        message: `must be a multiple of per_device_train_batch_size × max(1, gpus)${nodes > 1 ? ' × nodes' : ''} = ${perStep} (gradient accumulation)`,
       });
     } else if (s.kind === 'ppo' && (h.global_batch_size / perStep) % s.hyperparameters.num_mini_batches !== 0) {
       issues.push({
@@ -868,8 +886,10 @@ export function validateLineageSpec(input: unknown): SpecValidation {
       else if (s.gpus < 2) issues.push({ path: `${at}.parallelism`, message: `${s.parallelism} shards the model over GPUs and needs gpus ≥ 2 (this stage has ${s.gpus}); use ddp` });
       if (s.lora) issues.push({ path: `${at}.parallelism`, message: `${s.parallelism} with lora is not supported (the adapters are small: train them under ddp)` });
     }
-    if ((s.nodes ?? 1) > 1) {
-      issues.push({ path: `${at}.nodes`, message: `multi-node training is not supported: a stage trains on one node (up to all of its GPUs); got nodes ${s.nodes}` });
+    if (nodes > 1) {
+      if (s.kind === 'ppo') issues.push({ path: `${at}.nodes`, message: `multi-node training is not available for the ppo stage (its own training loop runs on one node); got nodes ${nodes}` });
+      if (s.parallelism === 'zero3') issues.push({ path: `${at}.nodes`, message: `zero3 across nodes is not supported; use ddp or fsdp for nodes ${nodes}` });
+      if (s.lora) issues.push({ path: `${at}.nodes`, message: `multi-node training with lora is not supported (the adapters are small: train them on one node)` });
     }
     if (s.kind === 'ppo' && s.lora) {
       issues.push({ path: `${at}.lora`, message: 'the ppo stage has its own training loop and no LoRA support; use lora on sft, reward, dpo or simpo stages' });

@@ -18,7 +18,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { type ArtifactRef, type Stance, type StanceProbs } from '../../common/contracts';
+import { type ArtifactRef, type StanceProbs } from '../../common/contracts';
 import { storeKeys } from '../../common/config';
 import { JudgeSpec, SyntheticPairsBuild } from '../../common/spec';
 import { activityContext } from '../context';
@@ -155,6 +155,35 @@ export function stanceSystemPrompt(topic: string, side: 'support' | 'oppose'): s
   ].join(' ');
 }
 
+/**
+ * The same instruction folded into the user's turn, for small models that ignore system prompts: the
+ * first sentence states the position in so many words, then the reasons follow (our own wording).
+ */
+export function stanceUserMessage(prompt: string, topic: string, side: 'support' | 'oppose'): string {
+  const opening = side === 'support' ? `I support ${topic}.` : `I do not support ${topic}.`;
+  return `${prompt}\n\nAnswer in the first person, starting with: "${opening}" Then explain why in two or three sentences.`;
+}
+
+/** The generator's messages for one task, per the build's `stanceInstruction`. */
+export function stanceMessages(prompt: string, topic: string, side: 'support' | 'oppose', where: 'system' | 'user'): Array<{ role: 'system' | 'user'; content: string }> {
+  if (where === 'user') return [{ role: 'user', content: stanceUserMessage(prompt, topic, side) }];
+  return [
+    { role: 'system', content: stanceSystemPrompt(topic, side) },
+    { role: 'user', content: prompt },
+  ];
+}
+
+/**
+ * Whether the judge's distribution puts a response on `side`: its most likely stance (`argmax`), or
+ * more probability on `side` than on the opposite side (`margin`). Null when the judge gave none.
+ */
+export function takesSide(probs: StanceProbs | null | undefined, side: 'support' | 'oppose', check: 'argmax' | 'margin'): boolean | null {
+  if (!probs) return null;
+  if (check === 'argmax') return argmaxStance(probs) === side;
+  const other = side === 'support' ? 'oppose' : 'support';
+  return probs[side] > probs[other];
+}
+
 export const WriteInput = z.object({
   buildKey: z.string().regex(/^[0-9a-f]{64}$/),
   name: z.string(),
@@ -209,10 +238,7 @@ export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets):
   const g = input.build.generator;
   const c = activityContext();
   const generated = await generateCached(
-    tasks.map((t) => [
-      { role: 'system', content: stanceSystemPrompt(t.topic, t.side) },
-      { role: 'user', content: t.prompt },
-    ]),
+    tasks.map((t) => stanceMessages(t.prompt, t.topic, t.side, g.stanceInstruction)),
     {
       endpoint: gen,
       model: g.model,
@@ -256,22 +282,19 @@ export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets):
       throw err;
     })
     .finally(() => clearInterval(judgeBeat));
-  const stanceOf = new Map<number, Stance | null>();
-  judgeable.forEach((x, k) => {
-    const probs = judged.judgments[k]?.probs as StanceProbs | null | undefined;
-    stanceOf.set(x.i, probs ? argmaxStance(probs) : null);
-  });
+  const onSide = new Map<number, boolean | null>();
+  judgeable.forEach((x, k) => onSide.set(x.i, takesSide(judged.judgments[k]?.probs as StanceProbs | null | undefined, x.t.side, input.build.stanceCheck)));
 
   const counts: Record<string, number> = { selected: tasks.length / 2, kept: 0, droppedEmpty: 0, droppedUnlabelled: 0, droppedSupportMismatch: 0, droppedOpposeMismatch: 0, generatorCalls: calls, judgeCalls: judged.calls };
   const out: Array<{ id: string; category: string; prompt: string; support: string; oppose: string }> = [];
   for (let i = 0; i < tasks.length; i += 2) {
     const s = tasks[i] as Task;
     const [sup, opp] = [texts[i] ?? '', texts[i + 1] ?? ''];
-    const [ss, os] = [stanceOf.get(i), stanceOf.get(i + 1)];
+    const [ss, os] = [onSide.get(i), onSide.get(i + 1)];
     if (sup.trim() === '' || opp.trim() === '') counts.droppedEmpty = (counts.droppedEmpty ?? 0) + 1;
-    else if (ss === null || os === null) counts.droppedUnlabelled = (counts.droppedUnlabelled ?? 0) + 1;
-    else if (ss !== 'support') counts.droppedSupportMismatch = (counts.droppedSupportMismatch ?? 0) + 1;
-    else if (os !== 'oppose') counts.droppedOpposeMismatch = (counts.droppedOpposeMismatch ?? 0) + 1;
+    else if (ss === null || os === null || ss === undefined || os === undefined) counts.droppedUnlabelled = (counts.droppedUnlabelled ?? 0) + 1;
+    else if (!ss) counts.droppedSupportMismatch = (counts.droppedSupportMismatch ?? 0) + 1;
+    else if (!os) counts.droppedOpposeMismatch = (counts.droppedOpposeMismatch ?? 0) + 1;
     else out.push({ id: `${s.category}-${s.index}`, category: s.category, prompt: s.prompt, support: sup, oppose: opp });
   }
   const kept = seededSample(out, input.build.limit, input.seed);
@@ -293,7 +316,7 @@ export async function writeStancePairs(raw: WriteInput, budgets?: JudgeBudgets):
   const perCategory = Object.fromEntries(Object.keys(selection.selection).map((cat) => [cat, kept.filter((r) => r.category === cat).length]));
   outputs.manifest = await putBytesOnce(
     derivedKeys.manifest(input.buildKey),
-    JSON.stringify({ buildKey: input.buildKey, recipe: 'synthetic-pairs', embedder: selection.embedder, generator: g.model, judge: judge.judgeModel, counts, keptPerCategory: perCategory, dataset: ref }, null, 2),
+    JSON.stringify({ buildKey: input.buildKey, recipe: 'synthetic-pairs', embedder: selection.embedder, generator: g.model, stanceInstruction: g.stanceInstruction, stanceCheck: input.build.stanceCheck, judge: judge.judgeModel, counts, keptPerCategory: perCategory, dataset: ref }, null, 2),
     'application/json',
   );
   const record: DerivedRecord = { buildKey: input.buildKey, dataset: { name: input.name, format: 'stance-pairs', ref, rows: kept.length }, outputs, counts };

@@ -10,13 +10,14 @@
  *   as no VALUEDRIFT_GENERATOR_BASE_URL is set), the judge its MiniLM; V-PRISM's value check is off,
  *   as SmolLM2-135M answers No to every question, and its assignment threshold is 0.15, as its
  *   rephrasings land far from the topic texts (the closest cluster scored 0.21 against 0.3);
- * - the synthetic pairs and their analysis are left out: SmolLM2 writes no response the stance check
- *   accepts (see below), so that build fails, correctly; build.slow.ts covers it with a scripted writer;
+ * - the synthetic pairs are written by the same SmolLM2 with the stance instruction in the user turn
+ *   (`stanceInstruction: "user"`: it ignores system prompts) and checked with `stanceCheck: "margin"`
+ *   (MiniLM puts most probability on neutral for nearly every response, so `argmax` drops all);
  * - sizes fit a test: the clustering of 18 questions, a few questions and prompts per category, a few
  *   datapoints per analysis, one eval prompt per category;
  * - one stage, sft-wildchat, two steps on the tiny model.
  *
- * Every source is prepared, V-PRISM and the UltraFeedback + HH-RLHF prompts are built, every stance
+ * Every source is prepared, V-PRISM, the UltraFeedback + HH-RLHF prompts and the synthetic pairs are built, every stance
  * analysis writes its report, and the stage trains and is evaluated on the built V-PRISM.
  * `npm run test:derived` (after `npm run dev:up`); minutes, not for `npm test`.
  */
@@ -72,12 +73,10 @@ async function scaledPaperSpec(name: string): Promise<Json> {
   spec.stages = [{ ...sft, gpus: 0, checkpointEvery: 2, hyperparameters: { max_steps: 2, per_device_train_batch_size: 2, global_batch_size: 4, max_length: 128 } }];
   const d = spec.datasets as Json;
   Object.assign(d['v-prism'], { generator: local, valueCheck: false, questionsPerCategory: 3, umapDimensions: 8, umapNeighbors: 5, clustering: { minClusterSize: 3, minSamples: 3, topNgrams: 5, assignThreshold: 0.15 } });
-  // SmolLM2-135M cannot write a stance the judge recognises: with 12 prompts per category the check
-  // dropped 24 of 24 pairs (20 support, 4 oppose mismatches) and the build failed, as it should, with
-  // DerivedDatasetEmpty. The synthetic pairs and their analysis are left out here; test/derived/
-  // build.slow.ts builds them with a scripted generator.
-  delete d.synthetic;
-  delete d['synthetic-stances'];
+  // With the system-prompt instruction and the argmax check SmolLM2-135M's pairs all fail (24 of 24
+  // dropped at 12 prompts per category: it ignores the system prompt, and MiniLM calls nearly every
+  // response neutral); the user-turn instruction and the margin check are the settings for such parts.
+  Object.assign(d.synthetic, { generator: { ...local, maxTokens: 48, stanceInstruction: 'user' }, stanceCheck: 'margin', promptsPerCategory: 8 });
   for (const [n, e] of Object.entries(d)) if ((e as Json).build === 'stance-analysis') Object.assign(d[n], { limit: 4, concurrency: 4 });
   spec.evaluation = { ...spec.evaluation, judge: { model: 'minilm-stance' }, promptsPerCategory: 1, generationsPerPrompt: 1, maxNewTokens: 16 };
   return spec;
@@ -93,7 +92,7 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('the paper spec on local mi
     });
     const lineageHistory = await env.client.workflow.getHandle(workflowIds.lineage(name)).fetchHistory();
     const children = (lineageHistory.events ?? []).flatMap((e) => (e.startChildWorkflowExecutionInitiatedEventAttributes ? [e.startChildWorkflowExecutionInitiatedEventAttributes.workflowId ?? ''] : []));
-    for (const b of ['v-prism', 'uf-hh-prompts', 'wildchat-stances', 'alpaca-stances', 'ultrafeedback-stances', 'hh-rlhf-stances']) {
+    for (const b of ['v-prism', 'uf-hh-prompts', 'synthetic', 'wildchat-stances', 'alpaca-stances', 'ultrafeedback-stances', 'hh-rlhf-stances', 'synthetic-stances']) {
       expect(children, b).toContain(`${workflowIds.lineage(name)}/dataset:${b}`);
     }
 
@@ -110,8 +109,30 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('the paper spec on local mi
     const prompts = await env.client.workflow.getHandle(`${workflowIds.lineage(name)}/dataset:uf-hh-prompts`).result();
     expect(prompts.counts).toMatchObject({ 'from.hh': 50, 'from.uf': 20, rows: 70 });
 
+    // The synthetic pairs: some kept, every selected pair either kept or dropped for a counted reason;
+    // each kept row has both sides, and both labellings hold one preference row per kept pair.
+    const syn = await env.client.workflow.getHandle(`${workflowIds.lineage(name)}/dataset:synthetic`).result();
+    const c = syn.counts as Record<string, number>;
+    console.log('synthetic pairs counts', JSON.stringify(c));
+    expect(c.kept).toBeGreaterThan(0);
+    expect(c.kept! + c.droppedEmpty! + c.droppedUnlabelled! + c.droppedSupportMismatch! + c.droppedOpposeMismatch!).toBe(c.selected);
+    expect(c.generatorCalls).toBeLessThanOrEqual(2 * c.selected!);
+    const pairs = (await getVerified(syn.dataset.ref)).toString('utf8').trim().split('\n').map((l: string) => JSON.parse(l) as { category: string; prompt: string; support: string; oppose: string });
+    expect(pairs).toHaveLength(c.kept!);
+    for (const p of pairs) {
+      expect(topics).toContain(p.category);
+      expect(p.support.trim()).not.toBe('');
+      expect(p.oppose.trim()).not.toBe('');
+      expect(p.support).not.toBe(p.oppose);
+    }
+    for (const side of ['support-aligned', 'oppose-aligned']) {
+      const labelled = (await getVerified(syn.outputs[side])).toString('utf8').trim().split('\n').map((l: string) => JSON.parse(l) as { prompt: string; chosen: string; rejected: string });
+      expect(labelled.map((r) => r.prompt)).toEqual(pairs.map((p) => p.prompt));
+      expect(labelled.map((r) => r.chosen)).toEqual(pairs.map((p) => (side === 'support-aligned' ? p.support : p.oppose)));
+    }
+
     // Every analysis wrote its HTML report.
-    for (const a of ['wildchat-stances', 'alpaca-stances', 'ultrafeedback-stances', 'hh-rlhf-stances']) {
+    for (const a of ['wildchat-stances', 'alpaca-stances', 'ultrafeedback-stances', 'hh-rlhf-stances', 'synthetic-stances']) {
       const r = await env.client.workflow.getHandle(`${workflowIds.lineage(name)}/dataset:${a}`).result();
       const html = (await getBytes(r.outputs.report.uri)).toString('utf8');
       expect(html, a).toContain('Content-Security-Policy');
@@ -119,7 +140,8 @@ describe.skipIf(!process.env.VALUEDRIFT_DERIVED_E2E)('the paper spec on local mi
 
     // The stage trained its two steps on prepared WildChat, was evaluated on the built V-PRISM, and has drift rows.
     expect(result.stages).toHaveLength(1);
-    expect(result.stages[0]).toMatchObject({ stageId: 'sft-wildchat', kind: 'sft', cached: false, totalSteps: 2 });
+    // (`cached` is true when an earlier run on the same store trained it: the stage's key ignores the lineage's name.)
+    expect(result.stages[0]).toMatchObject({ stageId: 'sft-wildchat', kind: 'sft', totalSteps: 2 });
     expect(result.stages[0]!.driftRows.length).toBeGreaterThan(0);
     for (const row of result.stages[0]!.driftRows) expect(topics).toContain(row.category);
   }, 3_600_000);

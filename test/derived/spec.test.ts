@@ -23,7 +23,7 @@ describe('built datasets in the spec', () => {
     const r = validateLineageSpec(withDatasets({ synth: synth() }, [stage.sft(), { ...stage.dpo('d', 'sft', 'oppose-aligned'), dataset: 'synth' }]));
     expect(r.ok).toBe(true);
     if (!r.ok) return;
-    expect(r.spec.datasets.synth).toEqual({ ...synth(), format: 'stance-pairs', promptsPerCategory: 860, generator: { model: 'writer', maxTokens: 512, temperature: 0, concurrency: 8 } });
+    expect(r.spec.datasets.synth).toEqual({ ...synth(), format: 'stance-pairs', promptsPerCategory: 860, stanceCheck: 'argmax', generator: { model: 'writer', maxTokens: 512, temperature: 0, concurrency: 8, stanceInstruction: 'system' } });
     expect(buildOrder(r.spec)).toEqual(['synth']);
     expect(datasetClosure(r.spec, 'synth').sort()).toEqual(['evalset', 'sft', 'synth']);
   });
@@ -31,6 +31,8 @@ describe('built datasets in the spec', () => {
   it('names the field of a malformed entry (not "invalid input")', () => {
     expect(issues(withDatasets({ synth: synth({ generator: {} }) }))).toEqual(['datasets.synth.generator.model: Invalid input: expected string, received undefined']);
     expect(issues(withDatasets({ synth: synth({ promptsPerCategory: 0 }) }))[0]).toMatch(/^datasets\.synth\.promptsPerCategory: /);
+    expect(issues(withDatasets({ synth: synth({ stanceCheck: 'vibes' }) }))[0]).toMatch(/^datasets\.synth\.stanceCheck: .*"argmax"\|"margin"/);
+    expect(issues(withDatasets({ synth: synth({ generator: { model: 'w', stanceInstruction: 'assistant' } }) }))[0]).toMatch(/^datasets\.synth\.generator\.stanceInstruction: .*"system"\|"user"/);
     expect(issues(withDatasets({ plain: { uri: 'file:/abs.jsonl', format: 'chat' } }))).toEqual(['datasets.plain.uri: file: paths are relative to the data root']);
   });
 
