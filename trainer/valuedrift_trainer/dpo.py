@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain, lora, models
+from . import data, hftrain, lora, models, sharding
 from .config import TrainConfig
 
 
@@ -38,7 +38,7 @@ def trainer_class(max_completion_length: int) -> type:
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             return dataset.map(data.cap_completion, fn_kwargs={"max_completion_length": max_completion_length})
 
-    return CappedDPOTrainer
+    return sharding.fsdp_trainer(CappedDPOTrainer)
 
 
 def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
@@ -49,7 +49,9 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
     ref, tokenizer, model = hftrain.load_pairwise(cfg, rows)
     # The reference is frozen and only ever runs under autocast: bf16 weights are enough and save memory.
     # With LoRA there is none: TRL computes the reference log-probs with the adapter disabled (the base).
-    ref_model = None if cfg.lora else models.load_causal_lm(ref, dtype=torch.bfloat16 if bf16 else None)
+    # Under fsdp only rank 0 loads it too (sharding.fsdp_trainer wraps it and broadcasts rank 0's weights).
+    ref_model = None if cfg.lora else models.load_causal_lm(
+        ref, dtype=torch.bfloat16 if bf16 else None, empty=not hftrain.weights_here(cfg, "reference model"))
     args = TRLDPOConfig(**hftrain.training_args(cfg, bf16))
     trainer = trainer_class(cfg.hyperparameters["max_completion_length"])(
         model=model,

@@ -115,7 +115,24 @@ def load_pairwise(cfg: TrainConfig, rows: list[dict[str, Any]]) -> tuple[Any, An
     shortened = data.truncate_prompts(rows, tokenizer, limit)
     if shortened:
         events.log(f"{shortened} prompt(s) left-truncated to {limit} tokens")
-    return ref, tokenizer, models.load_causal_lm(ref)
+    return ref, tokenizer, models.load_causal_lm(ref, empty=not weights_here(cfg, "policy"))
+
+
+def weights_here(cfg: TrainConfig, what: str) -> bool:
+    """Whether this process loads `what`'s weights (sharding.loads_weights: not on ranks other than 0
+    under fsdp, which build it empty and get rank 0's by broadcast); logged per rank under fsdp."""
+    here = sharding.loads_weights(cfg.parallelism)
+    if cfg.parallelism == "fsdp":
+        rank = os.environ.get("RANK", "0")
+        events.log(f"rank {rank}: {what} " + ("weights loaded" if here else "built without weights (uninitialised), weights from rank 0"))
+    return here
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def event_callback(save: bool = True, scalars: "curves.ScalarLog | None" = None, weights_dtype: str = "bf16") -> Any:
@@ -232,8 +249,14 @@ def run_stage(cfg: TrainConfig, rows: list[dict[str, Any]], build: Callable[...,
     scalars = curves.ScalarLog(tb_dir) if _is_main_rank() else None
     try:
         trainer = build(cfg, rows, bf16, [event_callback(cfg.save_checkpoints, scalars, cfg.weights_dtype)])
-        sharding.enable_on_cpu(trainer)
+        if cfg.parallelism == "fsdp" and not trainer.is_fsdp_enabled:
+            # Every build makes its trainer with sharding.fsdp_trainer; this one did not.
+            raise TrainerError("transient", f"stage {cfg.stage}: parallelism fsdp asked but the Trainer is not under FSDP")
+        if cfg.parallelism != "ddp":
+            events.log(f"rank {os.environ.get('RANK', '0')}: peak RSS {peak_rss_mib():.0f} MiB with the trainer built")
         run_trainer(cfg, trainer)
+        if cfg.parallelism != "ddp":
+            events.log(f"rank {os.environ.get('RANK', '0')}: peak RSS {peak_rss_mib():.0f} MiB after training")
     finally:
         if scalars is not None:
             scalars.close()

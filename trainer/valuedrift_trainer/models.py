@@ -179,13 +179,16 @@ def _llama3b_config(num_labels: int | None, pad_token_id: int) -> Any:
     return LlamaConfig(**shape, bos_token_id=1, eos_token_id=2, pad_token_id=pad_token_id, **extra)
 
 
-def _build_llama3b(ref: ModelRef, head: str, dtype: Any, device: Any) -> Any:
+def _build_llama3b(ref: ModelRef, head: str, dtype: Any, device: Any, empty: bool = False) -> Any:
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     tok = load_tokenizer(ref)
     cfg = _llama3b_config(1 if head == "seqcls" else None, tok.pad_token_id)
     cls = LlamaForSequenceClassification if head == "seqcls" else LlamaForCausalLM
+    if empty:
+        model = _empty(lambda: cls(cfg))
+        return model.to(dtype) if dtype is not None else model
     if device is None:
         # 3B parameters initialise in seconds on a GPU and in minutes on a CPU; the Trainer would move
         # them there anyway.
@@ -196,32 +199,81 @@ def _build_llama3b(ref: ModelRef, head: str, dtype: Any, device: Any) -> Any:
     return model.to(dtype) if dtype is not None else model
 
 
-def load_causal_lm(ref: ModelRef, dtype: Any = None, device: Any = None) -> Any:
-    """A causal LM in `dtype` (default float32: optimizer master weights stay full precision)."""
+def _empty(build: Any) -> Any:
+    """The model `build()` makes, without its weights: what a rank other than 0 holds under FSDP's
+    memory-efficient loading until rank 0's weights are broadcast to it when the model is wrapped.
+
+    Built with its parameters on the meta device (no memory, no initialisation), then each given
+    uninitialised CPU storage (`torch.empty`): pages nothing writes to are never made resident, so
+    the process's memory does not grow, but every parameter has an address of its own, which
+    accelerate needs (it maps the optimizer's parameters onto the wrapped model's by storage
+    address, and all meta tensors share address 0). Buffers are real (RoPE's inverse frequencies
+    are computed, not loaded, and FSDP does not broadcast them)."""
+    import torch
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        model = build()
+    storage: dict[int, Any] = {}  # a tied parameter (lm_head = embed_tokens) gets one storage
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_meta:
+                if id(param) not in storage:
+                    storage[id(param)] = torch.nn.Parameter(torch.empty_like(param, device="cpu"),
+                                                            requires_grad=param.requires_grad)
+                module.register_parameter(name, storage[id(param)])
+    # The meta context re-creates every parameter a module registers, which unties an output head
+    # that __init__ had tied to the input embedding; tie it again, as loading does.
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model
+
+
+def model_config(ref: ModelRef, **kwargs: Any) -> Any:
+    """The model's config.json (what `from_pretrained` would read), without its weights."""
+    from transformers import AutoConfig
+
+    if ref.kind == "pkg":
+        return AutoConfig.from_pretrained(ensure_pkg(ref), **kwargs)
+    if ref.kind == "tiny":
+        return AutoConfig.from_pretrained(ensure_tiny(ref), **kwargs)
+    return _hub_call(ref, AutoConfig.from_pretrained, ref.path, **kwargs)
+
+
+def load_causal_lm(ref: ModelRef, dtype: Any = None, device: Any = None, empty: bool = False) -> Any:
+    """A causal LM in `dtype` (default float32: optimizer master weights stay full precision). `empty`:
+    the same model without its weights (see `_empty`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = dtype or torch.float32
     if ref.kind == "tiny-llama3b":
-        model = _build_llama3b(ref, "causal", dtype, device)
+        model = _build_llama3b(ref, "causal", dtype, device, empty)
+    elif empty:
+        config = model_config(ref)
+        return _empty(lambda: AutoModelForCausalLM.from_config(config, dtype=dtype))
     elif ref.kind == "pkg":
         model = AutoModelForCausalLM.from_pretrained(ensure_pkg(ref), dtype=dtype)
     elif ref.kind == "tiny":
         model = AutoModelForCausalLM.from_pretrained(ensure_tiny(ref), dtype=dtype)
     else:
         model = _hub_call(ref, AutoModelForCausalLM.from_pretrained, ref.path, dtype=dtype)
-    return model.to(device) if device is not None else model
+    return model.to(device) if device is not None and not empty else model
 
 
-def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any = None) -> Any:
-    """A one-logit sequence classifier (reward / value model); a causal checkpoint gets a fresh head."""
+def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any = None, empty: bool = False) -> Any:
+    """A one-logit sequence classifier (reward / value model); a causal checkpoint gets a fresh head.
+    `empty`: as for load_causal_lm."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     dtype = dtype or torch.float32
     kw = dict(num_labels=1, dtype=dtype)
     if ref.kind == "tiny-llama3b":
-        model = _build_llama3b(ref, "seqcls", dtype, device)
+        model = _build_llama3b(ref, "seqcls", dtype, device, empty)
+    elif empty:
+        config = model_config(ref, num_labels=1)
+        model = _empty(lambda: AutoModelForSequenceClassification.from_config(config, dtype=dtype))
     elif ref.kind == "pkg":
         model = AutoModelForSequenceClassification.from_pretrained(ensure_pkg(ref), **kw)
     elif ref.kind == "tiny":
@@ -230,7 +282,7 @@ def load_seqcls(ref: ModelRef, pad_token_id: int, dtype: Any = None, device: Any
         model = _hub_call(ref, AutoModelForSequenceClassification.from_pretrained, ref.path, **kw)
     # The classifier reads the score at the last non-pad token, so it must agree with the tokenizer.
     model.config.pad_token_id = pad_token_id
-    return model.to(device) if device is not None else model
+    return model.to(device) if device is not None and not empty else model
 
 
 # ---------------------------------------------------------------- the tiny model

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hftrain, lora, models
+from . import hftrain, lora, models, sharding
 from .config import TrainConfig
 
 
@@ -29,9 +29,9 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
 
     ref = models.resolve(cfg.model)
     tokenizer = models.load_tokenizer(ref)
-    model = models.load_seqcls(ref, tokenizer.pad_token_id)
+    model = models.load_seqcls(ref, tokenizer.pad_token_id, empty=not hftrain.weights_here(cfg, "reward model"))
     args = TRLRewardConfig(**hftrain.training_args(cfg, bf16))
-    trainer = RewardTrainer(
+    trainer = sharding.fsdp_trainer(RewardTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain, lora, models
+from . import data, hftrain, lora, models, sharding
 from .config import TrainConfig
 
 
@@ -31,7 +31,7 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
 
     ref = models.resolve(cfg.model)
     tokenizer = models.load_tokenizer(ref)
-    model = models.load_causal_lm(ref)
+    model = models.load_causal_lm(ref, empty=not hftrain.weights_here(cfg, "model"))
     args = TRLSFTConfig(**hftrain.training_args(cfg, bf16), packing=False)
     if cfg.hyperparameters["assistant_only_loss"]:
         # Pre-tokenized rows with an `assistant_masks` column: TRL turns the mask into labels (-100 elsewhere),
@@ -40,7 +40,7 @@ def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: l
         dataset = Dataset.from_list([data.assistant_tokens(tokenizer, r["messages"]) for r in rows])
     else:
         dataset = Dataset.from_list(rows)
-    trainer = SFTTrainer(
+    trainer = sharding.fsdp_trainer(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=dataset,

@@ -12,6 +12,15 @@
   number of processes resumes from; every checkpoint's evaluation copy (models.write_evaluation_copy)
   holds the consolidated full weights as plain safetensors, merged from the shards on rank 0 without
   any collective, so plain ``AutoModelForCausalLM.from_pretrained`` loads it.
+  Memory-efficient loading (accelerate's ``cpu_ram_efficient_loading``): only global rank 0 reads the
+  weights (`loads_weights`); every other rank builds the model from its config with uninitialised
+  parameters that take no resident memory (models._empty; buffers such as RoPE's are real), and
+  when the model is wrapped accelerate moves it to the meta device, shards it, and rank 0
+  broadcasts each parameter, of which every rank keeps its shard. DPO's frozen reference model is
+  built and wrapped the same way (`fsdp_trainer`), per decoder layer. transformers' own switch for
+  this (``is_fsdp_enabled``: ACCELERATE_USE_FSDP and FSDP_CPU_RAM_EFFICIENT_LOADING set and the
+  process group up before ``from_pretrained``) no longer skips reading the weights in transformers
+  5.x (it only fixes up buffers), so the empty model is built here rather than left to it.
 - ``zero3``: DeepSpeed ZeRO stage 3 (transformers' ``deepspeed`` argument) where the ``deepspeed``
   package is importable; elsewhere the trainer refuses the config (``bad_config``, not retried).
   The lock file does not install deepspeed. Checkpoints are DeepSpeed's; the 16-bit weights are
@@ -80,7 +89,8 @@ def training_args(parallelism: str, args: dict[str, Any], bf16: bool) -> dict[st
             "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # the model's _no_split_modules (its decoder layer)
             "state_dict_type": "SHARDED_STATE_DICT",
             "activation_checkpointing": recompute,
-            "cpu_ram_efficient_loading": False,
+            # Rank 0 alone holds the weights before wrapping; the others get theirs by broadcast.
+            "cpu_ram_efficient_loading": True,
         }
         return out
     # zero3: "auto" values are filled by transformers from the Trainer's own arguments.
@@ -151,11 +161,67 @@ def consolidate(checkpoint: str, out_dir: str) -> str:
     return path
 
 
+def loads_weights(parallelism: str) -> bool:
+    """Whether this process reads the model's weights: always, except under fsdp on ranks other than
+    global rank 0 (the rank accelerate broadcasts from), which build the model empty (module doc)."""
+    return parallelism != "fsdp" or os.environ.get("RANK", "0") in ("", "0")
+
+
+_FSDP_TRAINERS: dict[type, type] = {}
+
+
+def fsdp_trainer(base: type) -> type:
+    """`base` (a TRL trainer class) whose FSDP state exists as soon as its accelerator does.
+
+    - On CPU, `enable_on_cpu` runs inside the Trainer's own constructor (not after it), so the
+      Trainer knows it is under FSDP from the start: it leaves the model where it is and TRL wraps
+      DPO's reference model with FSDP, as on GPUs.
+    - A ``ref_model`` passed to the constructor is wrapped here before TRL sees it, with accelerate's
+      own preparation (one FSDP unit per decoder layer, rank 0's weights broadcast when the others
+      hold an empty model); TRL then finds it already wrapped. TRL's own wrapping would shard
+      whatever each rank holds (nothing, on ranks that did not load it) as one unit.
+    Without fsdp the subclass behaves exactly like `base`."""
+    if base in _FSDP_TRAINERS:
+        return _FSDP_TRAINERS[base]
+
+    class FsdpTrainer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._fsdp_reference = kwargs.get("ref_model")
+            super().__init__(*args, **kwargs)
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            enable_on_cpu(self)
+            reference = getattr(self, "_fsdp_reference", None)
+            self._fsdp_reference = None
+            if reference is not None and self.is_fsdp_enabled:
+                shard_frozen(self.accelerator, reference)
+
+    FsdpTrainer.__name__ = FsdpTrainer.__qualname__ = f"Fsdp{base.__name__}"
+    _FSDP_TRAINERS[base] = FsdpTrainer
+    return FsdpTrainer
+
+
+def shard_frozen(accelerator: Any, model: Any) -> Any:
+    """Wrap a frozen model (DPO's reference) with FSDP2 in place, as accelerate wraps the trained one:
+    per-layer units, weights broadcast from rank 0 under memory-efficient loading. Its parameters
+    stop requiring gradients first, so mixed precision keeps their dtype (no fp32 master copy)."""
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    if accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise TrainerError("bad_config", "parallelism: fsdp runs FSDP2 only (fsdp_config version 2)")
+    model.requires_grad_(False)
+    wrapped = fsdp2_prepare_model(accelerator, model)
+    wrapped.eval()
+    return wrapped
+
+
 def enable_on_cpu(trainer: Any) -> None:
     """FSDP across CPU processes (gloo), which the tests and a CPU rehearsal run: accelerate builds its
     FSDP state only for GPU-like devices and leaves a multi-CPU run plain data-parallel, ignoring the
     plugin. Switch the Trainer's accelerate state to FSDP with the plugin the Trainer's arguments
-    describe, before anything is prepared; from there on the code path (FSDP2 wrapping, sharded
+    describe, from within the Trainer's constructor (`fsdp_trainer`), before the model is placed or
+    anything prepared; from there on the code path (FSDP2 wrapping, memory-efficient loading, sharded
     save and load) is the one GPUs take. A no-op unless the stage asked for fsdp on CPU."""
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 

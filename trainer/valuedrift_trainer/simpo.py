@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data, hftrain, lora
+from . import data, hftrain, lora, sharding
 from .config import TrainConfig
 
 
@@ -35,7 +35,7 @@ def trainer_class(max_completion_length: int) -> type:
             row = super().tokenize_row(feature, model)
             return row if self.is_encoder_decoder else data.cap_cpo_completion(row, max_completion_length)
 
-    return CappedCPOTrainer
+    return sharding.fsdp_trainer(CappedCPOTrainer)
 
 
 def build(cfg: TrainConfig, rows: list[dict[str, Any]], bf16: bool, callbacks: list[Any]) -> Any:
