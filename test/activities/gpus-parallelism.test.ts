@@ -49,15 +49,15 @@ describe('stage parallelism', () => {
     expect(r.code).toBe(0);
   }, 120_000);
 
-  it('refuses sharding on fewer than 2 GPUs or with lora, and more than one node, naming each field', async () => {
+  it('refuses sharding on fewer than 2 GPUs or with lora, and zero3 across nodes, naming each field', async () => {
     const r = await validate((s) => {
       Object.assign(s[0] as Stage, { gpus: 1, parallelism: 'fsdp' });
-      Object.assign(s[1] as Stage, { gpus: 2, nodes: 2 });
+      Object.assign(s[1] as Stage, { gpus: 2, nodes: 2, parallelism: 'zero3' });
       Object.assign(s[2] as Stage, { gpus: 2, parallelism: 'zero3', lora: {} });
     });
     expect(r.code).toBe(1);
     expect(r.out).toMatch(/stages\[0\]\.parallelism: fsdp shards the model over GPUs and needs gpus ≥ 2 \(this stage has 1\)/);
-    expect(r.out).toMatch(/stages\[1\]\.nodes: multi-node training is not supported.*got nodes 2/);
+    expect(r.out).toMatch(/stages\[1\]\.nodes: zero3 across nodes is not supported; use ddp or fsdp for nodes 2/);
     expect(r.out).toMatch(/stages\[2\]\.parallelism: zero3 with lora is not supported/);
     const unknown = await validate((s) => Object.assign(s[0] as Stage, { gpus: 2, parallelism: 'tensor' }));
     expect(unknown.code).toBe(1);

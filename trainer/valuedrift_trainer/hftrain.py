@@ -43,13 +43,15 @@ def check_devices(cfg: TrainConfig) -> bool:
         if visible < cfg.num_gpus:
             # The spec asks for more GPUs than this worker has; the same worker refuses again.
             raise TrainerError("bad_config", f"num_gpus: {cfg.num_gpus} requested but {visible} CUDA device(s) visible")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world != cfg.num_gpus:
+        # Processes on this node: a multi-node group's WORLD_SIZE is nodes × num_gpus, and torchrun sets
+        # LOCAL_WORLD_SIZE to the node's share (a plain single-process run sets neither).
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        if local != cfg.num_gpus:
             raise TrainerError(
                 "bad_config",
-                f"num_gpus: {cfg.num_gpus} needs one process per GPU (launch with `python -m "
+                f"num_gpus: {cfg.num_gpus} needs one process per GPU on this node (launch with `python -m "
                 f"accelerate.commands.launch --num_processes {cfg.num_gpus} -m valuedrift_trainer ...`); "
-                f"WORLD_SIZE is {world}",
+                f"LOCAL_WORLD_SIZE is {local}",
             )
     if cfg.bf16 == "auto":
         return cfg.num_gpus > 0 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
