@@ -4,39 +4,14 @@
  * launcher stays the same for every choice (the trainer's TrainingArguments configure FSDP or ZeRO-3, so
  * that the same code runs under torchrun in trainer/tests/test_fsdp.py and under accelerate on GPUs).
  */
-import { execFile } from 'node:child_process';
-import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { validateEditedDemo, type Stage } from '../support/validateCli';
 import { accelerateLauncher } from '../../activities/gpus';
 import { trainerConfig } from '../../activities/training';
 import { StageSpec } from '../../common/spec';
 
-const ROOT = path.resolve(__dirname, '..', '..');
-let dir: string;
 
-beforeAll(async () => {
-  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vd-parallelism-'));
-});
-afterAll(async () => {
-  await fs.rm(dir, { recursive: true, force: true });
-});
-
-type Stage = Record<string, unknown>;
-
-/** `npm run lineage -- validate` (tsx worker/cli.ts validate) on specs/demo.json with its stages edited. */
-async function validate(edit: (stages: Stage[]) => void): Promise<{ code: number; out: string }> {
-  const spec = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as { stages: Stage[] };
-  edit(spec.stages);
-  const file = path.join(dir, `spec-${Math.random().toString(36).slice(2)}.json`);
-  await fs.writeFile(file, JSON.stringify(spec));
-  return new Promise((resolve) => {
-    execFile(path.join(ROOT, 'node_modules', '.bin', 'tsx'), ['worker/cli.ts', 'validate', file], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number(err.code ?? 1) : 0, out: stdout + stderr }),
-    );
-  });
-}
+const validate = validateEditedDemo;
 
 describe('stage parallelism', () => {
   it('lineage validate accepts fsdp and zero3 on 2 GPUs, and nodes 1', async () => {

@@ -10,13 +10,13 @@ import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrainStageFollowerInput } from '../../activities/multinode';
 import type { TrainStageInput, TrainStageResult } from '../../activities/training';
 import { gpuMultiNodeTaskQueue, TASK_QUEUES } from '../../common/config';
 import { StageSpec } from '../../common/spec';
-import { startTestServer, uniqueName } from '../support/workflowEnv';
+import { quietBundle, startTestServer, uniqueName } from '../support/workflowEnv';
 import { groupTraining } from './workflows';
 
 let env: TestWorkflowEnvironment;
@@ -24,7 +24,7 @@ let bundle: WorkflowBundleWithSourceMap;
 
 beforeAll(async () => {
   env = await startTestServer();
-  bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows.ts'), logger: { info() {}, warn() {}, error() {}, debug() {}, trace() {}, log() {} } });
+  bundle = await quietBundle(path.join(__dirname, 'workflows.ts'));
 }, 120_000);
 afterAll(async () => {
   await env?.teardown();

@@ -5,19 +5,18 @@
  * The whole path on real parts (two gpu workers, the trainer on the tiny model) is
  * test/multinode/multinode.slow.ts (`npm run test:multinode`).
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { validateEditedDemo, type Stage } from '../support/validateCli';
 import { parseWorkerEnv } from '../../activities/env';
 import { accelerateLauncher, GpuPool, GpuSlots } from '../../activities/gpus';
 import { awaitRendezvous, multiNodeSettings, publishRendezvous, rendezvousFile, sharedWorkDir, type Rendezvous } from '../../activities/multinode';
 import { gpuMultiNodeTaskQueue, gpuTaskQueue, TASK_QUEUES } from '../../common/config';
 import { gpuWorkerOptions } from '../../worker/main';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 let dir: string;
 
 beforeAll(async () => {
@@ -27,20 +26,7 @@ afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-type Stage = Record<string, unknown>;
-
-/** `npm run lineage -- validate` (tsx worker/cli.ts validate) on specs/demo.json with its stages edited. */
-async function validate(edit: (stages: Stage[]) => void): Promise<{ code: number; out: string }> {
-  const spec = JSON.parse(await fs.readFile(path.join(ROOT, 'specs', 'demo.json'), 'utf8')) as { stages: Stage[] };
-  edit(spec.stages);
-  const file = path.join(dir, `spec-${Math.random().toString(36).slice(2)}.json`);
-  await fs.writeFile(file, JSON.stringify(spec));
-  return new Promise((resolve) => {
-    execFile(path.join(ROOT, 'node_modules', '.bin', 'tsx'), ['worker/cli.ts', 'validate', file], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number(err.code ?? 1) : 0, out: stdout + stderr }),
-    );
-  });
-}
+const validate = validateEditedDemo;
 
 const flag = (args: string[], name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 

@@ -7,12 +7,12 @@
 import * as path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TASK_QUEUES } from '../../common/config';
 import { GpuPool, GpuSlots, gpuShortfall } from '../../activities/gpus';
 import { gpuWorkerOptions } from '../../worker/main';
-import { startTestServer } from '../support/workflowEnv';
+import { quietBundle, startTestServer } from '../support/workflowEnv';
 import type { Job } from './workflows';
 
 interface Run {
@@ -34,7 +34,7 @@ const refusals: Refusal[] = [];
 
 beforeAll(async () => {
   env = await startTestServer();
-  bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows.ts'), logger: { info() {}, warn() {}, error() {}, debug() {}, trace() {}, log() {} } });
+  bundle = await quietBundle(path.join(__dirname, 'workflows.ts'));
 }, 120_000);
 afterAll(async () => {
   await env?.teardown();

@@ -58,10 +58,15 @@ export async function startTestServer(): Promise<TestWorkflowEnvironment> {
   });
 }
 
+/** Bundles the workflows of `workflowsPath` without the bundler's log lines. */
+export function quietBundle(workflowsPath: string): Promise<WorkflowBundleWithSourceMap> {
+  return bundleWorkflowCode({ workflowsPath, logger: { info() {}, warn() {}, error() {}, debug() {}, trace() {}, log() {} } });
+}
+
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /** The workflow bundle is built once per test file. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'workflows', 'index.ts'), logger: { info() {}, warn() {}, error() {}, debug() {}, trace() {}, log() {} } });
+  bundle ??= quietBundle(path.join(ROOT, 'workflows', 'index.ts'));
   return bundle;
 }
 
