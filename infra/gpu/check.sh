@@ -3,7 +3,9 @@
 # Prepare here first: `.venv/bin/python infra/gpu/prepare.py` fills .gpu/ (wheels the device image lacks,
 # SmolLM2's tokenizer); then run `bash infra/gpu/check.sh` there with carry [".gpu"]. The wheels go into
 # a private site dir ahead of the image's packages; check.py verifies their requirements before any
-# GPU work, runs the stages and writes $OUT/gpu-check.json and a table (tokens/s per stage, generation).
+# GPU work, runs the sections (train, generation, fsdp, generation-256; `--sections` picks some) and
+# writes $OUT/gpu-check.json after each, and a line per section (tokens/s, losses matching after the fsdp
+# resume, the vLLM/transformers generation ratio). Arguments are passed on to check.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow  # about three minutes of CPU: `npm run test:trainer-slow`
+@pytest.mark.slow  # about four and a half minutes of CPU: `npm run test:trainer-slow`
 def test_gpu_check_smoke(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(ROOT / "infra/gpu/check.py"), "--smoke"], env=env,
@@ -25,6 +25,23 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
     for stage in res["stages"].values():
         assert stage["tokens_per_s"] > 0 and stage["steps_timed"] == 2
     assert res["generation"]["completion_tokens"] > 0
+    # fsdp: two CPU ranks; run B killed after checkpoint k and resumed from the sharded checkpoint
+    fsdp = res["fsdp"]
+    assert "error" not in fsdp, fsdp
+    assert fsdp["ranks"] == 2 and fsdp["transport"] == "gloo (CPU)" and fsdp["k"] == 2 and fsdp["steps"] == 4
+    assert fsdp["killed_after_checkpoint"] == 2
+    assert list(fsdp["losses_a"]) == list(fsdp["losses_b"]) == ["1", "2", "3", "4"]
+    assert fsdp["losses_match"] is True and fsdp["max_rel_diff"] <= fsdp["tolerance_rel"]
+    assert fsdp["tokens_per_s"] > 0 and fsdp["steps_timed"] >= 1
+    assert fsdp["sharded_checkpoint"] == {"model_shards": 2, "full_weights_in_checkpoint": False}
+    copy = fsdp["evaluation_copy"]
+    assert copy["loads"] is True and copy["class"] == "LlamaForCausalLM" and copy["problems"] == {}
+    # generation-256 in its reduced form: transformers measured, vLLM skipped with the reason, no ratio
+    gen = res["generation-256"]
+    assert "error" not in gen, gen
+    assert gen["transformers"]["rows"] == gen["prompts"] == 16 and gen["transformers"]["tokens_per_s"] > 0
+    assert 0 < gen["transformers"]["completion_tokens"] <= 16 * gen["max_new_tokens"]
+    assert "smoke" in gen["vllm"]["skipped"] and "ratio" not in gen and "ratio_goal_met" not in gen
 
 
 def _load(name: str, path: Path):
@@ -99,7 +116,25 @@ def test_gpu_check_goes_on_after_a_failed_stage(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "infra/gpu/check.py"), "--tokenizer", "/no/such/tokenizer"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "sft, dpo, simpo, generate failed" in proc.stderr, proc.stderr[-2000:]
+    assert "sft, dpo, simpo, generate, fsdp, generation-256 failed" in proc.stderr, proc.stderr[-2000:]
     res = json.loads((tmp_path / "gpu-check.json").read_text())
-    for part in (*res["stages"].values(), res["generation"]):
+    for part in (*res["stages"].values(), res["generation"], res["fsdp"], res["generation-256"]):
         assert "model_not_found" in part["error"] and "/no/such/tokenizer" in part["error"]
+    assert "losses_match" not in res["fsdp"] and "ratio" not in res["generation-256"]
+
+
+def test_fsdp_timing_leaves_out_checkpoint_saves() -> None:
+    """Training tokens/s of the fsdp section: the intervals in which a sharded checkpoint was written are
+    not counted (nor the step before the first progress after step 0)."""
+    check = _load("gpu_check", ROOT / "infra/gpu/check.py")
+    ev = lambda t, event, step: (t, {"event": event, "step": step})  # noqa: E731
+    events = [ev(0.0, "progress", 0), ev(5.0, "progress", 1), ev(6.0, "progress", 2), ev(7.0, "progress", 3),
+              ev(30.0, "checkpoint", 3), ev(31.0, "progress", 4), ev(32.5, "progress", 5), ev(50.0, "checkpoint", 6),
+              ev(60.0, "progress", 6)]
+    assert check.timed_steps(events) == (3, 3.5)  # 1->2, 2->3, 4->5
+
+
+def test_unknown_section_is_refused() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "infra/gpu/check.py"), "--smoke", "--sections", "train,nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown nope" in proc.stderr, proc.stderr
