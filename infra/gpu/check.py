@@ -179,7 +179,10 @@ def load_evaluation_copy(path: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, dtype=torch.bfloat16)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, dtype=torch.bfloat16)
+    except Exception as exc:  # noqa: BLE001 - recorded: the copy does not load
+        return {"loads": False, "error": f"{type(exc).__name__}: {str(exc)[:1000]}"}
     problems = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[1, 5, 9, 13, 17]])).logits
@@ -251,6 +254,10 @@ def fsdp_section(python: str, work: str, model: str, smoke: bool, gpus_visible: 
     res["max_rel_diff"] = max(diffs) if diffs else None
     res["losses_match"] = (sorted(losses_a) == sorted(losses_b) == list(range(1, steps + 1))
                            and all(d <= FSDP_TOLERANCE for d in diffs))
+    wrong = ([] if res["losses_match"] else ["losses after the resume differ from the uninterrupted run's"]) + \
+        ([] if res["evaluation_copy"]["loads"] else ["the evaluation copy does not load whole"])
+    if wrong:
+        res["error"] = "; ".join(wrong)
     return res
 
 
@@ -455,17 +462,24 @@ def main() -> None:
                 print(f"generate {completion} completion tokens in {wall:.1f} s (model load included)", flush=True)
         if "fsdp" in sections:
             t0 = time.perf_counter()
-            results["fsdp"] = fsdp_section(python, work, model, smoke, gpus_visible, seq=seq,
-                                           micro=micro, k=args.fsdp_k or (2 if smoke else 3), layers=args.fsdp_layers)
+            try:
+                results["fsdp"] = fsdp_section(python, work, model, smoke, gpus_visible, seq=seq,
+                                               micro=micro, k=args.fsdp_k or (2 if smoke else 3), layers=args.fsdp_layers)
+            except Exception as exc:  # noqa: BLE001 - recorded; the next section still runs
+                results["fsdp"] = {"error": f"{type(exc).__name__}: {exc}"}
             f = results["fsdp"]
-            print(f"fsdp   {f.get('tokens_per_s', '-')} tokens/s on {f['ranks']} rank(s); losses match after resume: "
+            print(f"fsdp   {f.get('tokens_per_s', '-')} tokens/s on {f.get('ranks', '?')} rank(s); losses match after resume: "
                   f"{f.get('losses_match')} (max rel diff {f.get('max_rel_diff')}); evaluation copy loads: "
                   f"{f.get('evaluation_copy', {}).get('loads')}; {time.perf_counter() - t0:.0f} s"
                   + (f"; FAILED: {f['error']}" if "error" in f else ""), flush=True)
             save(results, args.out)
         if "generation-256" in sections:
             t0 = time.perf_counter()
-            results["generation-256"] = g = generation_256_section(python, work, model, smoke, cuda)
+            try:
+                results["generation-256"] = generation_256_section(python, work, model, smoke, cuda)
+            except Exception as exc:  # noqa: BLE001 - recorded
+                results["generation-256"] = {"error": f"{type(exc).__name__}: {exc}", "ratio_goal": 5.0}
+            g = results["generation-256"]
             if "error" in g:
                 print(f"gen256 FAILED: {g['error']}", flush=True)
             for backend in ("transformers", "vllm") if "save_s" in g else ():
