@@ -198,6 +198,9 @@ def fsdp_section(python: str, work: str, model: str, smoke: bool, gpus_visible: 
     2k. Both loss series, whether they match, tokens/s of run A, and whether A's consolidated
     evaluation copy loads with plain AutoModelForCausalLM."""
     on_cpu = smoke or gpus_visible == 0
+    if not on_cpu and gpus_visible < 2:
+        # Validation and the trainer refuse fsdp on fewer than 2 GPUs: one GPU has nothing to shard over.
+        return {"skipped": f"fsdp needs at least 2 GPUs (stages with fewer are refused); this machine has {gpus_visible}"}
     ranks = 2 if on_cpu else gpus_visible  # two CPU ranks over gloo, or one rank per GPU (nccl)
     steps = 2 * k
     data = os.path.join(work, "fsdp.jsonl")
@@ -468,10 +471,13 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - recorded; the next section still runs
                 results["fsdp"] = {"error": f"{type(exc).__name__}: {exc}"}
             f = results["fsdp"]
-            print(f"fsdp   {f.get('tokens_per_s', '-')} tokens/s on {f.get('ranks', '?')} rank(s); losses match after resume: "
-                  f"{f.get('losses_match')} (max rel diff {f.get('max_rel_diff')}); evaluation copy loads: "
-                  f"{f.get('evaluation_copy', {}).get('loads')}; {time.perf_counter() - t0:.0f} s"
-                  + (f"; FAILED: {f['error']}" if "error" in f else ""), flush=True)
+            if "skipped" in f:
+                print(f"fsdp   skipped: {f['skipped']}", flush=True)
+            else:
+                print(f"fsdp   {f.get('tokens_per_s', '-')} tokens/s on {f.get('ranks', '?')} rank(s); losses match after resume: "
+                      f"{f.get('losses_match')} (max rel diff {f.get('max_rel_diff')}); evaluation copy loads: "
+                      f"{f.get('evaluation_copy', {}).get('loads')}; {time.perf_counter() - t0:.0f} s"
+                      + (f"; FAILED: {f['error']}" if "error" in f else ""), flush=True)
             save(results, args.out)
         if "generation-256" in sections:
             t0 = time.perf_counter()

@@ -138,3 +138,13 @@ def test_unknown_section_is_refused() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "infra/gpu/check.py"), "--smoke", "--sections", "train,nope"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown nope" in proc.stderr, proc.stderr
+
+
+def test_fsdp_on_one_gpu_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """One visible GPU: nothing to shard over (validation refuses fsdp below 2 GPUs), so the section is
+    recorded as skipped, not failed, and launches nothing."""
+    check = _load("gpu_check", ROOT / "infra/gpu/check.py")
+    res = check.fsdp_section(sys.executable, str(tmp_path), "tiny-llama3b:", smoke=False, gpus_visible=1, seq=64, micro=1,
+                             k=1, layers=1)
+    assert res == {"skipped": "fsdp needs at least 2 GPUs (stages with fewer are refused); this machine has 1"}
+    assert list(tmp_path.iterdir()) == []
