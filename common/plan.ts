@@ -368,12 +368,12 @@ export interface BuildTemplates {
   rephrase: number;
   naming: number;
   valueCheck: number;
-  /** Synthetic pairs: the supporting / opposing system prompt, mean over the spec's topics and both sides. */
-  stanceResponse: number;
+  /** Synthetic pairs: the stance instruction with an empty prompt, per `generator.stanceInstruction`, mean over the spec's topics and both sides. */
+  stanceResponse: { system: number; user: number };
   /** Stance analysis: the conversation-level judge prompt with an empty conversation, mean over topics. */
   conversationJudge: number;
 }
-export const NO_BUILD_TEMPLATES: BuildTemplates = { rephrase: 0, naming: 0, valueCheck: 0, stanceResponse: 0, conversationJudge: 0 };
+export const NO_BUILD_TEMPLATES: BuildTemplates = { rephrase: 0, naming: 0, valueCheck: 0, stanceResponse: { system: 0, user: 0 }, conversationJudge: 0 };
 
 export interface PlanBuildCall {
   /** What the calls do ("rephrase statements", "stance-check responses", …). */
@@ -526,7 +526,7 @@ export function planBuilds(a: {
       const promptTokens = src.meanRowChars !== undefined ? tokensOf(src.meanRowChars) : ASSUMED_PROMPT_TOKENS;
       const responses = selected === null ? null : 2 * selected;
       calls.push(
-        call({ step: 'supporting and opposing responses', role: 'generator', model: g.model, calls: responses, bound: true, detail: 'two per selected prompt (support, oppose)', inputTokensPerCall: tokensOf(templates.stanceResponse) + CHAT_FRAMING_TOKENS + promptTokens, outputTokensPerCall: g.maxTokens }),
+        call({ step: 'supporting and opposing responses', role: 'generator', model: g.model, calls: responses, bound: true, detail: 'two per selected prompt (support, oppose)', inputTokensPerCall: tokensOf(templates.stanceResponse[g.stanceInstruction]) + CHAT_FRAMING_TOKENS + promptTokens, outputTokensPerCall: g.maxTokens }),
         call({ step: 'stance-check responses', role: 'judge', model: judgeModel, calls: responses, bound: true, detail: 'one per non-empty response', inputTokensPerCall: a.judgeTemplateTokens + promptTokens + g.maxTokens, outputTokensPerCall: JUDGE_OUTPUT_TOKENS }),
       );
     } else if (d.build === 'stance-analysis') {

@@ -198,14 +198,17 @@ export function judgeTemplateChars(topics: readonly string[]): number {
  */
 export async function buildTemplates(topics: readonly string[]): Promise<BuildTemplates> {
   const { REPHRASE_SYSTEM, NAME_SYSTEM, VALUE_SYSTEM } = await import('../activities/derived/vprism');
-  const { stanceSystemPrompt } = await import('../activities/derived/syntheticPairs');
+  const { stanceMessages } = await import('../activities/derived/syntheticPairs');
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const chars = (ms: ReadonlyArray<{ content?: unknown }>) => ms.reduce((a, m) => a + (typeof m.content === 'string' ? m.content.length : 0), 0);
   return {
     rephrase: REPHRASE_SYSTEM.length,
     naming: NAME_SYSTEM.length,
     valueCheck: VALUE_SYSTEM.length,
-    stanceResponse: mean(topics.flatMap((t) => [stanceSystemPrompt(t, 'support').length, stanceSystemPrompt(t, 'oppose').length])),
+    stanceResponse: {
+      system: mean(topics.flatMap((t) => (['support', 'oppose'] as const).map((side) => chars(stanceMessages('', t, side, 'system'))))),
+      user: mean(topics.flatMap((t) => (['support', 'oppose'] as const).map((side) => chars(stanceMessages('', t, side, 'user'))))),
+    },
     conversationJudge: mean(topics.map((topic) => chars(buildConversationJudgeMessages({ conversation: [], topic })))),
   };
 }

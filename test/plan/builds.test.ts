@@ -70,7 +70,7 @@ const declared = (s: LineageSpec, extra: Record<string, Partial<DatasetCount>> =
     Object.entries(s.datasets).map(([k, d]) => [k, { ...(d.rows === undefined ? { rows: null, source: 'unknown' as const, detail: 'unknown' } : { rows: d.rows, source: 'declared' as const, detail: 'declared' }), ...extra[k] }]),
   );
 
-const TEMPLATES = { rephrase: 400, naming: 240, valueCheck: 320, stanceResponse: 600, conversationJudge: 800 };
+const TEMPLATES = { rephrase: 400, naming: 240, valueCheck: 320, stanceResponse: { system: 600, user: 120 }, conversationJudge: 800 };
 const JUDGE_TEMPLATE_TOKENS = 200;
 
 function run(s: LineageSpec, p: PriceTable = prices(), counts = declared(s)) {
@@ -122,6 +122,9 @@ describe('planBuilds: calls follow from the spec', () => {
     // The judge reads the prompt as the question and the response (≤ maxTokens) as the answer.
     expect(step(r, 'pairs', 'stance-check responses').inputTokensPerCall).toBe(JUDGE_TEMPLATE_TOKENS + ASSUMED_PROMPT_TOKENS + 300);
     expect(step(r, 'pairs', 'supporting and opposing responses').inputTokensPerCall).toBe(600 / CHARS_PER_TOKEN + CHAT_FRAMING_TOKENS + ASSUMED_PROMPT_TOKENS);
+    // The instruction in the user turn (small local models) is costed at its own length.
+    const ru = run(spec((s) => Object.assign((s.datasets.pairs as { generator: object }).generator, { stanceInstruction: 'user' })));
+    expect(step(ru, 'pairs', 'supporting and opposing responses').inputTokensPerCall).toBe(120 / CHARS_PER_TOKEN + CHAT_FRAMING_TOKENS + ASSUMED_PROMPT_TOKENS);
     // Fewer candidates than the cap: every candidate.
     const r2 = run(spec((s) => ((s.datasets.prefs as { limit?: number }).limit = 35)));
     expect(step(r2, 'pairs', 'supporting and opposing responses').calls).toBe(70);
